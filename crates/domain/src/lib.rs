@@ -1,0 +1,13 @@
+//! The vocabulary and rules of `callers`: validated values, phone normalisation, name folding
+//! for search and the retention rule. No I/O: time comes in through a [`Clock`].
+
+pub mod call_handling;
+pub mod clock;
+pub mod contact;
+pub mod names;
+pub mod phone;
+pub mod retention;
+pub mod validation;
+
+pub use clock::{Clock, FixedClock, SystemClock};
+pub use validation::{AccountId, Violation, Violations};

@@ -1,0 +1,392 @@
+//! Phone numbers: turns what telephony delivers and what people type into E.164, the one form
+//! numbers are stored and matched in. Parsing and validity come from `phonenumber` (a port of
+//! libphonenumber); this module only cleans the input first, so the library sees nothing but an
+//! optional `+` and digits.
+
+use std::fmt;
+use std::str::FromStr;
+
+use phonenumber::country::Id;
+use phonenumber::metadata::DATABASE;
+use phonenumber::{Mode, ParseError};
+
+/// Longest input (after trimming) that is parsed at all; real numbers with separators fit easily.
+const MAX_INPUT_CHARS: usize = 64;
+
+/// What telephony sends instead of a number when the caller ID is suppressed.
+const NO_NUMBER_WORDS: &[&str] = &[
+    "anonymous",
+    "unknown",
+    "private",
+    "withheld",
+    "unavailable",
+    "restricted",
+];
+
+/// Why an input is not a phone number. Messages never contain the input: it is personal data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhoneError {
+    #[error("unknown phone region")]
+    UnknownRegion,
+    #[error("not a phone number")]
+    NotANumber,
+    #[error("not a valid phone number")]
+    Invalid,
+    #[error("phone number is too long")]
+    TooLong,
+}
+
+/// An ISO 3166 alpha-2 region the phone library has metadata for; national numbers are read as
+/// numbers of this region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Region(Id);
+
+impl Region {
+    /// Accepts any case and surrounding whitespace (`" de "` is `DE`).
+    pub fn parse(s: &str) -> Result<Region, PhoneError> {
+        let s = s.trim();
+        if s.len() != 2 || !s.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(PhoneError::UnknownRegion);
+        }
+        let id = Id::from_str(&s.to_ascii_uppercase()).map_err(|_| PhoneError::UnknownRegion)?;
+        // The enum lists CLDR ids; only those with numbering metadata can parse numbers.
+        if DATABASE.by_id(id.as_ref()).is_none() {
+            return Err(PhoneError::UnknownRegion);
+        }
+        Ok(Region(id))
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_ref()
+    }
+
+    pub fn germany() -> Region {
+        Region(Id::DE)
+    }
+}
+
+impl FromStr for Region {
+    type Err = PhoneError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Region::parse(s)
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A valid phone number in E.164 form, e.g. `+493012345678`. Only [`normalize`] makes one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct E164(String);
+
+impl E164 {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// A number this crate normalised earlier, read back from storage.
+    pub fn from_trusted(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl fmt::Display for E164 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for E164 {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Normalises a phone number to E.164, reading national numbers as numbers of `region`.
+///
+/// `Ok(None)` means "no number": empty input or a suppressed caller ID (`anonymous`, `unknown`,
+/// `private`, `withheld`, `unavailable`, `restricted`). Accepts `+49 30 1234567`, `030/1234567`,
+/// `(030) 12 34 56-78`, `+49 (0)30 1234567`, `0049 30 1234567`, `tel:+49-30-1234567` and the like;
+/// rejects letters, garbage and numbers the library does not consider valid.
+pub fn normalize(input: &str, region: &Region) -> Result<Option<E164>, PhoneError> {
+    let input = input.trim();
+    if input.chars().nth(MAX_INPUT_CHARS).is_some() {
+        return Err(PhoneError::TooLong);
+    }
+    if input.is_empty()
+        || NO_NUMBER_WORDS
+            .iter()
+            .any(|word| input.eq_ignore_ascii_case(word))
+    {
+        return Ok(None);
+    }
+    let dialable = dialable(input)?;
+    let number = phonenumber::parse(Some(region.0), &dialable).map_err(|e| match e {
+        ParseError::NoNumber => PhoneError::NotANumber,
+        _ => PhoneError::Invalid,
+    })?;
+    if !number.is_valid() {
+        return Err(PhoneError::Invalid);
+    }
+    let e164 = number.format().mode(Mode::E164).to_string();
+    // The library's output is the stored key; never store anything but `+` and digits.
+    let well_formed =
+        e164.len() > 1 && e164.starts_with('+') && e164[1..].bytes().all(|b| b.is_ascii_digit());
+    if !well_formed {
+        return Err(PhoneError::Invalid);
+    }
+    Ok(Some(E164(e164)))
+}
+
+/// Reduces typed input to an optional leading `+` and digits, so that the parser (which has had
+/// panics on odd input) only ever sees that alphabet and letters are rejected, not skipped.
+fn dialable(input: &str) -> Result<String, PhoneError> {
+    let mut s = input;
+    if let Some(prefix) = s.get(..4)
+        && prefix.eq_ignore_ascii_case("tel:")
+    {
+        // RFC 3966: parameters (`;ext=`, `;phone-context=`) follow the number.
+        s = s[4..].split(';').next().unwrap_or_default();
+    }
+    let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    let (plus, rest) = match compact.strip_prefix('+') {
+        Some(rest) => (true, rest),
+        None => (false, compact.as_str()),
+    };
+    // "+49 (0)30 …": the trunk prefix in brackets is not dialled from abroad. At the very start
+    // ("(0)30 …") it is the national trunk prefix and stays.
+    let rest = match rest.strip_prefix("(0)") {
+        Some(tail) => format!("0{}", tail.replace("(0)", "")),
+        None => rest.replace("(0)", ""),
+    };
+    let mut out = String::with_capacity(rest.len() + 1);
+    if plus {
+        out.push('+');
+    }
+    for c in rest.chars() {
+        match c {
+            '0'..='9' => out.push(c),
+            '-' | '/' | '.' | '(' | ')' | '\u{2010}'..='\u{2015}' | '\u{2212}' => {}
+            _ => return Err(PhoneError::NotANumber),
+        }
+    }
+    if !out.bytes().any(|b| b.is_ascii_digit()) {
+        return Err(PhoneError::NotANumber);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn de() -> Region {
+        Region::germany()
+    }
+
+    #[test]
+    fn accepts_what_telephony_and_people_type() {
+        let cases: &[(&str, &str)] = &[
+            ("+493012345678", "+493012345678"),
+            ("+49 30 1234567", "+49301234567"),
+            ("030 1234567", "+49301234567"),
+            ("030/1234567", "+49301234567"),
+            ("030-123 45 67", "+49301234567"),
+            ("(030) 12 34 56-78", "+493012345678"),
+            ("+49 (0)30 1234567", "+49301234567"),
+            ("+49(0)301234567", "+49301234567"),
+            ("+49 ( 0 ) 30 1234567", "+49301234567"),
+            ("(0)30 1234567", "+49301234567"),
+            ("0049 30 1234567", "+49301234567"),
+            ("00 49 30 1234567", "+49301234567"),
+            ("0049 (0)30 1234567", "+49301234567"),
+            // The library also drops a trunk prefix typed without brackets; harmless.
+            ("+49 030 1234567", "+49301234567"),
+            ("tel:+49-30-1234567", "+49301234567"),
+            ("TEL:+49-30-1234567;ext=12", "+49301234567"),
+            ("+43 1 5123456", "+4315123456"),
+            ("0043 1 5123456", "+4315123456"),
+            ("0171 1234567", "+491711234567"),
+            ("+49 171 1234567", "+491711234567"),
+            ("089.12345678", "+498912345678"),
+            ("  030 1234567\t", "+49301234567"),
+            ("030\u{a0}1234567", "+49301234567"),
+            ("030 \u{2013} 1234567", "+49301234567"),
+            ("+1 212 555 0123", "+12125550123"),
+        ];
+        for (input, expected) in cases {
+            let got = normalize(input, &de()).unwrap_or_else(|e| panic!("{input:?}: {e}"));
+            assert_eq!(got.as_ref().map(E164::as_str), Some(*expected), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn national_numbers_follow_the_region() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("AT", "01 5123456", "+4315123456"),
+            ("CH", "044 668 18 00", "+41446681800"),
+            ("US", "(212) 555-0123", "+12125550123"),
+            ("US", "+49 30 1234567", "+49301234567"),
+        ];
+        for (region, input, expected) in cases {
+            let region = Region::parse(region).unwrap();
+            let got = normalize(input, &region).unwrap_or_else(|e| panic!("{input:?}: {e}"));
+            assert_eq!(got.map(E164::into_string).as_deref(), Some(*expected));
+        }
+    }
+
+    #[test]
+    fn no_number() {
+        for input in [
+            "",
+            "   ",
+            "\t\n",
+            "anonymous",
+            "Anonymous",
+            " UNKNOWN ",
+            "private",
+            "Withheld",
+            "unavailable",
+            "RESTRICTED",
+        ] {
+            assert_eq!(normalize(input, &de()), Ok(None), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn rejects() {
+        let cases: &[(&str, PhoneError)] = &[
+            ("030 CALL ME", PhoneError::NotANumber),
+            ("0800 FLOWERS", PhoneError::NotANumber),
+            ("030 1234567 x12", PhoneError::NotANumber),
+            ("hello", PhoneError::NotANumber),
+            ("anonymous caller", PhoneError::NotANumber),
+            ("---", PhoneError::NotANumber),
+            ("+", PhoneError::NotANumber),
+            ("++49 30 1234567", PhoneError::NotANumber),
+            ("49+30", PhoneError::NotANumber),
+            ("tel:", PhoneError::NotANumber),
+            ("030_1234567", PhoneError::NotANumber),
+            ("٠٣٠١٢٣٤٥٦٧", PhoneError::NotANumber),
+            ("12", PhoneError::Invalid),
+            ("123", PhoneError::Invalid),
+            ("0", PhoneError::NotANumber),
+            ("+49 1", PhoneError::Invalid),
+            ("+999 1234567", PhoneError::Invalid),
+            ("030 12345678901234567890", PhoneError::Invalid),
+            ("+00 30 1234567", PhoneError::Invalid),
+            ("0000000000", PhoneError::Invalid),
+            ("+(0)30 1234567", PhoneError::Invalid),
+        ];
+        for (input, expected) in cases {
+            let got = normalize(input, &de());
+            assert!(got.is_err(), "{input:?} gave {got:?}");
+            assert_eq!(got, Err(expected.clone()), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn too_long_is_checked_before_parsing() {
+        let long = "0".repeat(65);
+        assert_eq!(normalize(&long, &de()), Err(PhoneError::TooLong));
+        let long_garbage = "x".repeat(65);
+        assert_eq!(normalize(&long_garbage, &de()), Err(PhoneError::TooLong));
+        // 64 characters with separators is still parsed.
+        let padded = format!("030{}1234567", " ".repeat(54));
+        assert_eq!(padded.chars().count(), 64);
+        assert!(normalize(&padded, &de()).unwrap().is_some());
+    }
+
+    #[test]
+    fn messages_are_lower_case_and_never_echo_input() {
+        for e in [
+            PhoneError::UnknownRegion,
+            PhoneError::NotANumber,
+            PhoneError::Invalid,
+            PhoneError::TooLong,
+        ] {
+            let msg = e.to_string();
+            assert!(!msg.is_empty());
+            assert_eq!(msg, msg.to_lowercase());
+            assert!(!msg.ends_with('.'));
+        }
+        let err = normalize("030 CALL ME 1234567", &de()).unwrap_err();
+        assert!(!err.to_string().contains("1234567"));
+    }
+
+    #[test]
+    fn region_parse() {
+        for (input, expected) in [
+            ("DE", "DE"),
+            ("de", "DE"),
+            (" at ", "AT"),
+            ("Ch", "CH"),
+            ("US", "US"),
+        ] {
+            assert_eq!(Region::parse(input).unwrap().as_str(), expected);
+        }
+        for input in ["XX", "", "de1", "D", "DEU", "1", "ÄÖ", "d e", "ZZ"] {
+            assert_eq!(
+                Region::parse(input),
+                Err(PhoneError::UnknownRegion),
+                "{input:?}"
+            );
+        }
+        assert_eq!("de".parse::<Region>(), Ok(Region::germany()));
+        assert_eq!(Region::germany().to_string(), "DE");
+    }
+
+    #[test]
+    fn never_panics_on_odd_input() {
+        let long = "9".repeat(10_000);
+        let odd = [
+            "🙂",
+            "+🙂",
+            "tel:🙂",
+            "télé",
+            "te",
+            "t",
+            "e\u{301}",
+            "0\u{301}30 1234567",
+            "\u{0}",
+            "((((",
+            "))))",
+            "(0)",
+            "(0)(0)(0)",
+            "+(0)",
+            "00",
+            "0000",
+            "+0",
+            "+1",
+            "  2 22#:",
+            ";;;",
+            "tel:;;",
+            "tel:+49;ext=",
+            "+49 (0",
+            "١٢٣",
+            "１２３４５６７８",
+            &long,
+        ];
+        for region in ["DE", "AT", "US", "GB"] {
+            let region = Region::parse(region).unwrap();
+            for input in odd {
+                let _ = normalize(input, &region);
+            }
+        }
+        // Every prefix of a real number, to reach the parser's short-input paths.
+        let full = "+49 (0)30 123 45 67-89";
+        for end in 0..=full.len() {
+            if let Some(prefix) = full.get(..end) {
+                let _ = normalize(prefix, &de());
+            }
+        }
+    }
+}

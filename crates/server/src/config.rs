@@ -1,0 +1,111 @@
+//! The server's typed configuration, from flags and environment (API.md "Command lines").
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "callers-server", version, about = "The callers gRPC server")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply database migrations and exit.
+    Migrate(DatabaseArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL. Without it, `serve` starts a private development database.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<Secret>,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log format; `auto` is pretty on a terminal and JSON otherwise.
+    #[arg(long, env = "CALLERS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "CALLERS_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    /// File of bearer-token hashes and their accounts; without it the server runs
+    /// unauthenticated, which is allowed only on a loopback address.
+    #[arg(long, env = "CALLERS_AUTH_TOKENS_FILE")]
+    pub auth_tokens_file: Option<PathBuf>,
+    /// Address of the Prometheus metrics endpoint; none when unset.
+    #[arg(long, env = "CALLERS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Apply pending migrations before serving (always done for the development database).
+    #[arg(long, env = "CALLERS_MIGRATE")]
+    pub migrate: bool,
+    /// Phone region (ISO 3166 alpha-2) of accounts that have no call-handling settings.
+    #[arg(long, env = "CALLERS_DEFAULT_PHONE_REGION", default_value = "DE")]
+    pub default_phone_region: String,
+    /// Days without activity after which caller-only contacts are deleted; must match the
+    /// purge worker's `--retention-days`, since `purge_time` is computed from it.
+    #[arg(long, env = "CALLERS_RETENTION_DAYS", default_value_t = 180)]
+    pub retention_days: u32,
+    /// Maximum database connections of this replica.
+    #[arg(long, env = "CALLERS_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: usize,
+    /// How long a request waits for a free database connection before UNAVAILABLE.
+    #[arg(long, env = "CALLERS_DB_WAIT_TIMEOUT_MS", default_value_t = 2000)]
+    pub db_wait_timeout_ms: u64,
+    /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "CALLERS_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+    /// Folder of the development database started when no database URL is given.
+    #[arg(long, env = "CALLERS_DEV_DB_DIR", default_value = ".devdb")]
+    pub dev_db_dir: PathBuf,
+}
+
+/// A value that must never be printed, such as a URL with a password.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}

@@ -1,0 +1,85 @@
+//! The callers gRPC server: configuration, authentication, health, reflection and the
+//! services. `main.rs` only wires these together.
+
+pub mod auth;
+pub mod config;
+mod convert;
+mod error;
+pub mod grpc;
+mod health;
+mod page_token;
+pub mod telemetry;
+
+use auth::Authenticator;
+use callers_proto::v1::contact_service_server::ContactServiceServer;
+use grpc::App;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+/// Everything `serve` needs from outside.
+pub struct Deps {
+    pub app: App,
+    pub auth: Arc<Authenticator>,
+    /// How long in-flight calls may take to finish after shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+/// Serves on an already bound listener until `shutdown` resolves, then drains for at most
+/// the grace period.
+pub async fn serve(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    deps: Deps,
+) -> anyhow::Result<()> {
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health_task = tokio::spawn(health::watch(deps.app.store.clone(), reporter.clone()));
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(callers_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(callers_proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let auth = deps.auth.clone();
+    let authenticate = move |mut req: tonic::Request<()>| {
+        let grant = auth.authenticate(&req)?;
+        req.extensions_mut().insert(grant);
+        Ok(req)
+    };
+    let contacts = ContactServiceServer::with_interceptor(
+        grpc::contacts::Contacts(deps.app.clone()),
+        authenticate.clone(),
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let router = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(contacts);
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(
+        TcpListenerStream::new(listener),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+
+    shutdown.await;
+    tracing::info!("shutting down: draining in-flight calls");
+    health_task.abort();
+    health::set_all(&reporter, false).await;
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(deps.shutdown_grace, server).await {
+        Ok(joined) => joined??,
+        Err(_) => tracing::warn!(
+            grace_secs = deps.shutdown_grace.as_secs(),
+            "drain took longer than the grace period; stopping anyway"
+        ),
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! `callers-server`: wires configuration, database, authentication and signals to `serve`.
+
+use anyhow::{Context, bail};
+use callers_devdb::PrivatePostgres;
+use callers_domain::SystemClock;
+use callers_domain::phone::Region;
+use callers_domain::retention::Retention;
+use callers_server::auth::Authenticator;
+use callers_server::config::{Cli, Command, DatabaseArgs, ServeArgs};
+use callers_server::grpc::App;
+use callers_server::{Deps, serve, telemetry};
+use callers_store::{PoolConfig, Store};
+use clap::Parser;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let log = match &cli.command {
+        Some(Command::Migrate(db)) => db.log.clone(),
+        None => cli.serve.db.log.clone(),
+    };
+    telemetry::init(log.log_format);
+    let result = match cli.command {
+        Some(Command::Migrate(db)) => migrate(db).await,
+        None => run(cli.serve).await,
+    };
+    if let Err(e) = result {
+        tracing::error!(error = format!("{e:#}"), "callers-server failed");
+        eprintln!("callers-server: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The configured database, or a private development one started from local binaries.
+async fn database(
+    db: &DatabaseArgs,
+    dev_dir: &Path,
+) -> anyhow::Result<(String, Option<PrivatePostgres>)> {
+    if let Some(url) = &db.database_url {
+        return Ok((url.expose().to_owned(), None));
+    }
+    std::fs::create_dir_all(dev_dir)
+        .with_context(|| format!("cannot create {}", dev_dir.display()))?;
+    let dir = dev_dir.canonicalize()?.join("data");
+    let pg = PrivatePostgres::start(&dir, None)
+        .await
+        .context("no DATABASE_URL given and the development database could not start")?;
+    tracing::info!(
+        url = pg.url_for("callers"),
+        data = %dir.display(),
+        "development database running (set DATABASE_URL to use another)"
+    );
+    let admin = pg.url();
+    ensure_database(&admin, "callers").await?;
+    Ok((pg.url_for("callers"), Some(pg)))
+}
+
+async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    let (client, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls).await?;
+    let conn = tokio::spawn(conn);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some();
+    if !exists {
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
+    }
+    drop(client);
+    let _ = conn.await;
+    Ok(())
+}
+
+async fn migrate(db: DatabaseArgs) -> anyhow::Result<()> {
+    let (url, dev) = database(&db, Path::new(".devdb")).await?;
+    let result = callers_store::migrate(&url)
+        .await
+        .context("migration failed");
+    if let Some(pg) = dev {
+        pg.stop().await?;
+    }
+    result?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let auth = match &args.auth_tokens_file {
+        Some(path) => Arc::new(Authenticator::from_file(path)?),
+        None if args.listen.ip().is_loopback() => {
+            tracing::warn!(
+                listen = %args.listen,
+                "no --auth-tokens-file: serving WITHOUT authentication on a loopback address"
+            );
+            Arc::new(Authenticator::disabled())
+        }
+        None => bail!(
+            "refusing to listen on {} without authentication: pass --auth-tokens-file \
+             (CALLERS_AUTH_TOKENS_FILE) or listen on a loopback address",
+            args.listen
+        ),
+    };
+    let default_region = Region::parse(&args.default_phone_region)
+        .map_err(|_| anyhow::anyhow!("--default-phone-region is not a known ISO 3166 region"))?;
+    let retention = Retention::days(args.retention_days)
+        .map_err(|e| anyhow::anyhow!("--retention-days: {e}"))?;
+
+    let (url, dev) = database(&args.db, &args.dev_db_dir).await?;
+    if args.migrate || dev.is_some() {
+        callers_store::migrate(&url)
+            .await
+            .context("migration failed")?;
+    }
+    let store = Store::connect(
+        &url,
+        &PoolConfig {
+            max_size: args.db_pool_size,
+            wait_timeout: Duration::from_millis(args.db_wait_timeout_ms),
+            ..PoolConfig::default()
+        },
+    )?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, "callers-server listening");
+    eprintln!("callers-server listening on {}", listener.local_addr()?);
+
+    if let Some(path) = args.auth_tokens_file.clone() {
+        let auth = auth.clone();
+        let mut hup = signal(SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match auth.reload(&path) {
+                    Ok(n) => tracing::info!(tokens = n, "tokens file reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "tokens file reload failed; keeping the old tokens")
+                    }
+                }
+            }
+        });
+    }
+
+    let deps = Deps {
+        app: App {
+            store,
+            clock: Arc::new(SystemClock),
+            default_region,
+            retention,
+        },
+        auth,
+        shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+    };
+    let mut term = signal(SignalKind::terminate())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+    };
+    let served = serve(listener, shutdown, deps).await;
+    if let Some(pg) = dev {
+        pg.stop().await?;
+    }
+    served
+}

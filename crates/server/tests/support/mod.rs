@@ -1,0 +1,143 @@
+//! Starts the server in-process on a fresh database and port 0, with real gRPC clients.
+
+#![allow(dead_code)]
+
+use callers_domain::phone::Region;
+use callers_domain::retention::Retention;
+use callers_domain::{Clock, FixedClock};
+use callers_proto::v1 as pb;
+use callers_proto::v1::contact_service_client::ContactServiceClient;
+use callers_server::auth::Authenticator;
+use callers_server::grpc::App;
+use callers_server::{Deps, serve};
+use callers_store::testing::{TestDatabase, fresh_database};
+use callers_store::{PoolConfig, Store};
+use chrono::{TimeZone, Utc};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+pub struct TestApp {
+    pub channel: Channel,
+    pub contacts: ContactServiceClient<Channel>,
+    pub store: Store,
+    pub clock: Arc<FixedClock>,
+    pub db: TestDatabase,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Authenticator::disabled()).await
+}
+
+pub async fn spawn_app_with(auth: Authenticator) -> TestApp {
+    let db = fresh_database().await;
+    let store = Store::connect(db.url(), &PoolConfig::default()).unwrap();
+    let clock = Arc::new(FixedClock::new(
+        Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap(),
+    ));
+    let app = App {
+        store: store.clone(),
+        clock: clock.clone() as Arc<dyn Clock>,
+        default_region: Region::germany(),
+        retention: Retention::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let deps = Deps {
+        app,
+        auth: Arc::new(auth),
+        shutdown_grace: Duration::from_secs(5),
+    };
+    let server = tokio::spawn(serve(
+        listener,
+        async {
+            let _ = rx.await;
+        },
+        deps,
+    ));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    TestApp {
+        contacts: ContactServiceClient::new(channel.clone()),
+        channel,
+        store,
+        clock,
+        db,
+        stop: Some(tx),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(s) = self.server.take() {
+            s.await.unwrap().unwrap();
+        }
+    }
+
+    pub fn clock_now(&self) -> chrono::DateTime<Utc> {
+        self.clock.now()
+    }
+
+    pub fn advance_days(&self, days: i64) {
+        self.clock
+            .set(self.clock.now() + chrono::Duration::days(days));
+    }
+}
+
+/// A caller as a customer would enter one in advance.
+pub fn caller(last_name: &str, number: &str) -> pb::Contact {
+    pb::Contact {
+        categories: vec!["caller".into()],
+        salutation: "Herr".into(),
+        first_name: "Hans".into(),
+        last_name: last_name.into(),
+        phone_numbers: vec![pb::PhoneNumber {
+            number: number.into(),
+            r#type: pb::PhoneType::Mobile as i32,
+            ..Default::default()
+        }],
+        origin: pb::Origin::ExpectedCall as i32,
+        ..Default::default()
+    }
+}
+
+pub async fn create(app: &mut TestApp, account: &str, contact: pb::Contact) -> pb::Contact {
+    app.contacts
+        .create_contact(pb::CreateContactRequest {
+            account_id: account.into(),
+            contact: Some(contact),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The fields named in a `BadRequest`, in order.
+pub fn bad_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+/// The `ErrorInfo` reason of a status.
+pub fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_default()
+}

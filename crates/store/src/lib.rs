@@ -1,0 +1,27 @@
+//! PostgreSQL storage of callers: the pool, migrations, and every query and transaction.
+//! Domain values go in and come out; no gRPC types here.
+
+mod call_handling;
+mod contacts;
+mod error;
+mod idempotency;
+mod migrate;
+mod pool;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
+
+pub use contacts::{ContactPage, ExpiringPage};
+pub use error::{Entity, Error};
+pub use idempotency::{IdempotencyKey, Operation};
+pub use migrate::{migrate, migrations_fingerprint};
+pub use pool::{PoolConfig, Store};
+
+#[cfg(test)]
+mod tests;
+
+/// PostgreSQL keeps microseconds: truncate first so what a write returns equals what a read
+/// returns later.
+pub(crate) fn db_time(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    t.trunc_subsecs(6)
+}
