@@ -11,7 +11,10 @@ mod page_token;
 pub mod telemetry;
 
 use auth::Authenticator;
+use callers_proto::v1::call_handling_service_server::CallHandlingServiceServer;
+use callers_proto::v1::call_note_service_server::CallNoteServiceServer;
 use callers_proto::v1::contact_service_server::ContactServiceServer;
+use callers_proto::v1::identification_service_server::IdentificationServiceServer;
 use grpc::App;
 use std::future::Future;
 use std::sync::Arc;
@@ -55,13 +58,28 @@ pub async fn serve(
         grpc::contacts::Contacts(deps.app.clone()),
         authenticate.clone(),
     );
+    let identification = IdentificationServiceServer::with_interceptor(
+        grpc::identification::Identification(deps.app.clone()),
+        authenticate.clone(),
+    );
+    let call_notes = CallNoteServiceServer::with_interceptor(
+        grpc::call_notes::CallNotes(deps.app.clone()),
+        authenticate.clone(),
+    );
+    let call_handling = CallHandlingServiceServer::with_interceptor(
+        grpc::call_handling::CallHandlings(deps.app.clone()),
+        authenticate,
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let router = Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(contacts);
+        .add_service(contacts)
+        .add_service(identification)
+        .add_service(call_notes)
+        .add_service(call_handling);
     let server = tokio::spawn(router.serve_with_incoming_shutdown(
         TcpListenerStream::new(listener),
         async {

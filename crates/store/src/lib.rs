@@ -1,12 +1,15 @@
 //! PostgreSQL storage of callers: the pool, migrations, and every query and transaction.
 //! Domain values go in and come out; no gRPC types here.
 
-mod call_handling;
+pub mod call_handling;
+pub mod call_notes;
 mod contacts;
 mod error;
 mod idempotency;
+pub mod identify;
 mod migrate;
 mod pool;
+pub mod purge;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 

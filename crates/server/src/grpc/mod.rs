@@ -1,6 +1,9 @@
 //! The gRPC services: thin handlers that authorise, convert, call the store and convert back.
 
+pub mod call_handling;
+pub mod call_notes;
 pub mod contacts;
+pub mod identification;
 
 use crate::auth;
 use crate::error;

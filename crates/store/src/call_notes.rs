@@ -1,0 +1,1 @@
+//! Call notes and the exactly-once delivery of caller messages.

@@ -1,0 +1,1 @@
+//! Incoming-call lookups: by E.164 number and by folded name / phonetic key.
