@@ -136,11 +136,14 @@ impl PrivatePostgres {
         let tool = Tool::new()?;
         let dir = std::path::absolute(data_dir)
             .map_err(Error::io(format!("resolving {}", data_dir.display())))?;
+        if let Some(user) = tool.user() {
+            sys::check_reachable(&dir, user)?; // Before creating folders that would be useless.
+        }
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(Error::io(format!("creating {}", dir.display())))?;
         if let Some(user) = tool.user() {
-            sys::check_reachable(&dir, user)?;
+            sys::check_reachable(&dir, user)?; // Folders just created (umask).
             sys::chown(&dir, user)?;
         }
         let _lock = sys::lock_exclusive(dir.join(LOCK_FILE)).await?;
@@ -186,12 +189,12 @@ impl PrivatePostgres {
             Err(e) => return Err(Error::io(format!("reading {}", pid_file.display()))(e)),
         };
         let info = PidFile::parse(&text);
-        match info.pid.map(sys::process_state) {
+        match info.pid.map(|pid| sys::process_state(pid, &self.pgdata)) {
             // postgres itself ignores a pid file whose process is gone.
             Some(ProcessState::Gone) => return Ok(None),
-            // The pid was reused by another process (e.g. after a reboot); postgres would
-            // refuse to start, and nobody else is starting it (we hold the lock).
-            Some(ProcessState::Other) | None => {
+            // Not a live postgres, yet postgres would refuse to start over this pid file; and
+            // nobody else is starting one here (we hold the lock).
+            Some(ProcessState::Impostor) | None => {
                 tracing::info!(file = %pid_file.display(), "removing a stale postmaster.pid");
                 let _ = tokio::fs::remove_file(&pid_file).await;
                 return Ok(None);

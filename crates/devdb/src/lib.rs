@@ -28,6 +28,9 @@
 //! The server listens on `127.0.0.1` only, with `trust` authentication for the user
 //! `postgres`, and allows 300 connections.
 //!
+//! The async functions need a tokio runtime with its IO and time drivers (`#[tokio::main]`,
+//! `#[tokio::test]`); [`TestDatabase`]'s `Drop` needs none.
+//!
 //! # Running as root
 //!
 //! `initdb`, `pg_ctl` and `postgres` refuse to run as root, so as root they are run as the

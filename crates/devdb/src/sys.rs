@@ -307,20 +307,44 @@ pub(crate) async fn lock_exclusive(path: PathBuf) -> Result<File, Error> {
 pub(crate) enum ProcessState {
     /// A running postgres.
     Postgres,
-    /// A running process that is not postgres (the pid was reused).
-    Other,
+    /// A process that is not a running postgres: the pid was reused (e.g. after a reboot), or
+    /// it is a zombie that nobody reaped yet (a killed postmaster, when PID 1 does not reap).
+    /// postgres would refuse to start over its pid file.
+    Impostor,
     /// No such process.
     Gone,
     /// Cannot tell (no /proc).
     Unknown,
 }
 
-pub(crate) fn process_state(pid: u32) -> ProcessState {
-    match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-        Ok(comm) if matches!(comm.trim(), "postgres" | "postmaster") => ProcessState::Postgres,
-        Ok(_) => ProcessState::Other,
+/// What `pid` (from the pid file of the data directory `pgdata`) is now.
+pub(crate) fn process_state(pid: u32, pgdata: &Path) -> ProcessState {
+    // "pid (comm) S ...": the state follows the last ')'.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let Some((head, tail)) = stat.rsplit_once(')') else {
+                return ProcessState::Unknown;
+            };
+            let comm = head.split_once('(').map_or("", |(_, comm)| comm);
+            let state = tail.trim_start().chars().next();
+            if matches!(state, Some('Z' | 'X')) {
+                ProcessState::Impostor
+            } else if matches!(comm, "postgres" | "postmaster") {
+                // A postmaster works in its data directory; another postgres (say the machine's
+                // own cluster, after a reboot reused the pid) does not.
+                match (
+                    std::fs::read_link(format!("/proc/{pid}/cwd")),
+                    std::fs::canonicalize(pgdata),
+                ) {
+                    (Ok(cwd), Ok(pgdata)) if cwd != pgdata => ProcessState::Impostor,
+                    _ => ProcessState::Postgres,
+                }
+            } else {
+                ProcessState::Impostor
+            }
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if Path::new("/proc/self/comm").exists() {
+            if Path::new("/proc/self/stat").exists() {
                 ProcessState::Gone
             } else {
                 ProcessState::Unknown
@@ -371,7 +395,11 @@ mod tests {
     fn finds_binaries_and_this_process() {
         // The machines this project runs on have PostgreSQL installed.
         assert!(bindir().is_ok());
-        assert_eq!(process_state(std::process::id()), ProcessState::Other);
-        assert_eq!(process_state(u32::MAX - 1), ProcessState::Gone);
+        let here = Path::new("/");
+        assert_eq!(
+            process_state(std::process::id(), here),
+            ProcessState::Impostor
+        );
+        assert_eq!(process_state(u32::MAX - 1, here), ProcessState::Gone);
     }
 }

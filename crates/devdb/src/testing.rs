@@ -27,8 +27,8 @@ const IN_USE_PATIENCE: Duration = Duration::from_secs(10);
 /// `<cargo target dir>/callers-test-pg` (env `CALLERS_TEST_PG_DIR` overrides the folder)
 /// shared by all test processes.
 ///
-/// The private cluster is started (initdb on first use, about 2 s; later starts well under a
-/// second) by the first test process that needs it, under an exclusive file lock so that
+/// The private cluster is started (initdb on first use, about a second; later calls take a few
+/// milliseconds) by the first test process that needs it, under an exclusive file lock so that
 /// parallel test binaries don't race, and is **left running** afterwards: later tests and test
 /// runs reuse it. Its fsync is off: its data is throwaway. When it is started afresh, test
 /// databases left by killed test processes are dropped. When running as root and the target

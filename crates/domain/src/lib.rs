@@ -2,6 +2,7 @@
 //! for search and the retention rule. No I/O: time comes in through a [`Clock`].
 
 pub mod call_handling;
+pub mod call_note;
 pub mod clock;
 pub mod contact;
 pub mod names;

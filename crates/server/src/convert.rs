@@ -12,6 +12,18 @@ pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
+/// A request's timestamp; refuses values protobuf itself calls invalid.
+pub fn time(t: &prost_types::Timestamp) -> Result<DateTime<Utc>, String> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err("nanos must be between 0 and 999999999".into());
+    }
+    // 0001-01-01 .. 9999-12-31, the range google.protobuf.Timestamp allows.
+    if !(-62_135_596_800..=253_402_300_799).contains(&t.seconds) {
+        return Err("is out of the range of google.protobuf.Timestamp".into());
+    }
+    DateTime::from_timestamp(t.seconds, t.nanos as u32).ok_or_else(|| "is not a valid time".into())
+}
+
 /// The writable fields of a request's contact; output-only fields are ignored.
 pub fn raw_contact(c: &pb::Contact) -> RawContact {
     RawContact {

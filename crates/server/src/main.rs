@@ -45,7 +45,7 @@ async fn database(
     }
     std::fs::create_dir_all(dev_dir)
         .with_context(|| format!("cannot create {}", dev_dir.display()))?;
-    let dir = dev_dir.canonicalize()?.join("data");
+    let dir = dev_dir.canonicalize()?;
     let pg = PrivatePostgres::start(&dir, None)
         .await
         .context("no DATABASE_URL given and the development database could not start")?;

@@ -74,9 +74,12 @@ CREATE TABLE call_notes (
     -- call notes outlive their contact
     FOREIGN KEY (account_id, contact_id) REFERENCES contacts ON DELETE SET NULL (contact_id)
 );
-CREATE INDEX call_notes_account_idx ON call_notes (account_id, call_note_id DESC);
-CREATE INDEX call_notes_contact_idx ON call_notes (account_id, contact_id, call_note_id DESC);
-CREATE INDEX call_notes_employee_idx ON call_notes (account_id, employee_id, call_note_id DESC);
+-- ListCallNotes: newest call first, keyset on (call_time, call_note_id).
+CREATE INDEX call_notes_account_idx ON call_notes (account_id, call_time DESC, call_note_id DESC);
+CREATE INDEX call_notes_contact_idx
+    ON call_notes (account_id, contact_id, call_time DESC, call_note_id DESC);
+CREATE INDEX call_notes_employee_idx
+    ON call_notes (account_id, employee_id, call_time DESC, call_note_id DESC);
 
 -- One row per delivered caller message; the key makes a second delivery impossible.
 CREATE TABLE message_deliveries (

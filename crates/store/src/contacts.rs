@@ -29,6 +29,9 @@ macro_rules! select_contact {
            WHERE p.account_id = c.account_id AND p.contact_id = c.contact_id) ph ON true "
     };
 }
+/// For other store modules: `concat!(crate::contacts::select_contact!(), "WHERE …")`.
+#[allow(unused_imports)]
+pub(crate) use select_contact;
 
 pub(crate) fn contact_from_row(row: &Row) -> Result<Contact, Error> {
     let origin: i16 = row.get(11);

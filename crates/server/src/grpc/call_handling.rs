@@ -13,20 +13,26 @@ impl CallHandlingService for CallHandlings {
         &self,
         _request: Request<pb::GetCallHandlingRequest>,
     ) -> Result<Response<pb::CallHandling>, Status> {
-        Err(Status::unimplemented("GetCallHandling is not implemented yet"))
+        Err(Status::unimplemented(
+            "GetCallHandling is not implemented yet",
+        ))
     }
 
     async fn update_call_handling(
         &self,
         _request: Request<pb::UpdateCallHandlingRequest>,
     ) -> Result<Response<pb::CallHandling>, Status> {
-        Err(Status::unimplemented("UpdateCallHandling is not implemented yet"))
+        Err(Status::unimplemented(
+            "UpdateCallHandling is not implemented yet",
+        ))
     }
 
     async fn check_caller_recognition(
         &self,
         _request: Request<pb::CheckCallerRecognitionRequest>,
     ) -> Result<Response<pb::RecognitionStatus>, Status> {
-        Err(Status::unimplemented("CheckCallerRecognition is not implemented yet"))
+        Err(Status::unimplemented(
+            "CheckCallerRecognition is not implemented yet",
+        ))
     }
 }

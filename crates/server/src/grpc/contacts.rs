@@ -27,7 +27,7 @@ impl ContactService for Contacts {
         let rid = request_id(&req.request_id, &mut v);
         let region = match &acc {
             Some(a) => self.0.region(a).await?,
-            None => self.0.default_region.clone(),
+            None => self.0.default_region,
         };
         let new = match &req.contact {
             None => {
@@ -107,7 +107,7 @@ impl ContactService for Contacts {
         let mask = update_mask(req.update_mask.as_ref(), &mut v);
         let region = match &acc {
             Some(a) => self.0.region(a).await?,
-            None => self.0.default_region.clone(),
+            None => self.0.default_region,
         };
         let mut id = None;
         let mut patch = None;

@@ -13,6 +13,8 @@ impl IdentificationService for Identification {
         &self,
         _request: Request<pb::IdentifyCallerRequest>,
     ) -> Result<Response<pb::IdentifyCallerResponse>, Status> {
-        Err(Status::unimplemented("IdentifyCaller is not implemented yet"))
+        Err(Status::unimplemented(
+            "IdentifyCaller is not implemented yet",
+        ))
     }
 }

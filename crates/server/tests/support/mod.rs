@@ -6,6 +6,7 @@ use callers_domain::phone::Region;
 use callers_domain::retention::Retention;
 use callers_domain::{Clock, FixedClock};
 use callers_proto::v1 as pb;
+use callers_proto::v1::call_note_service_client::CallNoteServiceClient;
 use callers_proto::v1::contact_service_client::ContactServiceClient;
 use callers_server::auth::Authenticator;
 use callers_server::grpc::App;
@@ -20,6 +21,7 @@ use tonic::transport::Channel;
 pub struct TestApp {
     pub channel: Channel,
     pub contacts: ContactServiceClient<Channel>,
+    pub notes: CallNoteServiceClient<Channel>,
     pub store: Store,
     pub clock: Arc<FixedClock>,
     pub db: TestDatabase,
@@ -65,6 +67,7 @@ pub async fn spawn_app_with(auth: Authenticator) -> TestApp {
         .unwrap();
     TestApp {
         contacts: ContactServiceClient::new(channel.clone()),
+        notes: CallNoteServiceClient::new(channel.clone()),
         channel,
         store,
         clock,
@@ -121,6 +124,20 @@ pub async fn create(app: &mut TestApp, account: &str, contact: pb::Contact) -> p
         .await
         .unwrap()
         .into_inner()
+}
+
+pub async fn get(
+    app: &mut TestApp,
+    account: &str,
+    contact_id: &str,
+) -> Result<pb::Contact, tonic::Status> {
+    app.contacts
+        .get_contact(pb::GetContactRequest {
+            account_id: account.into(),
+            contact_id: contact_id.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
 }
 
 /// The fields named in a `BadRequest`, in order.
