@@ -24,7 +24,7 @@ pub struct TestApp {
     pub notes: CallNoteServiceClient<Channel>,
     pub store: Store,
     pub clock: Arc<FixedClock>,
-    pub db: TestDatabase,
+    pub db: Option<TestDatabase>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -35,7 +35,22 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(auth: Authenticator) -> TestApp {
     let db = fresh_database().await;
-    let store = Store::connect(db.url(), &PoolConfig::default()).unwrap();
+    let url = db.url().to_owned();
+    spawn(auth, &url, Some(db)).await
+}
+
+/// A server whose database is at `url`, which may be down.
+pub async fn spawn_app_against(url: &str) -> TestApp {
+    spawn(Authenticator::disabled(), url, None).await
+}
+
+async fn spawn(auth: Authenticator, url: &str, db: Option<TestDatabase>) -> TestApp {
+    let pool = PoolConfig {
+        wait_timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_millis(500),
+        ..PoolConfig::default()
+    };
+    let store = Store::connect(url, &pool).unwrap();
     let clock = Arc::new(FixedClock::new(
         Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap(),
     ));
