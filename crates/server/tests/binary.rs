@@ -12,9 +12,14 @@ const BIN: &str = env!("CARGO_BIN_EXE_callers-server");
 async fn empty_database() -> (String, String) {
     let server = callers_devdb::test_server_url().await.unwrap();
     let name = format!("callers_t_bin_{}", uuid::Uuid::new_v4().simple());
-    let (client, conn) = tokio_postgres::connect(&server, tokio_postgres::NoTls).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
     let url = match server.rsplit_once('/') {
         Some((base, _)) => format!("{base}/{name}"),
         None => unreachable!("test server urls are postgres://…/db"),
@@ -33,7 +38,10 @@ async fn it_refuses_to_serve_unauthenticated_beyond_loopback() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("refusing to listen on 0.0.0.0:0 without authentication"), "{stderr}");
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0 without authentication"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -46,9 +54,15 @@ async fn migrate_builds_the_schema_and_is_repeatable() {
             .output()
             .await
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let n: i64 = client
         .query_one(
@@ -66,7 +80,13 @@ async fn migrate_builds_the_schema_and_is_repeatable() {
 async fn it_serves_then_stops_cleanly_on_sigterm() {
     let (url, _) = empty_database().await;
     let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--migrate", "--log-format", "json"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--migrate",
+            "--log-format",
+            "json",
+        ])
         .env("DATABASE_URL", &url)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -5,13 +5,13 @@ mod support;
 use callers_proto::v1 as pb;
 use support::{caller, reason, spawn_app, spawn_app_against};
 use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
 
 async fn health(app: &support::TestApp, service: &str) -> i32 {
     let mut client = HealthClient::new(app.channel.clone());
@@ -24,7 +24,9 @@ async fn health(app: &support::TestApp, service: &str) -> i32 {
             .await;
         if let Ok(r) = r {
             let status = r.into_inner().status;
-            if status != ServingStatus::Unknown as i32 && status != ServingStatus::ServiceUnknown as i32 {
+            if status != ServingStatus::Unknown as i32
+                && status != ServingStatus::ServiceUnknown as i32
+            {
                 return status;
             }
         }
@@ -50,7 +52,8 @@ async fn a_database_outage_is_unavailable_and_not_serving() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let mut app = spawn_app_against(&format!("postgres://postgres@127.0.0.1:{port}/postgres")).await;
+    let mut app =
+        spawn_app_against(&format!("postgres://postgres@127.0.0.1:{port}/postgres")).await;
     assert_eq!(health(&app, "").await, ServingStatus::NotServing as i32);
     let e = app
         .contacts
@@ -99,6 +102,9 @@ async fn reflection_lists_every_service() {
         "callers.v1.CallHandlingService",
         "grpc.health.v1.Health",
     ] {
-        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
     }
 }
