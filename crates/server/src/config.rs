@@ -76,6 +76,18 @@ pub struct ServeArgs {
     /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "CALLERS_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
+    /// Largest accepted request message in bytes (decoded).
+    #[arg(long, env = "CALLERS_MAX_MESSAGE_BYTES", default_value_t = 262_144)]
+    pub max_message_bytes: usize,
+    /// Upper bound of every call in milliseconds; a client's shorter deadline wins.
+    #[arg(long, env = "CALLERS_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+    /// Calls in flight at once per replica; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CALLERS_MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
+    pub max_concurrent_requests: usize,
+    /// Seconds between HTTP/2 keepalive PINGs to clients.
+    #[arg(long, env = "CALLERS_HTTP2_KEEPALIVE_SECS", default_value_t = 30)]
+    pub http2_keepalive_secs: u64,
     /// Folder of the development database started when no database URL is given.
     #[arg(long, env = "CALLERS_DEV_DB_DIR", default_value = ".devdb")]
     pub dev_db_dir: PathBuf,

@@ -7,6 +7,8 @@ mod convert;
 mod error;
 pub mod grpc;
 mod health;
+pub mod metrics;
+mod observe;
 mod page_token;
 pub mod telemetry;
 
@@ -21,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
 /// Everything `serve` needs from outside.
@@ -29,6 +32,31 @@ pub struct Deps {
     pub auth: Arc<Authenticator>,
     /// How long in-flight calls may take to finish after shutdown begins.
     pub shutdown_grace: Duration,
+    pub limits: Limits,
+}
+
+/// Protection against oversized, slow and too many requests.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest accepted request message, decoded.
+    pub max_message_bytes: usize,
+    /// Upper bound of every call; a client's shorter `grpc-timeout` wins.
+    pub request_timeout: Duration,
+    /// Calls in flight at once; more are refused with RESOURCE_EXHAUSTED.
+    pub max_concurrent_requests: usize,
+    /// HTTP/2 PING interval that detects dead client connections.
+    pub http2_keepalive: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 256 * 1024,
+            request_timeout: Duration::from_secs(10),
+            max_concurrent_requests: 256,
+            http2_keepalive: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Serves on an already bound listener until `shutdown` resolves, then drains for at most
@@ -56,25 +84,35 @@ pub async fn serve(
         req.extensions_mut().insert(grant);
         Ok(req)
     };
-    let contacts = ContactServiceServer::with_interceptor(
-        grpc::contacts::Contacts(deps.app.clone()),
+    let max = deps.limits.max_message_bytes;
+    let contacts = InterceptedService::new(
+        ContactServiceServer::new(grpc::contacts::Contacts(deps.app.clone()))
+            .max_decoding_message_size(max),
         authenticate.clone(),
     );
-    let identification = IdentificationServiceServer::with_interceptor(
-        grpc::identification::Identification(deps.app.clone()),
+    let identification = InterceptedService::new(
+        IdentificationServiceServer::new(grpc::identification::Identification(deps.app.clone()))
+            .max_decoding_message_size(max),
         authenticate.clone(),
     );
-    let call_notes = CallNoteServiceServer::with_interceptor(
-        grpc::call_notes::CallNotes(deps.app.clone()),
+    let call_notes = InterceptedService::new(
+        CallNoteServiceServer::new(grpc::call_notes::CallNotes(deps.app.clone()))
+            .max_decoding_message_size(max),
         authenticate.clone(),
     );
-    let call_handling = CallHandlingServiceServer::with_interceptor(
-        grpc::call_handling::CallHandlings(deps.app.clone()),
+    let call_handling = InterceptedService::new(
+        CallHandlingServiceServer::new(grpc::call_handling::CallHandlings(deps.app.clone()))
+            .max_decoding_message_size(max),
         authenticate,
     );
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let limits = &deps.limits;
     let router = Server::builder()
+        .timeout(limits.request_timeout)
+        .http2_keepalive_interval(Some(limits.http2_keepalive))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(observe::ObserveLayer::new(limits.max_concurrent_requests))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -8,7 +8,7 @@ use callers_domain::retention::Retention;
 use callers_server::auth::Authenticator;
 use callers_server::config::{Cli, Command, DatabaseArgs, ServeArgs};
 use callers_server::grpc::App;
-use callers_server::{Deps, serve, telemetry};
+use callers_server::{Deps, Limits, serve, telemetry};
 use callers_store::{PoolConfig, Store};
 use clap::Parser;
 use std::path::Path;
@@ -124,6 +124,11 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..PoolConfig::default()
         },
     )?;
+    if let Some(addr) = args.metrics_listen {
+        callers_server::metrics::install(addr, store.clone())
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        tracing::info!(listen = %addr, "metrics endpoint listening");
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -154,6 +159,12 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         auth,
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        limits: Limits {
+            max_message_bytes: args.max_message_bytes,
+            request_timeout: Duration::from_millis(args.request_timeout_ms),
+            max_concurrent_requests: args.max_concurrent_requests.max(1),
+            http2_keepalive: Duration::from_secs(args.http2_keepalive_secs.max(1)),
+        },
     };
     let mut term = signal(SignalKind::terminate())?;
     let shutdown = async move {

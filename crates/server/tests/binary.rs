@@ -125,3 +125,238 @@ async fn it_serves_then_stops_cleanly_on_sigterm() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// A running `callers-server` whose stdout and stderr are collected.
+struct Running {
+    child: tokio::process::Child,
+    addr: String,
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+async fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let sink = output.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = out.next_line().await {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&l);
+            s.push('\n');
+        }
+    });
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let sink = output.clone();
+    tokio::spawn(async move {
+        let mut tx = Some(tx);
+        while let Ok(Some(l)) = err.next_line().await {
+            if let Some(a) = l.strip_prefix("callers-server listening on ") {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(a.to_owned());
+                }
+            }
+            let mut s = sink.lock().unwrap();
+            s.push_str(&l);
+            s.push('\n');
+        }
+    });
+    let addr = tokio::time::timeout(Duration::from_secs(30), rx)
+        .await
+        .expect("the server did not start listening")
+        .expect("the server exited before listening");
+    Running {
+        child,
+        addr,
+        output,
+    }
+}
+
+impl Running {
+    async fn stop(mut self) -> String {
+        let pid = self.child.id().unwrap();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.output.lock().unwrap().clone()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn scrape(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for _ in 0..50 {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut body = String::new();
+            s.read_to_string(&mut body).await.unwrap();
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("metrics endpoint did not answer");
+}
+
+#[tokio::test]
+async fn a_full_scenario_logs_no_personal_data_and_fills_the_metrics() {
+    use callers_proto::v1 as pb;
+    let (url, _) = empty_database().await;
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let server = start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--migrate",
+            "--log-format",
+            "json",
+            "--metrics-listen",
+            &metrics_addr,
+        ],
+        // Even at the most verbose level nothing personal may appear.
+        &[("DATABASE_URL", &url), ("RUST_LOG", "trace")],
+    )
+    .await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut contacts =
+        callers_proto::v1::contact_service_client::ContactServiceClient::new(channel.clone());
+    let mut notes =
+        callers_proto::v1::call_note_service_client::CallNoteServiceClient::new(channel);
+    let secrets = [
+        "Hildegard",
+        "Zwiebelmeyer",
+        "zwiebelmeyer",
+        "98765432",
+        "Geheimnis-4711",
+        "Quastenflosser",
+        "zwiebel@example.org",
+        "Sonnenblume",
+    ];
+    let created = contacts
+        .create_contact(pb::CreateContactRequest {
+            account_id: "acme".into(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            contact: Some(pb::Contact {
+                categories: vec!["caller".into()],
+                first_name: "Hildegard".into(),
+                last_name: "Zwiebelmeyer".into(),
+                email: "zwiebel@example.org".into(),
+                phone_numbers: vec![pb::PhoneNumber {
+                    number: "+49 30 98765432".into(),
+                    ..Default::default()
+                }],
+                caller_message: Some(pb::CallerMessage {
+                    text: "Geheimnis-4711".into(),
+                    ..Default::default()
+                }),
+                handling_instruction: "Nur an Quastenflosser".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Bad input that quotes personal data must not echo it into logs either.
+    let bad = contacts
+        .create_contact(pb::CreateContactRequest {
+            account_id: "acme".into(),
+            request_id: String::new(),
+            contact: Some(pb::Contact {
+                last_name: "Sonnenblume".into(),
+                phone_numbers: vec![pb::PhoneNumber {
+                    number: "Zwiebelmeyer 98765432".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    let note = notes
+        .create_call_note(pb::CreateCallNoteRequest {
+            account_id: "acme".into(),
+            request_id: String::new(),
+            call_note: Some(pb::CallNote {
+                caller_first_name: "Hildegard".into(),
+                caller_last_name: "Zwiebelmeyer".into(),
+                caller_number: "030 98765432".into(),
+                agent_id: "agent-1".into(),
+                text: "Sonnenblume".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(note.contact.unwrap().contact_id, created.contact_id);
+    notes
+        .deliver_caller_message(pb::DeliverCallerMessageRequest {
+            account_id: "acme".into(),
+            contact_id: created.contact_id.clone(),
+            message_id: created.caller_message.unwrap().message_id,
+            call_note_id: note.call_note.unwrap().call_note_id,
+            agent_id: "agent-1".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap();
+    contacts
+        .delete_contact(pb::DeleteContactRequest {
+            account_id: "acme".into(),
+            contact_id: created.contact_id,
+            etag: String::new(),
+        })
+        .await
+        .unwrap();
+
+    let metrics = scrape(&metrics_addr).await;
+    for series in [
+        "callers_grpc_requests_total{method=\"callers.v1.ContactService/CreateContact\",code=\"OK\"} 1",
+        "callers_grpc_requests_total{method=\"callers.v1.ContactService/CreateContact\",code=\"INVALID_ARGUMENT\"} 1",
+        "callers_grpc_requests_total{method=\"callers.v1.CallNoteService/DeliverCallerMessage\",code=\"OK\"} 1",
+        "callers_grpc_request_duration_seconds_bucket{method=\"callers.v1.CallNoteService/CreateCallNote\",le=\"0.005\"}",
+        "callers_build_info{version=",
+        "callers_db_pool_connections{state=\"in_use\"}",
+        "callers_db_pool_waiting",
+    ] {
+        assert!(metrics.contains(series), "missing {series} in\n{metrics}");
+    }
+    let logs = server.stop().await;
+    assert!(
+        logs.contains("\"message\":\"grpc request\""),
+        "no request log lines:\n{logs}"
+    );
+    assert!(logs.contains("\"account_id\":\"acme\""));
+    for secret in secrets {
+        assert!(!logs.contains(secret), "{secret} leaked into the logs");
+        assert!(
+            !metrics.contains(secret),
+            "{secret} leaked into the metrics"
+        );
+    }
+}

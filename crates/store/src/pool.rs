@@ -85,6 +85,10 @@ impl Store {
         (s.size, s.available, s.waiting)
     }
 
+    pub fn pool_max_size(&self) -> usize {
+        self.pool.status().max_size
+    }
+
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, Error> {
         Ok(self.pool.get().await?)
     }

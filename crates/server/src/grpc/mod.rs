@@ -48,6 +48,9 @@ pub fn account<T>(
 ) -> Result<Option<AccountId>, Status> {
     match AccountId::parse(raw) {
         Ok(a) => {
+            if let Some(log) = req.extensions().get::<crate::observe::RequestAccount>() {
+                log.set(a.as_str());
+            }
             auth::authorize(req, &a)?;
             Ok(Some(a))
         }

@@ -10,7 +10,7 @@ use callers_proto::v1::call_note_service_client::CallNoteServiceClient;
 use callers_proto::v1::contact_service_client::ContactServiceClient;
 use callers_server::auth::Authenticator;
 use callers_server::grpc::App;
-use callers_server::{Deps, serve};
+use callers_server::{Deps, Limits, serve};
 use callers_store::testing::{TestDatabase, fresh_database};
 use callers_store::{PoolConfig, Store};
 use chrono::{TimeZone, Utc};
@@ -34,17 +34,26 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(auth: Authenticator) -> TestApp {
+    spawn_app_custom(auth, Limits::default()).await
+}
+
+pub async fn spawn_app_custom(auth: Authenticator, limits: Limits) -> TestApp {
     let db = fresh_database().await;
     let url = db.url().to_owned();
-    spawn(auth, &url, Some(db)).await
+    spawn(auth, &url, Some(db), limits).await
 }
 
 /// A server whose database is at `url`, which may be down.
 pub async fn spawn_app_against(url: &str) -> TestApp {
-    spawn(Authenticator::disabled(), url, None).await
+    spawn(Authenticator::disabled(), url, None, Limits::default()).await
 }
 
-async fn spawn(auth: Authenticator, url: &str, db: Option<TestDatabase>) -> TestApp {
+async fn spawn(
+    auth: Authenticator,
+    url: &str,
+    db: Option<TestDatabase>,
+    limits: Limits,
+) -> TestApp {
     let pool = PoolConfig {
         wait_timeout: Duration::from_millis(500),
         connect_timeout: Duration::from_millis(500),
@@ -67,6 +76,7 @@ async fn spawn(auth: Authenticator, url: &str, db: Option<TestDatabase>) -> Test
         app,
         auth: Arc::new(auth),
         shutdown_grace: Duration::from_secs(5),
+        limits,
     };
     let server = tokio::spawn(serve(
         listener,

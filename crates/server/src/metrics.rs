@@ -1,0 +1,35 @@
+//! The Prometheus endpoint and the gauges that are sampled rather than counted.
+
+use callers_store::Store;
+use metrics::gauge;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Serves Prometheus text on `addr` (any path) and samples the pool every few seconds.
+pub fn install(addr: SocketAddr, store: Store) -> anyhow::Result<()> {
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(
+            Matcher::Full("callers_grpc_request_duration_seconds".into()),
+            LATENCY_BUCKETS,
+        )?
+        .install()?;
+    gauge!("callers_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    tokio::spawn(async move {
+        loop {
+            let (size, available, waiting) = store.pool_status();
+            let in_use = size.saturating_sub(available);
+            gauge!("callers_db_pool_connections", "state" => "in_use").set(in_use as f64);
+            gauge!("callers_db_pool_connections", "state" => "idle").set(available as f64);
+            gauge!("callers_db_pool_max_connections").set(store.pool_max_size() as f64);
+            gauge!("callers_db_pool_waiting").set(waiting as f64);
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! What operators and client backends rely on: authentication, authorisation and limits.
+
+mod support;
+
+use callers_proto::v1 as pb;
+use callers_proto::v1::contact_service_client::ContactServiceClient;
+use callers_server::Limits;
+use callers_server::auth::Authenticator;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+use support::{caller, spawn_app_custom, spawn_app_with};
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+fn tokens_file() -> tempfile_path::Path {
+    let hash = |t: &str| hex::encode(Sha256::digest(t.as_bytes()));
+    let text = format!(
+        "[[tokens]]\nname = \"acme-crm\"\nsha256 = \"{}\"\naccounts = [\"acme\"]\n\n\
+         [[tokens]]\nname = \"telephony\"\nsha256 = \"{}\"\naccounts = [\"*\"]\n",
+        hash("acme-secret"),
+        hash("root-secret")
+    );
+    tempfile_path::Path::with_contents(&text)
+}
+
+/// A file removed when dropped; enough for one tokens file per test.
+mod tempfile_path {
+    pub struct Path(pub std::path::PathBuf);
+    impl Path {
+        pub fn with_contents(text: &str) -> Self {
+            let p =
+                std::env::temp_dir().join(format!("callers-tokens-{}.toml", uuid::Uuid::new_v4()));
+            std::fs::write(&p, text).unwrap();
+            Self(p)
+        }
+    }
+    impl Drop for Path {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+fn get(account: &str, token: Option<&str>) -> tonic::Request<pb::GetContactRequest> {
+    let mut r = tonic::Request::new(pb::GetContactRequest {
+        account_id: account.into(),
+        contact_id: uuid::Uuid::now_v7().to_string(),
+    });
+    if let Some(t) = token {
+        let v: MetadataValue<_> = format!("Bearer {t}").parse().unwrap();
+        r.metadata_mut().insert("authorization", v);
+    }
+    r
+}
+
+#[tokio::test]
+async fn each_authentication_outcome() {
+    let file = tokens_file();
+    let app = spawn_app_with(Authenticator::from_file(&file.0).unwrap()).await;
+    let mut c = ContactServiceClient::new(app.channel.clone());
+    let cases = [
+        ("acme", None, Code::Unauthenticated),
+        ("acme", Some("wrong"), Code::Unauthenticated),
+        ("globex", Some("acme-secret"), Code::PermissionDenied),
+        // Allowed through to the lookup, which finds nothing.
+        ("acme", Some("acme-secret"), Code::NotFound),
+        ("globex", Some("root-secret"), Code::NotFound),
+        ("anyone", Some("root-secret"), Code::NotFound),
+    ];
+    for (account, token, want) in cases {
+        let e = c.get_contact(get(account, token)).await.unwrap_err();
+        assert_eq!(e.code(), want, "{account} {token:?}: {e:?}");
+    }
+    // Health needs no token.
+    let mut h = HealthClient::new(app.channel.clone());
+    h.check(HealthCheckRequest::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_denied_request_writes_nothing() {
+    let file = tokens_file();
+    let app = spawn_app_with(Authenticator::from_file(&file.0).unwrap()).await;
+    let mut c = ContactServiceClient::new(app.channel.clone());
+    let mut req = tonic::Request::new(pb::CreateContactRequest {
+        account_id: "globex".into(),
+        contact: Some(caller("Müller", "030 1234567")),
+        request_id: String::new(),
+    });
+    req.metadata_mut()
+        .insert("authorization", "Bearer acme-secret".parse().unwrap());
+    let e = c.create_contact(req).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let mut list = tonic::Request::new(pb::ListContactsRequest {
+        account_id: "globex".into(),
+        ..Default::default()
+    });
+    list.metadata_mut()
+        .insert("authorization", "Bearer root-secret".parse().unwrap());
+    assert!(
+        c.list_contacts(list)
+            .await
+            .unwrap()
+            .into_inner()
+            .contacts
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_request_is_refused_and_writes_nothing() {
+    let limits = Limits {
+        max_message_bytes: 64 * 1024,
+        ..Limits::default()
+    };
+    let mut app = spawn_app_custom(Authenticator::disabled(), limits).await;
+    let mut c = caller("Groß", "030 1234567");
+    c.handling_instruction = "x".repeat(100 * 1024);
+    let e = app
+        .contacts
+        .create_contact(pb::CreateContactRequest {
+            account_id: "acme".into(),
+            contact: Some(c),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e.code(), Code::ResourceExhausted | Code::OutOfRange),
+        "{e:?}"
+    );
+    let list = app
+        .contacts
+        .list_contacts(pb::ListContactsRequest {
+            account_id: "acme".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(list.contacts.is_empty());
+}
+
+#[tokio::test]
+async fn calls_beyond_the_concurrency_limit_are_shed_at_once() {
+    let limits = Limits {
+        max_concurrent_requests: 1,
+        ..Limits::default()
+    };
+    let mut app = spawn_app_custom(Authenticator::disabled(), limits).await;
+    let created = support::create(&mut app, "acme", caller("Langsam", "030 1234567")).await;
+    // Hold the contact's row lock so one update stays in flight.
+    let (db, conn) = tokio_postgres::connect(app.db.as_ref().unwrap().url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    db.batch_execute("BEGIN").await.unwrap();
+    let id = uuid::Uuid::parse_str(&created.contact_id).unwrap();
+    db.execute(
+        "SELECT 1 FROM contacts WHERE contact_id = $1 FOR UPDATE",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    let mut slow = app.contacts.clone();
+    let update = pb::UpdateContactRequest {
+        account_id: "acme".into(),
+        contact: Some(pb::Contact {
+            contact_id: created.contact_id.clone(),
+            company: "Langsam AG".into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["company".into()],
+        }),
+        etag: String::new(),
+    };
+    let in_flight = tokio::spawn(async move { slow.update_contact(update).await });
+    // Wait until the update holds the only slot (it is blocked on the row lock).
+    let mut shed = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let r = app
+            .contacts
+            .get_contact(pb::GetContactRequest {
+                account_id: "acme".into(),
+                contact_id: created.contact_id.clone(),
+            })
+            .await;
+        if let Err(e) = r {
+            shed = Some(e);
+            break;
+        }
+    }
+    let shed = shed.expect("no call was shed while the limit was taken");
+    assert_eq!(shed.code(), Code::ResourceExhausted);
+    // Health is never shed.
+    let mut h = HealthClient::new(app.channel.clone());
+    h.check(HealthCheckRequest::default()).await.unwrap();
+    db.batch_execute("COMMIT").await.unwrap();
+    let done = in_flight.await.unwrap().unwrap().into_inner();
+    assert_eq!(done.company, "Langsam AG");
+}
