@@ -156,10 +156,10 @@ async fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
     tokio::spawn(async move {
         let mut tx = Some(tx);
         while let Ok(Some(l)) = err.next_line().await {
-            if let Some(a) = l.strip_prefix("callers-server listening on ") {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(a.to_owned());
-                }
+            if let Some(a) = l.strip_prefix("callers-server listening on ")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(a.to_owned());
             }
             let mut s = sink.lock().unwrap();
             s.push_str(&l);

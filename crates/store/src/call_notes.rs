@@ -118,11 +118,11 @@ impl Store {
         let acc = account.as_str();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        if let Some(key) = key {
-            if let Claim::Replay(result) = idempotency::claim(&tx, acc, key, now).await? {
-                drop(tx);
-                return replay_created(&client, acc, &result).await;
-            }
+        if let Some(key) = key
+            && let Claim::Replay(result) = idempotency::claim(&tx, acc, key, now).await?
+        {
+            drop(tx);
+            return replay_created(&client, acc, &result).await;
         }
         let (contact, contact_created) = match note.contact_id {
             Some(id) => (Some(touch_contact(&tx, acc, id, now).await?), false),
@@ -259,16 +259,16 @@ impl Store {
         let acc = account.as_str();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        if let Some(key) = key {
-            if let Claim::Replay(result) = idempotency::claim(&tx, acc, key, now).await? {
-                drop(tx);
-                let note_id = replayed_id(&result, "call_note_id")?;
-                let contact_id = replayed_id(&result, "contact_id")?;
-                return Ok(Delivered {
-                    call_note: get_note(&client, acc, note_id).await?,
-                    contact: get_contact(&client, acc, contact_id).await?,
-                });
-            }
+        if let Some(key) = key
+            && let Claim::Replay(result) = idempotency::claim(&tx, acc, key, now).await?
+        {
+            drop(tx);
+            let note_id = replayed_id(&result, "call_note_id")?;
+            let contact_id = replayed_id(&result, "contact_id")?;
+            return Ok(Delivered {
+                call_note: get_note(&client, acc, note_id).await?,
+                contact: get_contact(&client, acc, contact_id).await?,
+            });
         }
         // Lock order: contact, then note (CreateCallNote takes only the contact).
         let lock_contact = tx

@@ -50,14 +50,11 @@ pub(crate) fn contact_from_row(row: &Row) -> Result<Contact, Error> {
         })
         .collect();
     let message_id: Option<Uuid> = row.get(12);
-    let caller_message = match message_id {
-        Some(message_id) => Some(CallerMessage {
-            message_id,
-            text: row.get(13),
-            create_time: row.get(14),
-        }),
-        None => None,
-    };
+    let caller_message = message_id.map(|message_id| CallerMessage {
+        message_id,
+        text: row.get(13),
+        create_time: row.get(14),
+    });
     Ok(Contact {
         account_id: row.get(0),
         contact_id: row.get(1),
@@ -112,14 +109,13 @@ impl Store {
         let now = crate::db_time(now);
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        if let Some(key) = key {
-            if let Claim::Replay(result) =
+        if let Some(key) = key
+            && let Claim::Replay(result) =
                 idempotency::claim(&tx, account.as_str(), key, now).await?
-            {
-                drop(tx);
-                let id = replayed_id(&result, "contact_id")?;
-                return get_contact(&client, account.as_str(), id).await;
-            }
+        {
+            drop(tx);
+            let id = replayed_id(&result, "contact_id")?;
+            return get_contact(&client, account.as_str(), id).await;
         }
         let contact = insert_contact(&tx, account.as_str(), new, now).await?;
         if let Some(key) = key {
@@ -158,10 +154,10 @@ impl Store {
             .await?
             .ok_or(Error::NotFound(Entity::Contact))?;
         let mut contact = contact_from_row(&row)?;
-        if let Some(etag) = etag {
-            if version_of(etag) != Some(contact.version) {
-                return Err(Error::EtagMismatch);
-            }
+        if let Some(etag) = etag
+            && version_of(etag) != Some(contact.version)
+        {
+            return Err(Error::EtagMismatch);
         }
         patch.apply(&mut contact.fields);
         if !contact.fields.identifies_someone() {

@@ -172,10 +172,10 @@ impl ContactService for Contacts {
         let req = request.get_ref();
         let size = v.check("page_size", page_token::page_size(req.page_size));
         let category = (!req.category.is_empty()).then_some(req.category.as_str());
-        if let Some(c) = category {
-            if let Err(e) = Categories::parse(&[c.to_owned()], "category") {
-                v.add("category", e.0[0].description.clone());
-            }
+        if let Some(c) = category
+            && let Err(e) = Categories::parse(&[c.to_owned()], "category")
+        {
+            v.add("category", e.0[0].description.clone());
         }
         let query = format!("contacts/{}/{}", req.account_id, req.category);
         let after = v

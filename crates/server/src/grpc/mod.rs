@@ -35,7 +35,7 @@ impl App {
             .map_err(error::from_store)?
         {
             Some(r) => Region::parse(&r).map_err(|_| Status::internal("internal error")),
-            None => Ok(self.default_region.clone()),
+            None => Ok(self.default_region),
         }
     }
 }
