@@ -54,6 +54,15 @@ pub struct ServeArgs {
     /// unauthenticated, which is allowed only on a loopback address.
     #[arg(long, env = "CALLERS_AUTH_TOKENS_FILE")]
     pub auth_tokens_file: Option<PathBuf>,
+    /// PEM certificate chain of the server; enables TLS (with --tls-key).
+    #[arg(long, env = "CALLERS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the server certificate.
+    #[arg(long, env = "CALLERS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: when set, clients must present a certificate it signed (mTLS).
+    #[arg(long, env = "CALLERS_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Address of the Prometheus metrics endpoint; none when unset.
     #[arg(long, env = "CALLERS_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,

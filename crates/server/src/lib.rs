@@ -33,6 +33,8 @@ pub struct Deps {
     /// How long in-flight calls may take to finish after shutdown begins.
     pub shutdown_grace: Duration,
     pub limits: Limits,
+    /// TLS, and with a client CA mutual TLS; `None` serves plaintext HTTP/2.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 /// Protection against oversized, slow and too many requests.
@@ -108,7 +110,11 @@ pub async fn serve(
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let limits = &deps.limits;
-    let router = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = deps.tls.clone() {
+        builder = builder.tls_config(tls)?;
+    }
+    let router = builder
         .timeout(limits.request_timeout)
         .http2_keepalive_interval(Some(limits.http2_keepalive))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))

@@ -15,6 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 #[tokio::main]
 async fn main() {
@@ -89,6 +90,18 @@ async fn migrate(db: DatabaseArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn tls_config(args: &ServeArgs) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &args.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(tls))
+}
+
 async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let auth = match &args.auth_tokens_file {
         Some(path) => Arc::new(Authenticator::from_file(path)?),
@@ -150,6 +163,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
 
+    let tls = tls_config(&args)?;
     let deps = Deps {
         app: App {
             store,
@@ -165,6 +179,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_concurrent_requests: args.max_concurrent_requests.max(1),
             http2_keepalive: Duration::from_secs(args.http2_keepalive_secs.max(1)),
         },
+        tls,
     };
     let mut term = signal(SignalKind::terminate())?;
     let shutdown = async move {

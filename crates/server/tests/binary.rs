@@ -360,3 +360,75 @@ async fn a_full_scenario_logs_no_personal_data_and_fills_the_metrics() {
         );
     }
 }
+
+#[tokio::test]
+async fn tokens_rotate_on_sighup_without_a_restart() {
+    use callers_proto::v1 as pb;
+    use sha2::{Digest, Sha256};
+    let file = std::env::temp_dir().join(format!("callers-rotate-{}.toml", uuid::Uuid::new_v4()));
+    let write = |token: &str| {
+        let hash = hex::encode(Sha256::digest(token.as_bytes()));
+        std::fs::write(
+            &file,
+            format!("[[tokens]]\nname = \"crm\"\nsha256 = \"{hash}\"\naccounts = [\"acme\"]\n"),
+        )
+        .unwrap();
+    };
+    write("old-token");
+    let (url, _) = empty_database().await;
+    let server = start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--migrate",
+            "--log-format",
+            "json",
+        ],
+        &[
+            ("DATABASE_URL", &url),
+            ("CALLERS_AUTH_TOKENS_FILE", file.to_str().unwrap()),
+        ],
+    )
+    .await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = callers_proto::v1::contact_service_client::ContactServiceClient::new(channel);
+    let list = |token: &str| {
+        let mut r = tonic::Request::new(pb::ListContactsRequest {
+            account_id: "acme".into(),
+            ..Default::default()
+        });
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        r
+    };
+    client.list_contacts(list("old-token")).await.unwrap();
+    write("new-token");
+    let pid = server.child.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap();
+    let mut rotated = false;
+    for _ in 0..100 {
+        if server
+            .output
+            .lock()
+            .unwrap()
+            .contains("tokens file reloaded")
+        {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rotated, "no reload logged");
+    client.list_contacts(list("new-token")).await.unwrap();
+    let e = client.list_contacts(list("old-token")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    server.stop().await;
+    let _ = std::fs::remove_file(&file);
+}

@@ -202,3 +202,91 @@ async fn calls_beyond_the_concurrency_limit_are_shed_at_once() {
     let done = in_flight.await.unwrap().unwrap().into_inner();
     assert_eq!(done.company, "Langsam AG");
 }
+
+mod mtls {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, ServerTlsConfig};
+
+    struct Pki {
+        ca_pem: String,
+        server: (String, String),
+        client: (String, String),
+        stranger: (String, String),
+    }
+
+    fn leaf(names: &[&str], issuer: &Issuer<'_, KeyPair>) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn ca() -> (String, Issuer<'static, KeyPair>) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), Issuer::new(params, key))
+    }
+
+    fn pki() -> Pki {
+        let (ca_pem, issuer) = ca();
+        let (_, other) = ca();
+        Pki {
+            server: leaf(&["localhost"], &issuer),
+            client: leaf(&["telephony-backend"], &issuer),
+            stranger: leaf(&["stranger"], &other),
+            ca_pem,
+        }
+    }
+
+    async fn check(
+        addr: std::net::SocketAddr,
+        pki: &Pki,
+        client: Option<&(String, String)>,
+    ) -> bool {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+            .domain_name("localhost");
+        if let Some((cert, key)) = client {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        let Ok(endpoint) = Channel::from_shared(format!("https://localhost:{}", addr.port()))
+            .unwrap()
+            .tls_config(tls)
+        else {
+            return false;
+        };
+        let Ok(channel) = endpoint.connect().await else {
+            return false;
+        };
+        HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn mutual_tls_admits_only_clients_signed_by_the_client_ca() {
+        let pki = pki();
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(&pki.server.0, &pki.server.1))
+            .client_ca_root(Certificate::from_pem(&pki.ca_pem));
+        let app = support::spawn_app_tls(tls).await;
+        assert!(
+            check(app.addr, &pki, Some(&pki.client)).await,
+            "a signed client gets in"
+        );
+        assert!(
+            !check(app.addr, &pki, None).await,
+            "no client certificate, no entry"
+        );
+        assert!(
+            !check(app.addr, &pki, Some(&pki.stranger)).await,
+            "a foreign CA, no entry"
+        );
+    }
+}

@@ -19,6 +19,7 @@ use std::time::Duration;
 use tonic::transport::Channel;
 
 pub struct TestApp {
+    pub addr: std::net::SocketAddr,
     pub channel: Channel,
     pub contacts: ContactServiceClient<Channel>,
     pub notes: CallNoteServiceClient<Channel>,
@@ -40,12 +41,33 @@ pub async fn spawn_app_with(auth: Authenticator) -> TestApp {
 pub async fn spawn_app_custom(auth: Authenticator, limits: Limits) -> TestApp {
     let db = fresh_database().await;
     let url = db.url().to_owned();
-    spawn(auth, &url, Some(db), limits).await
+    spawn(auth, &url, Some(db), limits, None).await
+}
+
+/// A server speaking TLS; `channel` is unusable, tests connect to `addr` themselves.
+pub async fn spawn_app_tls(tls: tonic::transport::ServerTlsConfig) -> TestApp {
+    let db = fresh_database().await;
+    let url = db.url().to_owned();
+    spawn(
+        Authenticator::disabled(),
+        &url,
+        Some(db),
+        Limits::default(),
+        Some(tls),
+    )
+    .await
 }
 
 /// A server whose database is at `url`, which may be down.
 pub async fn spawn_app_against(url: &str) -> TestApp {
-    spawn(Authenticator::disabled(), url, None, Limits::default()).await
+    spawn(
+        Authenticator::disabled(),
+        url,
+        None,
+        Limits::default(),
+        None,
+    )
+    .await
 }
 
 async fn spawn(
@@ -53,6 +75,7 @@ async fn spawn(
     url: &str,
     db: Option<TestDatabase>,
     limits: Limits,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 ) -> TestApp {
     let pool = PoolConfig {
         wait_timeout: Duration::from_millis(500),
@@ -77,6 +100,7 @@ async fn spawn(
         auth: Arc::new(auth),
         shutdown_grace: Duration::from_secs(5),
         limits,
+        tls: tls.clone(),
     };
     let server = tokio::spawn(serve(
         listener,
@@ -85,12 +109,14 @@ async fn spawn(
         },
         deps,
     ));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let endpoint = Channel::from_shared(format!("http://{addr}")).unwrap();
+    let channel = if tls.is_some() {
+        endpoint.connect_lazy()
+    } else {
+        endpoint.connect().await.unwrap()
+    };
     TestApp {
+        addr,
         contacts: ContactServiceClient::new(channel.clone()),
         notes: CallNoteServiceClient::new(channel.clone()),
         channel,
