@@ -35,6 +35,9 @@ pub struct Deps {
     pub limits: Limits,
     /// TLS, and with a client CA mutual TLS; `None` serves plaintext HTTP/2.
     pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// A store of its own for health checks, so a saturated request pool does not make a
+    /// healthy replica look unhealthy; `None` uses the app's store.
+    pub health_probe: Option<callers_store::Store>,
 }
 
 /// Protection against oversized, slow and too many requests.
@@ -69,7 +72,11 @@ pub async fn serve(
     deps: Deps,
 ) -> anyhow::Result<()> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    let health_task = tokio::spawn(health::watch(deps.app.store.clone(), reporter.clone()));
+    let probe = deps
+        .health_probe
+        .clone()
+        .unwrap_or_else(|| deps.app.store.clone());
+    let health_task = tokio::spawn(health::watch(probe, reporter.clone()));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(callers_proto::FILE_DESCRIPTOR_SET)

@@ -164,6 +164,13 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let tls = tls_config(&args)?;
+    let health_probe = Store::connect(
+        &url,
+        &PoolConfig {
+            max_size: 1,
+            ..PoolConfig::default()
+        },
+    )?;
     let deps = Deps {
         app: App {
             store,
@@ -180,6 +187,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             http2_keepalive: Duration::from_secs(args.http2_keepalive_secs.max(1)),
         },
         tls,
+        health_probe: Some(health_probe),
     };
     let mut term = signal(SignalKind::terminate())?;
     let shutdown = async move {

@@ -297,6 +297,13 @@ async fn every_contact_on_a_shared_number_is_returned_best_name_first() {
     };
     assert!(resp.matches[..3].iter().all(on_line));
 
+    // Even a weak name match (a first name only) puts its contact first on the line.
+    let resp = identify(&app, request("acme", line, "Hans")).await;
+    assert_eq!(who(&resp)[0], "Hans Müller");
+    assert_eq!(kinds(&resp)[0], MatchKind::PhoneNumberAndName);
+    assert_eq!(kinds(&resp)[1..3], [MatchKind::PhoneNumber; 2]);
+    assert_best_first(&resp);
+
     // Without a name: the three on the line, all found by number.
     let resp = identify(&app, request("acme", line, "")).await;
     assert_eq!(kinds(&resp), [MatchKind::PhoneNumber; 3]);

@@ -101,6 +101,7 @@ async fn spawn(
         shutdown_grace: Duration::from_secs(5),
         limits,
         tls: tls.clone(),
+        health_probe: None,
     };
     let server = tokio::spawn(serve(
         listener,
