@@ -2,7 +2,11 @@
 //! recognised under them (formal conversation style and caller-ID transmission).
 
 use crate::phone::Region;
+use crate::validation::{Violations, reference};
 use chrono::{DateTime, Utc};
+
+/// Bounds the employee list, which is read and written as a whole.
+pub const MAX_EMPLOYEES: usize = 1_000;
 
 /// Codes are those of the contract and the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +39,8 @@ pub struct EmployeeOverride {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallHandling {
     pub account_id: String,
-    pub conversation_style: ConversationStyle,
+    /// `None`: not set, which counts as not formal.
+    pub conversation_style: Option<ConversationStyle>,
     pub caller_id_transmission: bool,
     pub phone_region: Region,
     pub employees: Vec<EmployeeOverride>,
@@ -83,7 +88,7 @@ pub fn recognition(settings: Option<&CallHandling>, employee_id: &str) -> Recogn
         .then(|| s.employees.iter().find(|e| e.employee_id == employee_id))
         .flatten();
     let (style, style_by_employee) = match over.and_then(|e| e.conversation_style) {
-        Some(st) => (st, true),
+        Some(st) => (Some(st), true),
         None => (s.conversation_style, false),
     };
     let (cid, cid_by_employee) = match over.and_then(|e| e.caller_id_transmission) {
@@ -98,7 +103,7 @@ pub fn recognition(settings: Option<&CallHandling>, employee_id: &str) -> Recogn
         }
     };
     let mut findings = Vec::new();
-    if style != ConversationStyle::Formal {
+    if style != Some(ConversationStyle::Formal) {
         findings.push(Finding {
             code: FindingCode::ConversationStyleNotFormal,
             employee_id: who(style_by_employee),
@@ -134,6 +139,194 @@ pub fn recognition(settings: Option<&CallHandling>, employee_id: &str) -> Recogn
     }
 }
 
+impl CallHandling {
+    /// What an account has before its first update: nothing formal, no caller ID, the server's
+    /// default region, no employee overrides. Version 0: not stored yet.
+    pub fn initial(account_id: &str, region: Region, now: DateTime<Utc>) -> Self {
+        Self {
+            account_id: account_id.to_owned(),
+            conversation_style: None,
+            caller_id_transmission: false,
+            phone_region: region,
+            employees: Vec::new(),
+            version: 0,
+            update_time: now,
+        }
+    }
+
+    pub fn etag(&self) -> String {
+        crate::contact::etag(self.version)
+    }
+}
+
+/// The writable fields, as named in an update mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    ConversationStyle,
+    CallerIdTransmission,
+    PhoneRegion,
+    Employees,
+}
+
+impl Field {
+    pub const ALL: [Field; 4] = [
+        Field::ConversationStyle,
+        Field::CallerIdTransmission,
+        Field::PhoneRegion,
+        Field::Employees,
+    ];
+
+    pub fn from_path(path: &str) -> Option<Self> {
+        Some(match path {
+            "conversation_style" => Self::ConversationStyle,
+            "caller_id_transmission" => Self::CallerIdTransmission,
+            "phone_region" => Self::PhoneRegion,
+            "employees" => Self::Employees,
+            _ => return None,
+        })
+    }
+}
+
+/// An employee entry as a request carries it; style code 0 means "as the account".
+#[derive(Debug, Clone, Default)]
+pub struct RawEmployee {
+    pub employee_id: String,
+    pub conversation_style: i32,
+    pub caller_id_transmission: Option<bool>,
+}
+
+/// The settings as a request carries them, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct RawCallHandling {
+    pub conversation_style: i32,
+    pub caller_id_transmission: bool,
+    pub phone_region: String,
+    pub employees: Vec<RawEmployee>,
+}
+
+/// A validated, field-masked change. `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallHandlingPatch {
+    /// `Some(None)` unsets the account's style (which counts as not formal).
+    pub conversation_style: Option<Option<ConversationStyle>>,
+    pub caller_id_transmission: Option<bool>,
+    pub phone_region: Option<Region>,
+    /// Replaces the whole list.
+    pub employees: Option<Vec<EmployeeOverride>>,
+}
+
+impl CallHandlingPatch {
+    /// Validates the masked fields of `raw`; an empty `phone_region` is `default_region`.
+    /// `prefix` is the request path of the settings.
+    pub fn parse(
+        raw: &RawCallHandling,
+        mask: &[Field],
+        default_region: &Region,
+        prefix: &str,
+    ) -> Result<Self, Violations> {
+        let mut v = Violations::new();
+        let mut p = CallHandlingPatch::default();
+        let path = |f: &str| format!("{prefix}.{f}");
+        for field in mask {
+            match field {
+                Field::ConversationStyle => {
+                    p.conversation_style = v.check(
+                        &path("conversation_style"),
+                        style_code(raw.conversation_style),
+                    );
+                }
+                Field::CallerIdTransmission => {
+                    p.caller_id_transmission = Some(raw.caller_id_transmission);
+                }
+                Field::PhoneRegion => {
+                    let r = if raw.phone_region.trim().is_empty() {
+                        Ok(*default_region)
+                    } else {
+                        Region::parse(&raw.phone_region).map_err(|_| {
+                            "must be an ISO 3166-1 alpha-2 region with phone numbering, \
+                             like DE"
+                                .to_owned()
+                        })
+                    };
+                    p.phone_region = v.check(&path("phone_region"), r);
+                }
+                Field::Employees => match employees(&raw.employees, &path("employees")) {
+                    Ok(list) => p.employees = Some(list),
+                    Err(e) => v.0.extend(e.0),
+                },
+            }
+        }
+        v.into_result(p)
+    }
+
+    pub fn apply(&self, s: &mut CallHandling) {
+        if let Some(style) = self.conversation_style {
+            s.conversation_style = style;
+        }
+        if let Some(cid) = self.caller_id_transmission {
+            s.caller_id_transmission = cid;
+        }
+        if let Some(region) = self.phone_region {
+            s.phone_region = region;
+        }
+        if let Some(list) = &self.employees {
+            s.employees = list.clone();
+        }
+    }
+}
+
+/// 0 is "not set"; other codes must be known.
+fn style_code(code: i32) -> Result<Option<ConversationStyle>, String> {
+    match code {
+        0 => Ok(None),
+        c => ConversationStyle::from_code(c)
+            .map(Some)
+            .ok_or_else(|| "unknown conversation style".to_owned()),
+    }
+}
+
+fn employees(raw: &[RawEmployee], field: &str) -> Result<Vec<EmployeeOverride>, Violations> {
+    let mut v = Violations::new();
+    if raw.len() > MAX_EMPLOYEES {
+        v.add(
+            field,
+            format!(
+                "must have at most {MAX_EMPLOYEES} entries, got {}",
+                raw.len()
+            ),
+        );
+        return Err(v);
+    }
+    let mut out: Vec<EmployeeOverride> = Vec::with_capacity(raw.len());
+    for (i, e) in raw.iter().enumerate() {
+        let id = v.check(
+            &format!("{field}[{i}].employee_id"),
+            reference(&e.employee_id, true),
+        );
+        if let Some(id) = &id
+            && out.iter().any(|o| &o.employee_id == id)
+        {
+            v.add(
+                format!("{field}[{i}].employee_id"),
+                "appears more than once in the list",
+            );
+            continue;
+        }
+        let style = v.check(
+            &format!("{field}[{i}].conversation_style"),
+            style_code(e.conversation_style),
+        );
+        if let (Some(employee_id), Some(conversation_style)) = (id, style) {
+            out.push(EmployeeOverride {
+                employee_id,
+                conversation_style,
+                caller_id_transmission: e.caller_id_transmission,
+            });
+        }
+    }
+    v.into_result(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,7 +340,7 @@ mod tests {
     ) -> CallHandling {
         CallHandling {
             account_id: "a".into(),
-            conversation_style: style,
+            conversation_style: Some(style),
             caller_id_transmission: cid,
             phone_region: Region::germany(),
             employees: emp.into_iter().collect(),
@@ -208,6 +401,139 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn an_account_style_not_set_counts_as_not_formal() {
+        let mut s = settings(Formal, true, None);
+        s.conversation_style = None;
+        let st = recognition(Some(&s), "");
+        assert!(!st.ready);
+        assert_eq!(
+            codes(&st),
+            vec![(ConversationStyleNotFormal, String::new())]
+        );
+        let initial = CallHandling::initial("a", Region::germany(), Utc::now());
+        assert_eq!(
+            codes(&recognition(Some(&initial), "e1")),
+            vec![
+                (ConversationStyleNotFormal, String::new()),
+                (CallerIdNotTransmitted, String::new())
+            ]
+        );
+    }
+
+    #[test]
+    fn every_finding_says_whose_setting_it_is() {
+        let mut s = settings(Informal, false, None);
+        s.employees.push(EmployeeOverride {
+            employee_id: "e1".into(),
+            conversation_style: Some(Informal),
+            caller_id_transmission: Some(false),
+        });
+        let mut all = recognition(Some(&s), "e1").findings;
+        all.extend(recognition(Some(&s), "e2").findings);
+        all.extend(recognition(None, "").findings);
+        assert_eq!(all.len(), 5);
+        for f in all {
+            assert!(f.message.len() > 40, "{f:?}");
+            assert!(!f.message.ends_with('.'), "{f:?}");
+            let blames_employee = f.message.contains("of this employee");
+            assert_eq!(blames_employee, !f.employee_id.is_empty(), "{f:?}");
+        }
+    }
+
+    fn raw_employee(id: &str, style: i32, cid: Option<bool>) -> RawEmployee {
+        RawEmployee {
+            employee_id: id.into(),
+            conversation_style: style,
+            caller_id_transmission: cid,
+        }
+    }
+
+    #[test]
+    fn a_patch_validates_and_applies_only_masked_fields() {
+        let raw = RawCallHandling {
+            conversation_style: 1,
+            caller_id_transmission: true,
+            phone_region: " at ".into(),
+            employees: vec![raw_employee("e1", 0, Some(false))],
+        };
+        let de = Region::germany();
+        let p = CallHandlingPatch::parse(&raw, &[Field::PhoneRegion], &de, "ch").unwrap();
+        let mut s = CallHandling::initial("a", de, Utc::now());
+        p.apply(&mut s);
+        assert_eq!(s.phone_region.as_str(), "AT");
+        assert_eq!(s.conversation_style, None);
+        assert!(s.employees.is_empty());
+
+        let p = CallHandlingPatch::parse(&raw, &Field::ALL, &de, "ch").unwrap();
+        p.apply(&mut s);
+        assert_eq!(s.conversation_style, Some(Formal));
+        assert!(s.caller_id_transmission);
+        assert_eq!(
+            s.employees,
+            vec![EmployeeOverride {
+                employee_id: "e1".into(),
+                conversation_style: None,
+                caller_id_transmission: Some(false),
+            }]
+        );
+
+        let empty_region = RawCallHandling::default();
+        let p = CallHandlingPatch::parse(&empty_region, &[Field::PhoneRegion], &de, "ch").unwrap();
+        assert_eq!(p.phone_region, Some(de));
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let de = Region::germany();
+        let cases: Vec<(RawCallHandling, &[&str])> = vec![
+            (
+                RawCallHandling {
+                    conversation_style: 9,
+                    ..Default::default()
+                },
+                &["ch.conversation_style"],
+            ),
+            (
+                RawCallHandling {
+                    phone_region: "XX".into(),
+                    ..Default::default()
+                },
+                &["ch.phone_region"],
+            ),
+            (
+                RawCallHandling {
+                    employees: vec![
+                        raw_employee("", 0, None),
+                        raw_employee("e1", 7, None),
+                        raw_employee("e2", 1, None),
+                        raw_employee("e2", 2, None),
+                    ],
+                    ..Default::default()
+                },
+                &[
+                    "ch.employees[0].employee_id",
+                    "ch.employees[1].conversation_style",
+                    "ch.employees[3].employee_id",
+                ],
+            ),
+            (
+                RawCallHandling {
+                    employees: (0..=MAX_EMPLOYEES)
+                        .map(|i| raw_employee(&format!("e{i}"), 0, None))
+                        .collect(),
+                    ..Default::default()
+                },
+                &["ch.employees"],
+            ),
+        ];
+        for (raw, fields) in cases {
+            let got = CallHandlingPatch::parse(&raw, &Field::ALL, &de, "ch").unwrap_err();
+            let got: Vec<String> = got.0.into_iter().map(|v| v.field).collect();
+            assert_eq!(got, *fields);
         }
     }
 }

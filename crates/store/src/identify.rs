@@ -1,1 +1,487 @@
-//! Incoming-call lookups: by E.164 number and by folded name / phonetic key.
+//! Incoming-call lookups: contacts by E.164 number (one index probe) and by folded name
+//! (trigram index) or phonetic key (GIN index), merged and ranked.
+
+use crate::contacts::{contact_from_row, select_contact};
+use crate::{Error, Store};
+use callers_domain::AccountId;
+use callers_domain::contact::Contact;
+use callers_domain::names;
+use callers_domain::phone::E164;
+use std::cmp::Ordering;
+use std::collections::HashSet;
+
+/// What a match was found by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchKind {
+    PhoneNumber,
+    Name,
+    PhoneNumberAndName,
+}
+
+/// A contact that may be the caller; `score` in [0, 1], comparable within one lookup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallerMatch {
+    pub contact: Contact,
+    pub matched_by: MatchKind,
+    pub score: f64,
+}
+
+/// A name fits when [`names::name_score`] reaches this: one misspelt or phonetically equal
+/// surname does (0.8 and more), a first name alone does (0.65), a shared first name with a
+/// different surname does not (0.5).
+pub const MIN_NAME_SCORE: f64 = 0.6;
+
+/// Only the first words of a long name are searched for.
+const MAX_QUERY_WORDS: usize = 5;
+/// Contacts fetched per path before ranking in Rust. The number path takes every contact on a
+/// shared number up to this; the name path takes the best by a cheap SQL estimate.
+const NUMBER_CANDIDATES: i64 = 500;
+const NAME_CANDIDATES: i64 = 200;
+
+/// Settings of the name path, per transaction so no pooled session keeps them:
+/// - the trigram path accepts a word when `word_similarity(word, search_text)` reaches 0.5
+///   (pg_trgm's default is 0.6): a typo in a six-letter name scores about 0.67, and 0.5 still
+///   leaves few candidates in a large account;
+/// - always a custom plan: a generic plan cannot know how few contacts the words select and
+///   scans a large account sequentially (the EXPLAIN test below shows it).
+const SET_NAME_SEARCH: &str = "SET LOCAL pg_trgm.word_similarity_threshold = 0.5; \
+     SET LOCAL plan_cache_mode = force_custom_plan";
+
+/// `$1` account, `$2` E.164, `$3` candidate limit. The ids come from one probe of
+/// `contact_phone_numbers_e164_idx`; the contacts from their primary key.
+const BY_NUMBER: &str = concat!(
+    select_contact!(),
+    "WHERE c.account_id = $1 AND c.contact_id = ANY(ARRAY( \
+       SELECT p.contact_id FROM contact_phone_numbers p \
+       WHERE p.account_id = $1 AND p.e164 = $2 LIMIT $3))"
+);
+
+/// `$1` account, `$2` query words, `$3` their phonetic keys, `$4` the words joined, `$5`
+/// candidate limit. Both conditions are index-backed (`contacts_search_trgm_idx` with `%>`,
+/// `contacts_phonetic_idx` with `&&`, combined by a BitmapOr); the order is only a cheap
+/// estimate to choose candidates, the ranking happens in Rust.
+const BY_NAME: &str = concat!(
+    select_contact!(),
+    "WHERE c.account_id = $1 AND c.contact_id = ANY(ARRAY( \
+       SELECT n.contact_id FROM contacts n \
+       WHERE n.account_id = $1 \
+         AND (n.search_text %> ANY($2::text[]) OR n.phonetic_keys && $3::text[]) \
+       ORDER BY word_similarity($4::text, n.search_text) \
+                + 0.25 * cardinality(ARRAY(SELECT unnest(n.phonetic_keys) \
+                                           INTERSECT SELECT unnest($3::text[]))) DESC, \
+                n.contact_id \
+       LIMIT $5))"
+);
+
+impl Store {
+    /// The contacts of `account` that may be the caller, best first, at most `limit`.
+    ///
+    /// Read only: nothing is written, so no `last_activity_time` moves. Both paths run in one
+    /// read-only transaction (one snapshot), pipelined on one connection.
+    pub async fn identify(
+        &self,
+        account: &AccountId,
+        number: Option<&E164>,
+        caller_name: &str,
+        limit: usize,
+    ) -> Result<Vec<CallerMatch>, Error> {
+        let mut words = names::search_tokens(caller_name);
+        words.truncate(MAX_QUERY_WORDS);
+        if (number.is_none() && words.is_empty()) || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut keys: Vec<String> = Vec::new();
+        for w in &words {
+            let k = names::koelner_phonetik(w);
+            if !k.is_empty() && !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+        let joined = words.join(" ");
+        let account = account.as_str();
+
+        let mut client = self.client().await?;
+        let tx = client.build_transaction().read_only(true).start().await?;
+        let by_number = async {
+            let Some(number) = number else {
+                return Ok::<_, Error>(Vec::new());
+            };
+            let stmt = tx.prepare_cached(BY_NUMBER).await?;
+            Ok(tx
+                .query(&stmt, &[&account, &number.as_str(), &NUMBER_CANDIDATES])
+                .await?)
+        };
+        let by_name = async {
+            if words.is_empty() {
+                return Ok::<_, Error>(Vec::new());
+            }
+            tx.batch_execute(SET_NAME_SEARCH).await?;
+            let stmt = tx.prepare_cached(BY_NAME).await?;
+            Ok(tx
+                .query(&stmt, &[&account, &words, &keys, &joined, &NAME_CANDIDATES])
+                .await?)
+        };
+        let (number_rows, name_rows) = tokio::try_join!(by_number, by_name)?;
+        tx.commit().await?;
+
+        let contacts = number_rows
+            .iter()
+            .chain(name_rows.iter())
+            .map(contact_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rank(contacts, number, &words, limit))
+    }
+}
+
+/// Scores every candidate and keeps the best `limit`. Tiers never overlap: number and name
+/// 0.8 + 0.2·n ∈ [0.92, 1]; number only 0.7 + 0.1·n ∈ [0.7, 0.76) (so on a shared number the
+/// better name still comes first); name only 0.65·n ∈ [0.39, 0.65]; where n is
+/// [`names::name_score`]. Ties go to the contact active most recently.
+fn rank(
+    contacts: Vec<Contact>,
+    number: Option<&E164>,
+    words: &[String],
+    limit: usize,
+) -> Vec<CallerMatch> {
+    let mut seen = HashSet::new();
+    let mut matches: Vec<CallerMatch> = contacts
+        .into_iter()
+        .filter(|c| seen.insert(c.contact_id))
+        .filter_map(|contact| {
+            let f = &contact.fields;
+            let by_number = number.is_some_and(|n| f.phone_numbers.iter().any(|p| &p.e164 == n));
+            let name = names::name_score(words, &f.first_name, &f.last_name, &f.company);
+            let by_name = name >= MIN_NAME_SCORE;
+            let (matched_by, score) = match (by_number, by_name) {
+                (true, true) => (MatchKind::PhoneNumberAndName, 0.8 + 0.2 * name),
+                (true, false) => (MatchKind::PhoneNumber, 0.7 + 0.1 * name),
+                (false, true) => (MatchKind::Name, 0.65 * name),
+                (false, false) => return None,
+            };
+            Some(CallerMatch {
+                contact,
+                matched_by,
+                score: score.clamp(0.0, 1.0),
+            })
+        })
+        .collect();
+    matches.sort_by(|a, b| {
+        b.score
+            .partial_cmp(&a.score)
+            .unwrap_or(Ordering::Equal)
+            .then(
+                b.contact
+                    .last_activity_time
+                    .cmp(&a.contact.last_activity_time),
+            )
+            .then(a.contact.contact_id.cmp(&b.contact.contact_id))
+    });
+    matches.truncate(limit);
+    matches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::fresh_store;
+    use callers_domain::contact::{NewContact, Origin, RawContact, RawPhone};
+    use callers_domain::phone::Region;
+    use chrono::Utc;
+    use serde_json::Value;
+
+    fn acc(s: &str) -> AccountId {
+        AccountId::parse(s).unwrap()
+    }
+
+    fn contact(first: &str, last: &str, company: &str, numbers: &[&str]) -> NewContact {
+        let raw = RawContact {
+            categories: vec!["caller".into()],
+            first_name: first.into(),
+            last_name: last.into(),
+            company: company.into(),
+            phone_numbers: numbers
+                .iter()
+                .map(|n| RawPhone {
+                    number: (*n).into(),
+                    kind: 1,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        NewContact::parse(&raw, Origin::Manual, &Region::germany(), "contact").unwrap()
+    }
+
+    fn e164(s: &str) -> E164 {
+        callers_domain::phone::normalize(s, &Region::germany())
+            .unwrap()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn number_and_name_paths_merge_into_one_ranking() {
+        let (store, _db) = fresh_store().await;
+        let a = acc("a");
+        let now = Utc::now();
+        let mut ids = Vec::new();
+        for (first, last, numbers) in [
+            ("Hans", "Müller", &["030 1234567"][..]),
+            ("Anna", "Müller", &["030 1234567"][..]),
+            ("Hans", "Möller", &[][..]),
+            ("Hans", "Schmidt", &[][..]),
+        ] {
+            let c = store
+                .create_contact(&a, &contact(first, last, "", numbers), None, now)
+                .await
+                .unwrap();
+            ids.push(c.contact_id);
+        }
+        let got = store
+            .identify(&a, Some(&e164("+49301234567")), "Hans Müller", 10)
+            .await
+            .unwrap();
+        let seen: Vec<_> = got
+            .iter()
+            .map(|m| (m.contact.contact_id, m.matched_by))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (ids[0], MatchKind::PhoneNumberAndName),
+                (ids[1], MatchKind::PhoneNumberAndName),
+                (ids[2], MatchKind::Name),
+            ],
+            "Hans Schmidt shares only the first name"
+        );
+        assert!(got.windows(2).all(|w| w[0].score > w[1].score));
+        assert!(got.iter().all(|m| (0.0..=1.0).contains(&m.score)));
+
+        let limited = store.identify(&a, None, "Müller", 1).await.unwrap();
+        assert_eq!(limited.len(), 1);
+        let nothing = store.identify(&a, None, "Dr.", 5).await.unwrap();
+        assert!(nothing.is_empty(), "titles alone say nothing");
+    }
+
+    #[tokio::test]
+    async fn a_typo_is_found_by_trigrams_even_when_the_phonetic_key_differs() {
+        let (store, _db) = fresh_store().await;
+        let a = acc("a");
+        store
+            .create_contact(&a, &contact("", "Lindemann", "", &[]), None, Utc::now())
+            .await
+            .unwrap();
+        // "lidemann" codes differently ("5266" against "56266") and has a word similarity of
+        // 0.58: below pg_trgm's default threshold, above ours.
+        assert_ne!(
+            names::koelner_phonetik("Lidemann"),
+            names::koelner_phonetik("Lindemann")
+        );
+        let got = store.identify(&a, None, "Lidemann", 5).await.unwrap();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].contact.fields.last_name, "Lindemann");
+    }
+
+    /// Names of every node in an `EXPLAIN (FORMAT JSON)` plan, with the relation and index.
+    fn plan_nodes(plan: &Value, out: &mut Vec<(String, String, String)>) {
+        let field = |k: &str| plan.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        out.push((
+            field("Node Type"),
+            field("Relation Name"),
+            field("Index Name"),
+        ));
+        for child in plan
+            .get("Plans")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            plan_nodes(child, out);
+        }
+    }
+
+    /// The plan of `sql` run with `args` after `setup`, in a transaction whose plan cache mode
+    /// is `mode` unless `setup` changes it.
+    async fn explain(
+        client: &deadpool_postgres::Object,
+        mode: &str,
+        setup: &str,
+        sql: &str,
+        args: &str,
+    ) -> Vec<(String, String, String)> {
+        client
+            .batch_execute(&format!(
+                "DEALLOCATE ALL; BEGIN; SET LOCAL plan_cache_mode = {mode}; {setup}; \
+                 PREPARE q AS {sql}"
+            ))
+            .await
+            .unwrap();
+        let row = client
+            .query_one(&format!("EXPLAIN (FORMAT JSON) EXECUTE q({args})"), &[])
+            .await
+            .unwrap();
+        client
+            .batch_execute("ROLLBACK; DEALLOCATE ALL")
+            .await
+            .unwrap();
+        let json: Value = row.get(0);
+        let mut nodes = Vec::new();
+        plan_nodes(&json[0]["Plan"], &mut nodes);
+        nodes
+    }
+
+    #[tokio::test]
+    async fn both_lookup_paths_use_indexes_in_an_account_of_100k_contacts() {
+        let (store, _db) = fresh_store().await;
+        let big = acc("big");
+        let client = store.client().await.unwrap();
+        // Distinct pseudo-names (md5 letters), one number each; a smaller second account so
+        // that `account_id` alone is not selective.
+        client
+            .batch_execute("SET statement_timeout = 0")
+            .await
+            .unwrap();
+        client
+            .batch_execute(
+                "INSERT INTO contacts (account_id, contact_id, categories, first_name, \
+                   last_name, origin, create_time, update_time, last_activity_time, \
+                   search_text, phonetic_keys) \
+                 SELECT CASE WHEN g <= 100000 THEN 'big' ELSE 'other' END, gen_random_uuid(), \
+                   '{caller}', f, l, 3, now(), now(), now(), f || ' ' || l, \
+                   ARRAY['9' || (g % 7919)::text, '8' || (g % 6007)::text] \
+                 FROM (SELECT g, \
+                   translate(substr(md5(g::text), 1, 6), '0123456789', 'ghijklmnop') AS f, \
+                   translate(substr(md5((-g)::text), 1, 9), '0123456789', 'ghijklmnop') AS l \
+                   FROM generate_series(1, 120000) g) s; \
+                 INSERT INTO contact_phone_numbers \
+                   (account_id, contact_id, position, number, e164, phone_type) \
+                 SELECT account_id, contact_id, 0, 'n', \
+                   '+4930' || (2000000 + row_number() OVER ())::text, 1 FROM contacts; \
+                 ",
+            )
+            .await
+            .unwrap();
+        // As autovacuum would: statistics, and GIN's pending list merged into the index.
+        for table in ["contacts", "contact_phone_numbers"] {
+            client
+                .batch_execute(&format!("VACUUM ANALYZE {table}"))
+                .await
+                .unwrap();
+        }
+        let hans = store
+            .create_contact(
+                &big,
+                &contact("Hans", "Müller", "", &["030 1234567"]),
+                None,
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        let count: i64 = client
+            .query_one(
+                "SELECT count(*) FROM contacts WHERE account_id = 'big'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(count > 100_000, "{count}");
+
+        let number_args = "'big', '+49301234567', 500";
+        let name_args = "'big', ARRAY['hans','mueller'], ARRAY['068','657'], 'hans mueller', 200";
+        // The number path runs with whatever plan the session would choose; the name path
+        // with its own settings, which must win even over a session forcing generic plans.
+        let cases = [
+            ("number", "force_custom_plan", "", BY_NUMBER, number_args),
+            ("number", "force_generic_plan", "", BY_NUMBER, number_args),
+            (
+                "name",
+                "force_generic_plan",
+                SET_NAME_SEARCH,
+                BY_NAME,
+                name_args,
+            ),
+            ("name", "auto", SET_NAME_SEARCH, BY_NAME, name_args),
+        ];
+        for (path, mode, setup, sql, args) in cases {
+            let nodes = explain(&client, mode, setup, sql, args).await;
+            for (node, relation, _) in &nodes {
+                assert!(
+                    !(node == "Seq Scan"
+                        && ["contacts", "contact_phone_numbers"].contains(&relation.as_str())),
+                    "{path} path ({mode}) scans {relation}: {nodes:?}"
+                );
+            }
+            let indexes: &[&str] = match path {
+                "number" => &["contact_phone_numbers_e164_idx"],
+                _ => &["contacts_search_trgm_idx", "contacts_phonetic_idx"],
+            };
+            for index in indexes {
+                assert!(
+                    nodes.iter().any(|(_, _, i)| i == index),
+                    "{path} path ({mode}) does not use {index}: {nodes:?}"
+                );
+            }
+        }
+
+        // The same lookups through the store, repeated past the plan cache's five custom plans.
+        for _ in 0..7 {
+            let started = std::time::Instant::now();
+            let got = store
+                .identify(&big, Some(&e164("030 1234567")), "Mueller, Hans", 5)
+                .await
+                .unwrap();
+            eprintln!("identify in 100k contacts took {:?}", started.elapsed());
+            assert_eq!(got[0].contact.contact_id, hans.contact_id);
+            assert_eq!(got[0].matched_by, MatchKind::PhoneNumberAndName);
+            let by_name = store.identify(&big, None, "Hans Mueler", 5).await.unwrap();
+            assert_eq!(by_name[0].contact.contact_id, hans.contact_id);
+        }
+    }
+
+    fn stored(first: &str, last: &str, numbers: &[&str], active_days_ago: i64) -> Contact {
+        let new = contact(first, last, "", numbers);
+        let t = Utc::now() - chrono::Duration::days(active_days_ago);
+        Contact {
+            account_id: "a".into(),
+            contact_id: uuid::Uuid::now_v7(),
+            fields: new.fields,
+            caller_message: None,
+            origin: Origin::Manual,
+            create_time: t,
+            update_time: t,
+            last_activity_time: t,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn tiers_never_overlap_and_ties_go_to_the_most_recently_active() {
+        let n = e164("030 1234567");
+        let words = names::search_tokens("Hans Müller");
+        let contacts = vec![
+            stored("Hans", "Müller", &[], 0),               // name only, perfect
+            stored("Otto", "Krause", &["030 1234567"], 5),  // number only
+            stored("Hanz", "Mueler", &["030 1234567"], 0),  // number and a close name
+            stored("Erika", "Krause", &["030 1234567"], 1), // number only, more recent
+            stored("Paul", "Schmidt", &["089 1234567"], 0), // nothing
+        ];
+        let ids: Vec<_> = contacts.iter().map(|c| c.contact_id).collect();
+        let mut twice = contacts.clone();
+        twice.extend(contacts);
+        let got = rank(twice, Some(&n), &words, 10);
+        let seen: Vec<_> = got
+            .iter()
+            .map(|m| (m.contact.contact_id, m.matched_by))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (ids[2], MatchKind::PhoneNumberAndName),
+                (ids[3], MatchKind::PhoneNumber),
+                (ids[1], MatchKind::PhoneNumber),
+                (ids[0], MatchKind::Name),
+            ]
+        );
+        assert!(got[0].score >= 0.92 && got[1].score >= 0.7 && got[3].score <= 0.65);
+        assert_eq!(rank(Vec::new(), Some(&n), &words, 10), Vec::new());
+    }
+}
