@@ -1,1 +1,817 @@
 //! The purge: batched deletion of contacts the retention rule makes due, with its audit.
+//!
+//! A run works on one dedicated session ([`PurgeSession`]), never on a pooled connection: the
+//! session advisory lock that keeps runs apart lives exactly as long as that session. What
+//! deletes needs the lock, so it is only reachable through [`PurgeLock`].
+//!
+//! The rule itself is [`callers_domain::retention`]: the generated column `purge_candidate` is
+//! its "subject to automatic deletion", and a run deletes candidates whose
+//! `last_activity_time` lies before the run's cutoff ([`Retention::cutoff`]), computed once.
+
+use crate::Error;
+use callers_domain::retention::Retention;
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use tokio::sync::OnceCell;
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, NoTls, Statement};
+use uuid::Uuid;
+
+/// The advisory lock key of purge runs ("callersp"); advisory locks are per database. In
+/// `pg_locks` it shows as `locktype = 'advisory'`, `classid = 1667329132`, `objid = 1701999472`.
+pub const PURGE_LOCK_KEY: i64 = 0x6361_6c6c_6572_7370;
+
+/// The rule as SQL, `$1` being the cutoff: the same predicate selects, re-checks and counts.
+macro_rules! due {
+    ($c:literal) => {
+        concat!($c, "purge_candidate AND ", $c, "last_activity_time < $1")
+    };
+}
+
+/// One batch in one statement, hence one transaction: lock up to `$2` due candidates (skipping
+/// rows another transaction holds, such as a contact being edited), delete them while
+/// re-checking the whole rule on the row as it is now, audit what was deleted, and count it on
+/// the run. Call notes keep their rows (`ON DELETE SET NULL`), phone numbers go with the contact.
+const DELETE_BATCH: &str = concat!(
+    "WITH due AS MATERIALIZED ( \
+       SELECT account_id, contact_id FROM contacts WHERE ",
+    due!(""),
+    " ORDER BY last_activity_time, account_id, contact_id LIMIT $2 FOR UPDATE SKIP LOCKED \
+     ), gone AS ( \
+       DELETE FROM contacts c USING due \
+       WHERE c.account_id = due.account_id AND c.contact_id = due.contact_id AND ",
+    due!("c."),
+    " RETURNING c.account_id, c.contact_id, c.last_activity_time \
+     ), audited AS ( \
+       INSERT INTO purged_contacts (account_id, contact_id, run_id, last_activity_time, delete_time) \
+       SELECT account_id, contact_id, $3, last_activity_time, $4 FROM gone \
+       RETURNING account_id \
+     ), counted AS ( \
+       UPDATE purge_runs SET deleted = deleted + (SELECT count(*) FROM audited) WHERE run_id = $3 \
+     ) \
+     SELECT s.selected, a.account_id, a.deleted \
+     FROM (SELECT count(*) AS selected FROM due) s \
+     LEFT JOIN (SELECT account_id, count(*) AS deleted FROM audited GROUP BY account_id) a ON true"
+);
+
+const COUNT_DUE: &str = concat!(
+    "SELECT account_id, count(*) FROM contacts WHERE ",
+    due!(""),
+    " GROUP BY account_id"
+);
+
+/// Keys are kept at least their window (API.md: 24 hours), so a retry inside it replays.
+const DELETE_IDEMPOTENCY_KEYS: &str = "WITH old AS MATERIALIZED ( \
+       SELECT account_id, request_id FROM idempotency_keys WHERE create_time < $1 \
+       ORDER BY create_time LIMIT $2 FOR UPDATE SKIP LOCKED \
+     ) \
+     DELETE FROM idempotency_keys k USING old \
+     WHERE k.account_id = old.account_id AND k.request_id = old.request_id AND k.create_time < $1";
+
+const DELETE_AUDIT: &str = "WITH old AS MATERIALIZED ( \
+       SELECT account_id, contact_id FROM purged_contacts WHERE delete_time < $1 \
+       ORDER BY delete_time LIMIT $2 FOR UPDATE SKIP LOCKED \
+     ) \
+     DELETE FROM purged_contacts p USING old \
+     WHERE p.account_id = old.account_id AND p.contact_id = old.contact_id AND p.delete_time < $1";
+
+/// How a purge session connects.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub connect_timeout: std::time::Duration,
+    /// Server-side bound on one statement, so a stuck batch fails instead of hanging the run.
+    pub statement_timeout: std::time::Duration,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: std::time::Duration::from_secs(10),
+            statement_timeout: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// What one run does, fixed when it starts: in particular the cutoff, computed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunPlan {
+    pub run_id: Uuid,
+    pub start_time: DateTime<Utc>,
+    /// The moment the rule is evaluated at: the start, or a dry run's `--as-of`.
+    pub as_of: DateTime<Utc>,
+    /// Candidates whose last activity lies before this are due.
+    pub cutoff: DateTime<Utc>,
+    pub retention: Retention,
+}
+
+impl RunPlan {
+    pub fn new(
+        run_id: Uuid,
+        start_time: DateTime<Utc>,
+        as_of: Option<DateTime<Utc>>,
+        retention: Retention,
+    ) -> Self {
+        // Postgres keeps microseconds; a finer cutoff would round differently there than in
+        // the domain rule, and the two must agree to the last microsecond.
+        let start_time = crate::db_time(start_time);
+        let as_of = as_of.map(crate::db_time).unwrap_or(start_time);
+        Self {
+            run_id,
+            start_time,
+            as_of,
+            cutoff: retention.cutoff(as_of),
+            retention,
+        }
+    }
+}
+
+/// The result of one batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Candidates the batch locked; fewer than asked means none are left (but those other
+    /// transactions hold, which the next run picks up).
+    pub selected: u64,
+    pub deleted_by_account: BTreeMap<String, u64>,
+}
+
+impl Batch {
+    pub fn deleted(&self) -> u64 {
+        self.deleted_by_account.values().sum()
+    }
+}
+
+/// How a run ended, as `purge_runs.outcome` records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    Succeeded,
+    Interrupted,
+    Failed,
+}
+
+impl RunOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Succeeded => "succeeded",
+            RunOutcome::Interrupted => "interrupted",
+            RunOutcome::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Default)]
+struct Statements {
+    delete_batch: OnceCell<Statement>,
+    count_due: OnceCell<Statement>,
+    delete_keys: OnceCell<Statement>,
+    delete_audit: OnceCell<Statement>,
+}
+
+/// A dedicated database session for one run.
+pub struct PurgeSession {
+    client: Client,
+    connection: JoinHandle<()>,
+    statements: Statements,
+}
+
+impl std::fmt::Debug for PurgeSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PurgeSession")
+            .field("closed", &self.client.is_closed())
+            .finish()
+    }
+}
+
+impl PurgeSession {
+    pub async fn connect(url: &str, options: &SessionOptions) -> Result<Self, Error> {
+        let mut cfg = tokio_postgres::Config::from_str(url)
+            .map_err(|e| Error::Unavailable(format!("invalid database url: {e}").into()))?;
+        cfg.connect_timeout(options.connect_timeout);
+        cfg.keepalives(true);
+        cfg.keepalives_idle(std::time::Duration::from_secs(30));
+        if cfg.get_application_name().is_none() {
+            cfg.application_name("callers-purge");
+        }
+        // Some failures (a blackholed address) never reach the connect timeout of one attempt.
+        let connected = tokio::time::timeout(options.connect_timeout, cfg.connect(NoTls))
+            .await
+            .map_err(|_| Error::Unavailable("timed out connecting to the database".into()))?;
+        let (client, connection) = connected?;
+        let connection = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "purge session connection ended");
+            }
+        });
+        let timeout = format!("{}ms", options.statement_timeout.as_millis());
+        client
+            .execute(
+                "SELECT set_config('statement_timeout', $1, false)",
+                &[&timeout],
+            )
+            .await?;
+        Ok(Self {
+            client,
+            connection,
+            statements: Statements::default(),
+        })
+    }
+
+    /// Takes the purge lock for the life of this session; `None` when another run holds it.
+    pub async fn try_lock(self) -> Result<Option<PurgeLock>, Error> {
+        let row = self
+            .client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&PURGE_LOCK_KEY])
+            .await?;
+        Ok(row.get::<_, bool>(0).then_some(PurgeLock { session: self }))
+    }
+
+    /// How many contacts a run with `cutoff` would delete, per account. Reads only.
+    pub async fn count_due(&self, cutoff: DateTime<Utc>) -> Result<BTreeMap<String, u64>, Error> {
+        let stmt = self.prepared(&self.statements.count_due, COUNT_DUE).await?;
+        let rows = self.client.query(stmt, &[&cutoff]).await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, String>(0), count(r.get(1))))
+            .collect())
+    }
+
+    async fn prepared<'a>(
+        &self,
+        cell: &'a OnceCell<Statement>,
+        sql: &str,
+    ) -> Result<&'a Statement, Error> {
+        Ok(cell.get_or_try_init(|| self.client.prepare(sql)).await?)
+    }
+
+    /// Ends the session (and any lock it holds).
+    pub async fn close(self) {
+        drop(self.client);
+        let _ = self.connection.await;
+    }
+}
+
+/// A session holding the purge lock: only one run at a time gets one.
+#[derive(Debug)]
+pub struct PurgeLock {
+    session: PurgeSession,
+}
+
+impl PurgeLock {
+    pub fn session(&self) -> &PurgeSession {
+        &self.session
+    }
+
+    /// Marks runs still `running` as failed: holding the lock, no other run is alive, so they
+    /// died without recording an outcome (their `end_time` stays empty). Returns their ids.
+    pub async fn close_abandoned_runs(&self) -> Result<Vec<Uuid>, Error> {
+        let rows = self
+            .session
+            .client
+            .query(
+                "UPDATE purge_runs SET outcome = 'failed' \
+                 WHERE outcome = 'running' AND NOT dry_run RETURNING run_id",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    pub async fn start_run(&self, plan: &RunPlan) -> Result<(), Error> {
+        let days = i32::try_from(plan.retention.as_days())
+            .map_err(|_| Error::Corrupt("retention days out of range".into()))?;
+        self.session
+            .client
+            .execute(
+                "INSERT INTO purge_runs \
+                 (run_id, start_time, cutoff_time, retention_days, dry_run, outcome) \
+                 VALUES ($1, $2, $3, $4, false, 'running')",
+                &[&plan.run_id, &plan.start_time, &plan.cutoff, &days],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes up to `limit` due contacts of the run and audits them, committed on return.
+    pub async fn delete_batch(
+        &self,
+        plan: &RunPlan,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Batch, Error> {
+        let s = &self.session;
+        let stmt = s.prepared(&s.statements.delete_batch, DELETE_BATCH).await?;
+        let rows = s
+            .client
+            .query(
+                stmt,
+                &[
+                    &plan.cutoff,
+                    &i64::from(limit),
+                    &plan.run_id,
+                    &crate::db_time(now),
+                ],
+            )
+            .await?;
+        let mut batch = Batch::default();
+        for row in &rows {
+            batch.selected = count(row.get(0));
+            if let Some(account) = row.get::<_, Option<String>>(1) {
+                batch
+                    .deleted_by_account
+                    .insert(account, count(row.get::<_, Option<i64>>(2).unwrap_or(0)));
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Deletes up to `limit` idempotency keys created before `before`.
+    pub async fn delete_idempotency_keys(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, Error> {
+        let s = &self.session;
+        let stmt = s
+            .prepared(&s.statements.delete_keys, DELETE_IDEMPOTENCY_KEYS)
+            .await?;
+        Ok(s.client
+            .execute(stmt, &[&before, &i64::from(limit)])
+            .await?)
+    }
+
+    /// Deletes up to `limit` audit rows of contacts deleted before `before`.
+    pub async fn delete_audit(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, Error> {
+        let s = &self.session;
+        let stmt = s.prepared(&s.statements.delete_audit, DELETE_AUDIT).await?;
+        Ok(s.client
+            .execute(stmt, &[&before, &i64::from(limit)])
+            .await?)
+    }
+
+    /// Records how the run ended; its `deleted` count was kept up to date batch by batch.
+    pub async fn finish_run(
+        &self,
+        run_id: Uuid,
+        outcome: RunOutcome,
+        end_time: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        self.session
+            .client
+            .execute(
+                "UPDATE purge_runs SET outcome = $2, end_time = $3 WHERE run_id = $1",
+                &[&run_id, &outcome.as_str(), &crate::db_time(end_time)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Releases the lock and closes the session; ending the session alone would release it too.
+    pub async fn release(self) -> Result<(), Error> {
+        let unlocked = self
+            .session
+            .client
+            .execute("SELECT pg_advisory_unlock($1)", &[&PURGE_LOCK_KEY])
+            .await;
+        self.session.close().await;
+        unlocked?;
+        Ok(())
+    }
+}
+
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{TestDatabase, fresh_database};
+    use callers_domain::contact::Categories;
+    use callers_domain::retention;
+    use chrono::{Duration, TimeZone};
+    use std::collections::BTreeSet;
+
+    async fn admin(db: &TestDatabase) -> Client {
+        let (client, conn) = tokio_postgres::connect(db.url(), NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+    }
+
+    async fn insert_contact(
+        db: &Client,
+        account: &str,
+        categories: &[&str],
+        keep: bool,
+        last_activity: DateTime<Utc>,
+    ) -> Uuid {
+        let id = Uuid::new_v4();
+        let categories: Vec<String> = categories.iter().map(|c| c.to_string()).collect();
+        db.execute(
+            "INSERT INTO contacts (account_id, contact_id, categories, last_name, \
+             keep_permanently, origin, create_time, update_time, last_activity_time) \
+             VALUES ($1, $2, $3, 'Muster', $4, 1, $5, $5, $5)",
+            &[&account, &id, &categories, &keep, &last_activity],
+        )
+        .await
+        .unwrap();
+        id
+    }
+
+    async fn contact_ids(db: &Client) -> BTreeSet<Uuid> {
+        let rows = db
+            .query("SELECT contact_id FROM contacts", &[])
+            .await
+            .unwrap();
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+
+    async fn locked(db: &TestDatabase) -> PurgeLock {
+        PurgeSession::connect(db.url(), &SessionOptions::default())
+            .await
+            .unwrap()
+            .try_lock()
+            .await
+            .unwrap()
+            .expect("the purge lock is free")
+    }
+
+    /// Runs batches until the candidates are exhausted; returns the batches.
+    async fn delete_all(lock: &PurgeLock, plan: &RunPlan, limit: u32) -> Vec<Batch> {
+        let mut batches = Vec::new();
+        loop {
+            let batch = lock
+                .delete_batch(plan, limit, plan.start_time)
+                .await
+                .unwrap();
+            let done = batch.selected < u64::from(limit);
+            batches.push(batch);
+            if done {
+                return batches;
+            }
+        }
+    }
+
+    fn plan_at(now: DateTime<Utc>) -> RunPlan {
+        RunPlan::new(Uuid::now_v7(), now, None, Retention::default())
+    }
+
+    #[tokio::test]
+    async fn the_sql_and_the_domain_rule_agree_to_the_microsecond() {
+        let db = fresh_database().await;
+        let sql = admin(&db).await;
+        // Nanoseconds on purpose: the run's cutoff must be cut to what Postgres stores.
+        let now = Utc
+            .with_ymd_and_hms(2026, 3, 1, 12, 0, 0)
+            .unwrap()
+            .checked_add_signed(Duration::nanoseconds(123_456_789))
+            .unwrap();
+        let plan = plan_at(now);
+        let r = plan.retention;
+        let untruncated_cutoff = r.cutoff(now);
+        let lasts = [
+            plan.cutoff - Duration::days(1),
+            plan.cutoff - Duration::seconds(1),
+            plan.cutoff - Duration::microseconds(1),
+            plan.cutoff,
+            plan.cutoff + Duration::microseconds(1),
+            plan.cutoff + Duration::seconds(1),
+            plan.cutoff + Duration::days(1),
+            untruncated_cutoff - Duration::nanoseconds(1),
+            now - Duration::days(181),
+            now - Duration::days(179),
+        ];
+        // Stored categories are a sorted set (the store writes `Categories`), so comparing the
+        // array with `{caller}` is comparing sets.
+        let sets: [&[&str]; 4] = [&["caller"], &["caller", "customer"], &["customer"], &[]];
+        let mut due = BTreeSet::new();
+        let mut kept = BTreeSet::new();
+        let mut due_by_account: BTreeMap<String, u64> = BTreeMap::new();
+        for (i, cats) in sets.iter().enumerate() {
+            let account = format!("acc-{i}");
+            for keep in [false, true] {
+                for last in lasts {
+                    let id = insert_contact(&sql, &account, cats, keep, last).await;
+                    // Postgres keeps microseconds, so judge what it stored.
+                    let stored = crate::db_time(last);
+                    let categories =
+                        Categories::from_stored(cats.iter().map(|c| c.to_string()).collect());
+                    let is_due = retention::is_due(&categories, keep, stored, r, plan.as_of);
+                    let purge_time = retention::purge_time(&categories, keep, stored, r);
+                    assert_eq!(
+                        purge_time.is_some_and(|p| p < plan.as_of),
+                        is_due,
+                        "purge_time and is_due disagree for {cats:?} keep={keep} last={last}"
+                    );
+                    if is_due {
+                        due.insert(id);
+                        *due_by_account.entry(account.clone()).or_default() += 1;
+                    } else {
+                        kept.insert(id);
+                    }
+                }
+            }
+        }
+        assert!(!due.is_empty() && !kept.is_empty());
+
+        let lock = locked(&db).await;
+        assert_eq!(
+            lock.session().count_due(plan.cutoff).await.unwrap(),
+            due_by_account
+        );
+        lock.start_run(&plan).await.unwrap();
+        let batches = delete_all(&lock, &plan, 4).await;
+        let mut deleted_by_account: BTreeMap<String, u64> = BTreeMap::new();
+        for b in &batches {
+            for (a, n) in &b.deleted_by_account {
+                *deleted_by_account.entry(a.clone()).or_default() += n;
+            }
+        }
+        assert_eq!(deleted_by_account, due_by_account);
+        assert_eq!(contact_ids(&sql).await, kept);
+        let audited: BTreeSet<Uuid> = sql
+            .query("SELECT contact_id FROM purged_contacts", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(audited, due);
+    }
+
+    #[tokio::test]
+    async fn a_contact_edited_while_a_batch_runs_is_skipped_and_survives() {
+        let db = fresh_database().await;
+        let sql = admin(&db).await;
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+        let old = now - Duration::days(181);
+        let edits = [
+            "UPDATE contacts SET last_activity_time = $2 WHERE contact_id = $1",
+            "UPDATE contacts SET categories = '{caller,customer}' WHERE contact_id = $1 AND $2::timestamptz IS NOT NULL",
+            "UPDATE contacts SET keep_permanently = true WHERE contact_id = $1 AND $2::timestamptz IS NOT NULL",
+        ];
+        let mut edited = BTreeSet::new();
+        for edit in edits {
+            let other = insert_contact(&sql, "acme", &["caller"], false, old).await;
+            let target = insert_contact(&sql, "acme", &["caller"], false, old).await;
+            // The server's edit holds the row lock from its read to its commit.
+            let (mut editor, conn) = tokio_postgres::connect(db.url(), NoTls).await.unwrap();
+            tokio::spawn(conn);
+            let tx = editor.transaction().await.unwrap();
+            tx.query_one(
+                "SELECT 1 FROM contacts WHERE contact_id = $1 FOR UPDATE",
+                &[&target],
+            )
+            .await
+            .unwrap();
+
+            let plan = plan_at(now);
+            let lock = locked(&db).await;
+            lock.start_run(&plan).await.unwrap();
+            let batches = delete_all(&lock, &plan, 10).await;
+            assert_eq!(batches.iter().map(Batch::deleted).sum::<u64>(), 1, "{edit}");
+            assert!(!contact_ids(&sql).await.contains(&other));
+
+            tx.execute(edit, &[&target, &now]).await.unwrap();
+            tx.commit().await.unwrap();
+            let plan = plan_at(now);
+            lock.start_run(&plan).await.unwrap();
+            let batches = delete_all(&lock, &plan, 10).await;
+            assert_eq!(batches.iter().map(Batch::deleted).sum::<u64>(), 0, "{edit}");
+            lock.release().await.unwrap();
+            edited.insert(target);
+        }
+        assert_eq!(contact_ids(&sql).await, edited);
+    }
+
+    #[tokio::test]
+    async fn only_one_session_holds_the_lock_until_it_is_released() {
+        let db = fresh_database().await;
+        let first = locked(&db).await;
+        let second = PurgeSession::connect(db.url(), &SessionOptions::default())
+            .await
+            .unwrap();
+        assert!(second.try_lock().await.unwrap().is_none());
+        let key = (PURGE_LOCK_KEY >> 32, PURGE_LOCK_KEY & 0xffff_ffff);
+        assert_eq!(key, (1_667_329_132, 1_701_999_472), "as the key's doc says");
+        let held: i64 = admin(&db)
+            .await
+            .query_one(
+                "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+                 WHERE l.locktype = 'advisory' AND l.classid = $1 AND l.objid = $2 \
+                 AND d.datname = current_database() AND l.granted",
+                &[&(key.0 as u32), &(key.1 as u32)],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(held, 1);
+        first.release().await.unwrap();
+        let third = locked(&db).await;
+        third.release().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn deleted_contacts_are_audited_once_and_counted_on_the_run() {
+        let db = fresh_database().await;
+        let sql = admin(&db).await;
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+        let last = now - Duration::days(200);
+        let a = insert_contact(&sql, "acme", &["caller"], false, last).await;
+        let b = insert_contact(&sql, "beta", &["caller"], false, last).await;
+        sql.execute(
+            "INSERT INTO contact_phone_numbers VALUES ('acme', $1, 0, '030 1234567', '+49301234567', 1)",
+            &[&a],
+        )
+        .await
+        .unwrap();
+        let note = Uuid::new_v4();
+        sql.execute(
+            "INSERT INTO call_notes (account_id, call_note_id, contact_id, subject, call_time, create_time) \
+             VALUES ('acme', $1, $2, 'Rückruf', $3, $3)",
+            &[&note, &a, &last],
+        )
+        .await
+        .unwrap();
+
+        let plan = plan_at(now);
+        let lock = locked(&db).await;
+        lock.start_run(&plan).await.unwrap();
+        let delete_time = now + Duration::seconds(3);
+        let batch = lock.delete_batch(&plan, 10, delete_time).await.unwrap();
+        assert_eq!(batch.selected, 2);
+        assert_eq!(
+            batch.deleted_by_account,
+            BTreeMap::from([("acme".to_owned(), 1), ("beta".to_owned(), 1)])
+        );
+        lock.finish_run(plan.run_id, RunOutcome::Succeeded, delete_time)
+            .await
+            .unwrap();
+
+        let audit = sql
+            .query(
+                "SELECT account_id, contact_id, run_id, last_activity_time, delete_time \
+                 FROM purged_contacts ORDER BY account_id",
+                &[],
+            )
+            .await
+            .unwrap();
+        type AuditRow = (String, Uuid, Uuid, DateTime<Utc>, DateTime<Utc>);
+        let audit: Vec<AuditRow> = audit
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .collect();
+        assert_eq!(
+            audit,
+            vec![
+                ("acme".into(), a, plan.run_id, last, delete_time),
+                ("beta".into(), b, plan.run_id, last, delete_time),
+            ]
+        );
+        let columns: Vec<String> = sql
+            .query(
+                "SELECT column_name::text FROM information_schema.columns \
+                 WHERE table_name = 'purged_contacts' ORDER BY ordinal_position",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                "account_id",
+                "contact_id",
+                "run_id",
+                "last_activity_time",
+                "delete_time"
+            ],
+            "ids and times only"
+        );
+        let run = sql
+            .query_one(
+                "SELECT outcome, deleted, cutoff_time, retention_days, end_time FROM purge_runs",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(run.get::<_, &str>(0), "succeeded");
+        assert_eq!(run.get::<_, i64>(1), 2);
+        assert_eq!(run.get::<_, DateTime<Utc>>(2), plan.cutoff);
+        assert_eq!(run.get::<_, i32>(3), 180);
+        assert_eq!(run.get::<_, Option<DateTime<Utc>>>(4), Some(delete_time));
+
+        let note_contact: Option<Uuid> = sql
+            .query_one(
+                "SELECT contact_id FROM call_notes WHERE call_note_id = $1",
+                &[&note],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(note_contact, None);
+        let phones: i64 = sql
+            .query_one("SELECT count(*) FROM contact_phone_numbers", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(phones, 0);
+    }
+
+    #[tokio::test]
+    async fn housekeeping_deletes_only_expired_keys_and_old_audit_rows() {
+        let db = fresh_database().await;
+        let sql = admin(&db).await;
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+        let run = Uuid::now_v7();
+        sql.execute(
+            "INSERT INTO purge_runs (run_id, start_time, cutoff_time, retention_days, dry_run, outcome) \
+             VALUES ($1, $2, $2, 180, false, 'succeeded')",
+            &[&run, &(now - Duration::days(400))],
+        )
+        .await
+        .unwrap();
+        let key_cutoff = now - Duration::hours(48);
+        let audit_cutoff = now - Duration::days(365);
+        for i in 0..7i64 {
+            // Three of each are older than their cutoff.
+            let offset = Duration::seconds(i - 3);
+            sql.execute(
+                "INSERT INTO idempotency_keys VALUES ('acme', $1, 'CreateContact', '\\x00', 'null', $2)",
+                &[&Uuid::new_v4(), &(key_cutoff + offset)],
+            )
+            .await
+            .unwrap();
+            sql.execute(
+                "INSERT INTO purged_contacts VALUES ('acme', $1, $2, $3, $3)",
+                &[&Uuid::new_v4(), &run, &(audit_cutoff + offset)],
+            )
+            .await
+            .unwrap();
+        }
+        let lock = locked(&db).await;
+        assert_eq!(
+            lock.delete_idempotency_keys(key_cutoff, 2).await.unwrap(),
+            2
+        );
+        assert_eq!(
+            lock.delete_idempotency_keys(key_cutoff, 2).await.unwrap(),
+            1
+        );
+        assert_eq!(
+            lock.delete_idempotency_keys(key_cutoff, 2).await.unwrap(),
+            0
+        );
+        assert_eq!(lock.delete_audit(audit_cutoff, 2).await.unwrap(), 2);
+        assert_eq!(lock.delete_audit(audit_cutoff, 2).await.unwrap(), 1);
+        assert_eq!(lock.delete_audit(audit_cutoff, 2).await.unwrap(), 0);
+        let left = |table: &'static str, column: &'static str, cutoff: DateTime<Utc>| {
+            let sql = &sql;
+            async move {
+                let q = format!("SELECT count(*) FROM {table} WHERE {column} >= $1");
+                let all = format!("SELECT count(*) FROM {table}");
+                let young: i64 = sql.query_one(&q, &[&cutoff]).await.unwrap().get(0);
+                let all: i64 = sql.query_one(&all, &[]).await.unwrap().get(0);
+                (young, all)
+            }
+        };
+        assert_eq!(
+            left("idempotency_keys", "create_time", key_cutoff).await,
+            (4, 4)
+        );
+        assert_eq!(
+            left("purged_contacts", "delete_time", audit_cutoff).await,
+            (4, 4)
+        );
+    }
+
+    #[tokio::test]
+    async fn runs_left_running_are_closed_as_failed_by_the_next_run() {
+        let db = fresh_database().await;
+        let sql = admin(&db).await;
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+        let killed = plan_at(now - Duration::days(1));
+        let lock = locked(&db).await;
+        lock.start_run(&killed).await.unwrap();
+        // Killed: no outcome recorded. (Releasing here only keeps the next lock deterministic.)
+        lock.release().await.unwrap();
+
+        let lock = locked(&db).await;
+        assert_eq!(
+            lock.close_abandoned_runs().await.unwrap(),
+            vec![killed.run_id]
+        );
+        let plan = plan_at(now);
+        lock.start_run(&plan).await.unwrap();
+        let row = sql
+            .query_one(
+                "SELECT outcome, end_time FROM purge_runs WHERE run_id = $1",
+                &[&killed.run_id],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, &str>(0), "failed");
+        assert_eq!(row.get::<_, Option<DateTime<Utc>>>(1), None);
+    }
+}

@@ -1,0 +1,290 @@
+//! The worker's typed configuration, from flags and environment (API.md "Command lines").
+
+use callers_domain::retention::Retention;
+use callers_store::purge::SessionOptions;
+use chrono::{DateTime, Utc};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, ValueEnum};
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// API.md: idempotency keys are kept at least 24 hours.
+const MIN_IDEMPOTENCY_RETENTION_HOURS: u32 = 24;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "callers-purge",
+    version,
+    about = "Runs one purge: deletes caller-only contacts without activity for longer than the \
+             retention, drops expired idempotency keys and old audit rows, then exits"
+)]
+pub struct Cli {
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Secret,
+    /// Days without activity after which caller-only contacts are deleted; must match the
+    /// server's `--retention-days`, which computes `purge_time` from it.
+    #[arg(long, env = "CALLERS_RETENTION_DAYS", default_value = "180", value_parser = retention)]
+    pub retention_days: Retention,
+    /// Contacts deleted (and committed) per transaction.
+    #[arg(
+        long,
+        env = "CALLERS_PURGE_BATCH_SIZE",
+        default_value_t = 500,
+        value_parser = clap::value_parser!(u32).range(1..=10_000)
+    )]
+    pub batch_size: u32,
+    /// Count what a run would delete, per account, and change nothing.
+    #[arg(long, env = "CALLERS_PURGE_DRY_RUN")]
+    pub dry_run: bool,
+    /// With --dry-run: evaluate the rule at this RFC 3339 time instead of now ("what would a
+    /// run on that day delete?").
+    #[arg(long, env = "CALLERS_PURGE_AS_OF", value_parser = rfc3339)]
+    pub as_of: Option<DateTime<Utc>>,
+    /// Hours an idempotency key is kept before the purge drops it (at least 24).
+    #[arg(
+        long,
+        env = "CALLERS_IDEMPOTENCY_RETENTION_HOURS",
+        default_value_t = 48,
+        value_parser = clap::value_parser!(u32).range(i64::from(MIN_IDEMPOTENCY_RETENTION_HOURS)..=87_600)
+    )]
+    pub idempotency_retention_hours: u32,
+    /// Days the audit of deleted contacts is kept.
+    #[arg(
+        long,
+        env = "CALLERS_PURGE_AUDIT_RETENTION_DAYS",
+        default_value_t = 365,
+        value_parser = clap::value_parser!(u32).range(1..=36_500)
+    )]
+    pub audit_retention_days: u32,
+    /// Pause between batches, to spare a busy primary and its replicas.
+    #[arg(
+        long,
+        env = "CALLERS_PURGE_BATCH_PAUSE_MS",
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u64).range(0..=60_000)
+    )]
+    pub batch_pause_ms: u64,
+    /// Seconds between progress lines on long runs.
+    #[arg(
+        long,
+        env = "CALLERS_PURGE_PROGRESS_SECS",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..=3_600)
+    )]
+    pub progress_secs: u64,
+    /// Seconds to wait for the database connection.
+    #[arg(
+        long,
+        env = "CALLERS_PURGE_CONNECT_TIMEOUT_SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=300)
+    )]
+    pub connect_timeout_secs: u64,
+    /// Server-side bound on one statement (one batch).
+    #[arg(
+        long,
+        env = "CALLERS_PURGE_STATEMENT_TIMEOUT_SECS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=3_600)
+    )]
+    pub statement_timeout_secs: u64,
+    /// Log format (logs go to stderr; stdout carries only the summary); `auto` is pretty on a
+    /// terminal and JSON otherwise.
+    #[arg(long, env = "CALLERS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Pretty,
+}
+
+/// What one run does, from the flags.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: Secret,
+    pub retention: Retention,
+    pub batch_size: u32,
+    pub dry_run: bool,
+    pub as_of: Option<DateTime<Utc>>,
+    pub idempotency_retention: chrono::Duration,
+    pub audit_retention: chrono::Duration,
+    pub batch_pause: Duration,
+    pub progress_every: Duration,
+    pub session: SessionOptions,
+}
+
+impl Cli {
+    /// Parses the flags and checks what clap cannot express.
+    pub fn try_parse_checked<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let cli = Cli::try_parse_from(args)?;
+        // Checked here rather than by clap, whose message would quote the URL and its password.
+        if let Err(e) = tokio_postgres::Config::from_str(cli.database_url.expose()) {
+            return Err(Cli::command().error(
+                ErrorKind::ValueValidation,
+                match std::error::Error::source(&e) {
+                    Some(cause) => format!("--database-url is not a PostgreSQL URL: {cause}"),
+                    None => format!("--database-url is not a PostgreSQL URL: {e}"),
+                },
+            ));
+        }
+        if cli.as_of.is_some() && !cli.dry_run {
+            // A real run always evaluates the rule at now: deleting "as of" another day would
+            // delete contacts that are not due yet.
+            return Err(Cli::command().error(
+                ErrorKind::ArgumentConflict,
+                "--as-of is allowed only with --dry-run",
+            ));
+        }
+        Ok(cli)
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings {
+            database_url: self.database_url.clone(),
+            retention: self.retention_days,
+            batch_size: self.batch_size,
+            dry_run: self.dry_run,
+            as_of: self.as_of,
+            idempotency_retention: chrono::Duration::hours(i64::from(
+                self.idempotency_retention_hours,
+            )),
+            audit_retention: chrono::Duration::days(i64::from(self.audit_retention_days)),
+            batch_pause: Duration::from_millis(self.batch_pause_ms),
+            progress_every: Duration::from_secs(self.progress_secs),
+            session: SessionOptions {
+                connect_timeout: Duration::from_secs(self.connect_timeout_secs),
+                statement_timeout: Duration::from_secs(self.statement_timeout_secs),
+            },
+        }
+    }
+}
+
+/// A flag error as one line, for a log collector as much as for a person: clap's message up
+/// to its usage block, with the lines of a list joined.
+pub fn usage_error_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let head = text.split("\n\n").next().unwrap_or_default();
+    let line = head
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    line.strip_prefix("error: ").unwrap_or(&line).to_owned()
+}
+
+fn retention(s: &str) -> Result<Retention, String> {
+    let days: u32 = s
+        .parse()
+        .map_err(|_| "retention must be a whole number of days".to_owned())?;
+    Retention::days(days)
+}
+
+fn rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("not an RFC 3339 time such as 2026-03-01T00:00:00Z ({e})"))
+}
+
+/// A value that must never be printed, such as a URL with a password.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let mut all = vec!["callers-purge", "--database-url", "postgres://x@h/db"];
+        all.extend_from_slice(args);
+        Cli::try_parse_checked(all)
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let s = parse(&[]).unwrap().settings();
+        assert_eq!(s.retention.as_days(), 180);
+        assert_eq!(s.batch_size, 500);
+        assert!(!s.dry_run);
+        assert_eq!(s.idempotency_retention, chrono::Duration::hours(48));
+        assert_eq!(s.audit_retention, chrono::Duration::days(365));
+    }
+
+    #[test]
+    fn invalid_flags_are_one_line_errors() {
+        for args in [
+            &["--retention-days", "0"][..],
+            &["--batch-size", "0"],
+            &["--as-of", "2026-03-01T00:00:00Z"],
+            &["--dry-run", "--as-of", "yesterday"],
+            &["--idempotency-retention-hours", "23"],
+            &["--no-such-flag"],
+        ] {
+            let e = parse(args).expect_err(&format!("{args:?}"));
+            let line = usage_error_line(&e);
+            assert!(!line.contains('\n') && !line.is_empty(), "{line}");
+            assert!(!line.starts_with("error:"), "{line}");
+        }
+        let e = Cli::try_parse_checked([
+            "callers-purge",
+            "--database-url",
+            "postgres://u:hunter2@h:port/db",
+        ])
+        .unwrap_err();
+        let line = usage_error_line(&e);
+        assert!(
+            line.starts_with("--database-url is not a PostgreSQL URL"),
+            "{line}"
+        );
+        assert!(!line.contains("hunter2"), "{line}");
+        let e = parse(&["--as-of", "2026-03-01T00:00:00Z"]).unwrap_err();
+        assert_eq!(
+            usage_error_line(&e),
+            "--as-of is allowed only with --dry-run"
+        );
+        let ok = parse(&["--dry-run", "--as-of", "2026-03-01T02:00:00+02:00"]).unwrap();
+        assert_eq!(ok.as_of.unwrap().to_rfc3339(), "2026-03-01T00:00:00+00:00");
+        if std::env::var_os("DATABASE_URL").is_some() {
+            return;
+        }
+        let e = Cli::try_parse_checked(["callers-purge"]).unwrap_err();
+        assert_eq!(
+            usage_error_line(&e),
+            "the following required arguments were not provided: --database-url <DATABASE_URL>"
+        );
+    }
+
+    #[test]
+    fn the_database_url_never_prints() {
+        let s = parse(&[]).unwrap().settings();
+        assert!(!format!("{s:?}").contains("postgres://"));
+    }
+}

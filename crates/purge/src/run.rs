@@ -1,0 +1,351 @@
+//! One run of the purge: lock, batches, housekeeping, and the summary of what happened.
+
+use crate::config::Settings;
+use anyhow::Context;
+use callers_domain::Clock;
+use callers_store::purge::{PurgeLock, PurgeSession, RunOutcome, RunPlan};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// How the run ended; the exit code follows from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    /// Another run holds the lock: nothing to do.
+    Skipped,
+    /// Stopped by SIGTERM/SIGINT after a committed batch; the next run continues.
+    Interrupted,
+    Failed,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Succeeded | Outcome::Skipped => 0,
+            Outcome::Failed => 1,
+            Outcome::Interrupted => 3,
+        }
+    }
+}
+
+/// The final line on stdout: ids, counts and times only.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub outcome: Outcome,
+    /// The `purge_runs` row; none for dry runs and skipped runs, which record nothing.
+    pub run_id: Option<Uuid>,
+    pub dry_run: bool,
+    pub retention_days: u32,
+    /// The time the rule was evaluated at.
+    pub as_of: Option<DateTime<Utc>>,
+    pub cutoff_time: Option<DateTime<Utc>>,
+    pub start_time: DateTime<Utc>,
+    pub end_time: DateTime<Utc>,
+    pub elapsed_secs: f64,
+    pub batches: u64,
+    pub deleted: u64,
+    pub deleted_by_account: BTreeMap<String, u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_delete: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_delete_by_account: Option<BTreeMap<String, u64>>,
+    pub idempotency_keys_deleted: u64,
+    pub audit_rows_deleted: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Summary {
+    fn new(settings: &Settings, start_time: DateTime<Utc>) -> Self {
+        Self {
+            outcome: Outcome::Failed,
+            run_id: None,
+            dry_run: settings.dry_run,
+            retention_days: settings.retention.as_days(),
+            as_of: None,
+            cutoff_time: None,
+            start_time,
+            end_time: start_time,
+            elapsed_secs: 0.0,
+            batches: 0,
+            deleted: 0,
+            deleted_by_account: BTreeMap::new(),
+            would_delete: None,
+            would_delete_by_account: None,
+            idempotency_keys_deleted: 0,
+            audit_rows_deleted: 0,
+            error: None,
+        }
+    }
+
+    fn planned(&mut self, plan: &RunPlan) {
+        // The start `purge_runs` records.
+        self.start_time = plan.start_time;
+        self.as_of = Some(plan.as_of);
+        self.cutoff_time = Some(plan.cutoff);
+    }
+}
+
+/// Runs once; never fails, the summary says how it went. `stop` turns true on SIGTERM.
+pub async fn run(settings: &Settings, clock: &dyn Clock, stop: watch::Receiver<bool>) -> Summary {
+    let started = Instant::now();
+    let mut summary = Summary::new(settings, clock.now());
+    let result = if settings.dry_run {
+        dry_run(settings, clock, &mut summary).await
+    } else {
+        purge(settings, clock, stop, &mut summary).await
+    };
+    match result {
+        Ok(outcome) => summary.outcome = outcome,
+        Err(e) => {
+            summary.outcome = Outcome::Failed;
+            summary.error = Some(error_line(&e));
+        }
+    }
+    summary.end_time = clock.now();
+    summary.elapsed_secs = started.elapsed().as_millis() as f64 / 1000.0;
+    summary
+}
+
+async fn dry_run(
+    settings: &Settings,
+    clock: &dyn Clock,
+    summary: &mut Summary,
+) -> anyhow::Result<Outcome> {
+    let session = PurgeSession::connect(settings.database_url.expose(), &settings.session).await?;
+    let plan = RunPlan::new(
+        Uuid::now_v7(),
+        clock.now(),
+        settings.as_of,
+        settings.retention,
+    );
+    summary.planned(&plan);
+    let due = session
+        .count_due(plan.cutoff)
+        .await
+        .context("counting due contacts")?;
+    session.close().await;
+    summary.would_delete = Some(due.values().sum());
+    summary.would_delete_by_account = Some(due);
+    Ok(Outcome::Succeeded)
+}
+
+async fn purge(
+    settings: &Settings,
+    clock: &dyn Clock,
+    mut stop: watch::Receiver<bool>,
+    summary: &mut Summary,
+) -> anyhow::Result<Outcome> {
+    let session = PurgeSession::connect(settings.database_url.expose(), &settings.session).await?;
+    let Some(lock) = session.try_lock().await.context("taking the purge lock")? else {
+        tracing::info!("another purge run holds the lock; nothing to do");
+        return Ok(Outcome::Skipped);
+    };
+    let plan = RunPlan::new(Uuid::now_v7(), clock.now(), None, settings.retention);
+    summary.planned(&plan);
+    let abandoned = lock
+        .close_abandoned_runs()
+        .await
+        .context("closing abandoned runs")?;
+    if !abandoned.is_empty() {
+        let runs: Vec<String> = abandoned.iter().map(Uuid::to_string).collect();
+        tracing::warn!(
+            runs = runs.join(","),
+            "marked runs that ended without recording an outcome as failed"
+        );
+    }
+    lock.start_run(&plan).await.context("recording the run")?;
+    summary.run_id = Some(plan.run_id);
+    tracing::info!(
+        run_id = %plan.run_id,
+        cutoff = %plan.cutoff.to_rfc3339(),
+        retention_days = plan.retention.as_days(),
+        batch_size = settings.batch_size,
+        "purge started"
+    );
+
+    let worked = work(&lock, &plan, settings, clock, &mut stop, summary).await;
+    let recorded = match &worked {
+        Ok(outcome) => {
+            let o = match outcome {
+                Outcome::Interrupted => RunOutcome::Interrupted,
+                _ => RunOutcome::Succeeded,
+            };
+            lock.finish_run(plan.run_id, o, clock.now()).await
+        }
+        Err(_) => {
+            lock.finish_run(plan.run_id, RunOutcome::Failed, clock.now())
+                .await
+        }
+    };
+    if let Err(e) = lock.release().await {
+        tracing::warn!(
+            error = error_line(&e.into()),
+            "releasing the purge lock failed"
+        );
+    }
+    let outcome = worked?;
+    recorded.context("recording the outcome of the run")?;
+    match outcome {
+        Outcome::Interrupted => tracing::warn!(
+            run_id = %plan.run_id,
+            deleted = summary.deleted,
+            "purge interrupted after a committed batch; the next run continues"
+        ),
+        _ => tracing::info!(
+            run_id = %plan.run_id,
+            deleted = summary.deleted,
+            idempotency_keys_deleted = summary.idempotency_keys_deleted,
+            audit_rows_deleted = summary.audit_rows_deleted,
+            "purge finished"
+        ),
+    }
+    Ok(outcome)
+}
+
+/// The batches: contacts first, then expired idempotency keys, then old audit rows.
+async fn work(
+    lock: &PurgeLock,
+    plan: &RunPlan,
+    settings: &Settings,
+    clock: &dyn Clock,
+    stop: &mut watch::Receiver<bool>,
+    summary: &mut Summary,
+) -> anyhow::Result<Outcome> {
+    let limit = settings.batch_size;
+    let mut progress = Progress::new("contacts", settings.progress_every);
+    loop {
+        if *stop.borrow() {
+            return Ok(Outcome::Interrupted);
+        }
+        let batch = lock
+            .delete_batch(plan, limit, clock.now())
+            .await
+            .context("deleting a batch of contacts")?;
+        summary.batches += 1;
+        summary.deleted += batch.deleted();
+        for (account, n) in &batch.deleted_by_account {
+            *summary
+                .deleted_by_account
+                .entry(account.clone())
+                .or_default() += n;
+        }
+        progress.tick(summary.deleted);
+        // Candidates other transactions hold were skipped; the next run gets them.
+        if batch.selected < u64::from(limit) || batch.deleted() == 0 {
+            break;
+        }
+        pause(settings.batch_pause, stop).await;
+    }
+
+    let keys_before = plan.start_time - settings.idempotency_retention;
+    let mut progress = Progress::new("idempotency_keys", settings.progress_every);
+    loop {
+        if *stop.borrow() {
+            return Ok(Outcome::Interrupted);
+        }
+        let n = lock
+            .delete_idempotency_keys(keys_before, limit)
+            .await
+            .context("deleting expired idempotency keys")?;
+        summary.idempotency_keys_deleted += n;
+        progress.tick(summary.idempotency_keys_deleted);
+        if n < u64::from(limit) {
+            break;
+        }
+        pause(settings.batch_pause, stop).await;
+    }
+
+    let audit_before = plan.start_time - settings.audit_retention;
+    let mut progress = Progress::new("audit", settings.progress_every);
+    loop {
+        if *stop.borrow() {
+            return Ok(Outcome::Interrupted);
+        }
+        let n = lock
+            .delete_audit(audit_before, limit)
+            .await
+            .context("deleting old audit rows")?;
+        summary.audit_rows_deleted += n;
+        progress.tick(summary.audit_rows_deleted);
+        if n < u64::from(limit) {
+            break;
+        }
+        pause(settings.batch_pause, stop).await;
+    }
+    Ok(Outcome::Succeeded)
+}
+
+/// Waits between batches; a stop request cuts the wait short.
+async fn pause(pause: Duration, stop: &mut watch::Receiver<bool>) {
+    if pause.is_zero() || *stop.borrow() {
+        return;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => {}
+        _ = stop.changed() => {}
+    }
+}
+
+/// A progress line every so often on long runs.
+struct Progress {
+    phase: &'static str,
+    started: Instant,
+    last: Instant,
+    every: Duration,
+}
+
+impl Progress {
+    fn new(phase: &'static str, every: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            phase,
+            started: now,
+            last: now,
+            every,
+        }
+    }
+
+    fn tick(&mut self, deleted: u64) {
+        if self.last.elapsed() < self.every {
+            return;
+        }
+        self.last = Instant::now();
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let rate = if elapsed > 0.0 {
+            deleted as f64 / elapsed
+        } else {
+            0.0
+        };
+        tracing::info!(
+            phase = self.phase,
+            deleted,
+            rate_per_sec = (rate * 10.0).round() / 10.0,
+            elapsed_secs = elapsed.round() as u64,
+            "purge progress"
+        );
+    }
+}
+
+/// An error and its causes on one line. Database errors give their code and message only:
+/// their detail may quote row values, and those never go to a log.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let part = match cause.downcast_ref::<tokio_postgres::error::DbError>() {
+            Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+            None => cause.to_string(),
+        };
+        // tokio-postgres wraps every server error in a bare "db error".
+        if part == "db error" || parts.last() == Some(&part) {
+            continue;
+        }
+        parts.push(part);
+    }
+    parts.join(": ").replace(['\n', '\r'], " ")
+}
