@@ -623,3 +623,57 @@ async fn insert_note(sql: &Client, account: &str, contact: Uuid) -> Uuid {
     .unwrap();
     id
 }
+
+#[tokio::test]
+async fn a_run_pushes_its_figures_to_a_pushgateway_and_a_textfile() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = fresh_database().await;
+    let sql = sql(&db).await;
+    insert_many(&sql, &Row::caller("acme", 200), 4).await;
+    // A stand-in Pushgateway: records one request and answers 200.
+    let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", gateway.local_addr().unwrap());
+    let received = tokio::spawn(async move {
+        let (mut s, _) = gateway.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = s.read(&mut chunk).await.unwrap();
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf);
+            if n == 0 || text.contains("callers_purge_outcome{outcome=\"failed\"}") {
+                break;
+            }
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    let file = std::env::temp_dir().join(format!("callers-purge-{}.prom", uuid::Uuid::new_v4()));
+    let run = purge(
+        &db,
+        &[
+            "--pushgateway-url",
+            &url,
+            "--metrics-textfile",
+            file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(run.deleted(), 4, "{run:#?}");
+    let request = received.await.unwrap();
+    assert!(
+        request.starts_with("PUT /metrics/job/callers-purge "),
+        "{request}"
+    );
+    assert!(
+        request.contains("callers_purge_deleted_contacts 4"),
+        "{request}"
+    );
+    assert!(request.contains("callers_purge_outcome{outcome=\"succeeded\"} 1"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("callers_purge_deleted_contacts 4"));
+    assert!(!text.contains("acme"), "no account ids in metrics");
+    let _ = std::fs::remove_file(&file);
+}

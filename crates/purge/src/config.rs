@@ -90,6 +90,14 @@ pub struct Cli {
         value_parser = clap::value_parser!(u64).range(1..=3_600)
     )]
     pub statement_timeout_secs: u64,
+    /// Prometheus Pushgateway base URL (http://host:9091) to push the run's metrics to, as
+    /// job `callers-purge`; a failed push is logged and does not fail the run.
+    #[arg(long, env = "CALLERS_PURGE_PUSHGATEWAY_URL")]
+    pub pushgateway_url: Option<String>,
+    /// File to write the run's metrics to in Prometheus text format (node-exporter textfile
+    /// collector); written atomically.
+    #[arg(long, env = "CALLERS_PURGE_METRICS_TEXTFILE")]
+    pub metrics_textfile: Option<std::path::PathBuf>,
     /// Log format (logs go to stderr; stdout carries only the summary); `auto` is pretty on a
     /// terminal and JSON otherwise.
     #[arg(long, env = "CALLERS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
@@ -134,6 +142,14 @@ impl Cli {
                     Some(cause) => format!("--database-url is not a PostgreSQL URL: {cause}"),
                     None => format!("--database-url is not a PostgreSQL URL: {e}"),
                 },
+            ));
+        }
+        if let Some(url) = &cli.pushgateway_url
+            && !url.starts_with("http://")
+        {
+            return Err(Cli::command().error(
+                ErrorKind::ValueValidation,
+                "--pushgateway-url must be an http:// URL",
             ));
         }
         if cli.as_of.is_some() && !cli.dry_run {

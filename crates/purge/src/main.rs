@@ -5,6 +5,7 @@
 //! flags, 3 interrupted by SIGTERM/SIGINT (the next run continues).
 
 mod config;
+mod report;
 mod run;
 
 use callers_domain::SystemClock;
@@ -57,6 +58,7 @@ fn main() -> ExitCode {
         if let Some(error) = &summary.error {
             eprintln!("callers-purge: {error}");
         }
+        report::publish(&cli, &summary).await;
         ExitCode::from(summary.outcome.exit_code())
     })
 }

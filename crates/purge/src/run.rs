@@ -61,6 +61,11 @@ pub struct Summary {
 }
 
 impl Summary {
+    #[cfg(test)]
+    pub fn for_tests(settings: &Settings) -> Self {
+        Self::new(settings, Utc::now())
+    }
+
     fn new(settings: &Settings, start_time: DateTime<Utc>) -> Self {
         Self {
             outcome: Outcome::Failed,

@@ -1,0 +1,147 @@
+//! The run's figures for Prometheus, for operators who alert on metrics rather than logs:
+//! pushed to a Pushgateway (the usual home of batch-job metrics on Kubernetes) and/or written
+//! to a node-exporter textfile. Counts and times only, no account ids as labels.
+
+use crate::config::Cli;
+use crate::run::{Outcome, Summary};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use std::fmt::Write;
+use std::time::Duration;
+
+const JOB: &str = "callers-purge";
+const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn publish(cli: &Cli, summary: &Summary) {
+    if cli.pushgateway_url.is_none() && cli.metrics_textfile.is_none() {
+        return;
+    }
+    let text = prometheus_text(summary);
+    if let Some(path) = &cli.metrics_textfile {
+        let tmp = path.with_extension("tmp");
+        let written = std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the metrics textfile");
+        }
+    }
+    if let Some(url) = &cli.pushgateway_url {
+        match tokio::time::timeout(PUSH_TIMEOUT, push(url, text)).await {
+            Ok(Ok(())) => tracing::info!("metrics pushed to the pushgateway"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot push metrics"),
+            Err(_) => tracing::warn!("pushing metrics timed out"),
+        }
+    }
+}
+
+fn prometheus_text(s: &Summary) -> String {
+    let mut t = String::new();
+    let mut gauge = |name: &str, help: &str, value: f64| {
+        let _ = writeln!(
+            t,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    };
+    let end = s.end_time.timestamp() as f64;
+    gauge(
+        "callers_purge_last_run_timestamp_seconds",
+        "When the last run ended.",
+        end,
+    );
+    if s.outcome == Outcome::Succeeded && !s.dry_run {
+        gauge(
+            "callers_purge_last_success_timestamp_seconds",
+            "When the last successful run ended.",
+            end,
+        );
+    }
+    gauge(
+        "callers_purge_duration_seconds",
+        "How long the last run took.",
+        s.elapsed_secs,
+    );
+    gauge(
+        "callers_purge_deleted_contacts",
+        "Contacts the last run deleted.",
+        s.deleted as f64,
+    );
+    gauge(
+        "callers_purge_batches",
+        "Batches of the last run.",
+        s.batches as f64,
+    );
+    gauge(
+        "callers_purge_idempotency_keys_deleted",
+        "Expired idempotency keys the last run dropped.",
+        s.idempotency_keys_deleted as f64,
+    );
+    gauge(
+        "callers_purge_audit_rows_deleted",
+        "Old audit rows the last run dropped.",
+        s.audit_rows_deleted as f64,
+    );
+    let _ = writeln!(
+        t,
+        "# HELP callers_purge_outcome The last run's outcome (1 for the one that happened).\n\
+         # TYPE callers_purge_outcome gauge"
+    );
+    for (name, o) in [
+        ("succeeded", Outcome::Succeeded),
+        ("skipped", Outcome::Skipped),
+        ("interrupted", Outcome::Interrupted),
+        ("failed", Outcome::Failed),
+    ] {
+        let v = u8::from(s.outcome == o);
+        let _ = writeln!(t, "callers_purge_outcome{{outcome=\"{name}\"}} {v}");
+    }
+    t
+}
+
+/// `PUT <url>/metrics/job/callers-purge`: replaces the job's previous metrics.
+async fn push(base: &str, text: String) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let uri: hyper::Uri = format!("{}/metrics/job/{JOB}", base.trim_end_matches('/')).parse()?;
+    let host = uri
+        .host()
+        .ok_or("pushgateway url without a host")?
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = hyper::Request::put(uri.path())
+        .header(hyper::header::HOST, format!("{host}:{port}"))
+        .header(hyper::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+        .body(Full::new(Bytes::from(text)))?;
+    let res = sender.send_request(req).await?;
+    let status = res.status();
+    let _ = res.into_body().collect().await;
+    if !status.is_success() {
+        return Err(format!("pushgateway answered {status}").into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_names_one_outcome_and_no_accounts() {
+        let cli = crate::config::Cli::try_parse_checked([
+            "callers-purge",
+            "--database-url",
+            "postgres://x@127.0.0.1/db",
+        ])
+        .unwrap();
+        let mut s = crate::run::Summary::for_tests(&cli.settings());
+        s.outcome = Outcome::Succeeded;
+        s.deleted = 7;
+        s.deleted_by_account.insert("acme".into(), 7);
+        let t = prometheus_text(&s);
+        assert!(t.contains("callers_purge_deleted_contacts 7"));
+        assert!(t.contains("callers_purge_outcome{outcome=\"succeeded\"} 1"));
+        assert!(t.contains("callers_purge_outcome{outcome=\"failed\"} 0"));
+        assert!(t.contains("callers_purge_last_success_timestamp_seconds"));
+        assert!(!t.contains("acme"));
+    }
+}
