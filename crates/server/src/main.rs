@@ -11,9 +11,12 @@ use callers_server::grpc::App;
 use callers_server::{Deps, Limits, serve, telemetry};
 use callers_store::{PoolConfig, Store};
 use clap::Parser;
+use sha2::Digest;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+const TOKENS_POLL: Duration = Duration::from_secs(5);
 use tokio::signal::unix::{SignalKind, signal};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
@@ -90,6 +93,35 @@ async fn migrate(db: DatabaseArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reloads the tokens file on SIGHUP and whenever its content changes (a Kubernetes Secret
+/// update swaps the file within about a minute), so tokens rotate without a restart.
+fn watch_tokens(auth: Arc<Authenticator>, path: std::path::PathBuf) -> anyhow::Result<()> {
+    let mut hup = signal(SignalKind::hangup())?;
+    let fingerprint = |p: &Path| std::fs::read(p).ok().map(|b| sha2::Sha256::digest(&b));
+    tokio::spawn(async move {
+        let mut last = fingerprint(&path);
+        let mut tick = tokio::time::interval(TOKENS_POLL);
+        loop {
+            let signalled = tokio::select! {
+                _ = hup.recv() => true,
+                _ = tick.tick() => false,
+            };
+            let now = fingerprint(&path);
+            if !signalled && (now == last || now.is_none()) {
+                continue;
+            }
+            last = now;
+            match auth.reload(&path) {
+                Ok(n) => tracing::info!(tokens = n, "tokens file reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "tokens file reload failed; keeping the old tokens")
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
 fn tls_config(args: &ServeArgs) -> anyhow::Result<Option<ServerTlsConfig>> {
     let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
         return Ok(None);
@@ -149,18 +181,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     eprintln!("callers-server listening on {}", listener.local_addr()?);
 
     if let Some(path) = args.auth_tokens_file.clone() {
-        let auth = auth.clone();
-        let mut hup = signal(SignalKind::hangup())?;
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                match auth.reload(&path) {
-                    Ok(n) => tracing::info!(tokens = n, "tokens file reloaded"),
-                    Err(e) => {
-                        tracing::error!(error = %e, "tokens file reload failed; keeping the old tokens")
-                    }
-                }
-            }
-        });
+        watch_tokens(auth.clone(), path)?;
     }
 
     let tls = tls_config(&args)?;

@@ -432,3 +432,65 @@ async fn tokens_rotate_on_sighup_without_a_restart() {
     server.stop().await;
     let _ = std::fs::remove_file(&file);
 }
+
+#[tokio::test]
+async fn a_changed_tokens_file_is_picked_up_without_a_signal() {
+    use callers_proto::v1 as pb;
+    use sha2::{Digest, Sha256};
+    let file = std::env::temp_dir().join(format!("callers-watch-{}.toml", uuid::Uuid::new_v4()));
+    let write = |token: &str| {
+        let hash = hex::encode(Sha256::digest(token.as_bytes()));
+        let text =
+            format!("[[tokens]]\nname = \"crm\"\nsha256 = \"{hash}\"\naccounts = [\"acme\"]\n");
+        // Write beside and rename, as the kubelet swaps a Secret's files.
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+    };
+    write("first-token");
+    let (url, _) = empty_database().await;
+    let server = start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--migrate",
+            "--log-format",
+            "json",
+        ],
+        &[
+            ("DATABASE_URL", &url),
+            ("CALLERS_AUTH_TOKENS_FILE", file.to_str().unwrap()),
+        ],
+    )
+    .await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = callers_proto::v1::contact_service_client::ContactServiceClient::new(channel);
+    let list = |token: &str| {
+        let mut r = tonic::Request::new(pb::ListContactsRequest {
+            account_id: "acme".into(),
+            ..Default::default()
+        });
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        r
+    };
+    client.list_contacts(list("first-token")).await.unwrap();
+    write("second-token");
+    let mut accepted = false;
+    for _ in 0..300 {
+        if client.list_contacts(list("second-token")).await.is_ok() {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(accepted, "the new token was not accepted within 30 s");
+    let e = client.list_contacts(list("first-token")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    server.stop().await;
+    let _ = std::fs::remove_file(&file);
+}
