@@ -3,7 +3,6 @@
 
 use crate::Error;
 use std::str::FromStr;
-use tokio_postgres::NoTls;
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -16,8 +15,7 @@ const MIGRATION_LOCK: i64 = 0x6361_6c6c_6572_7301;
 pub async fn migrate(url: &str) -> Result<(), Error> {
     let cfg = tokio_postgres::Config::from_str(url)
         .map_err(|e| Error::Unavailable(format!("invalid database url: {e}").into()))?;
-    let (mut client, conn) = cfg.connect(NoTls).await?;
-    let conn = tokio::spawn(conn);
+    let (mut client, conn) = crate::tls::connect_one(&cfg).await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 use uuid::Uuid;
 
 /// The advisory lock key of purge runs ("callersp"); advisory locks are per database. In
@@ -193,15 +193,11 @@ impl PurgeSession {
             cfg.application_name("callers-purge");
         }
         // Some failures (a blackholed address) never reach the connect timeout of one attempt.
-        let connected = tokio::time::timeout(options.connect_timeout, cfg.connect(NoTls))
-            .await
-            .map_err(|_| Error::Unavailable("timed out connecting to the database".into()))?;
+        let connected =
+            tokio::time::timeout(options.connect_timeout, crate::tls::connect_one(&cfg))
+                .await
+                .map_err(|_| Error::Unavailable("timed out connecting to the database".into()))?;
         let (client, connection) = connected?;
-        let connection = tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(error = %e, "purge session connection ended");
-            }
-        });
         let timeout = format!("{}ms", options.statement_timeout.as_millis());
         client
             .execute(
@@ -392,7 +388,9 @@ mod tests {
     use std::collections::BTreeSet;
 
     async fn admin(db: &TestDatabase) -> Client {
-        let (client, conn) = tokio_postgres::connect(db.url(), NoTls).await.unwrap();
+        let (client, conn) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
         tokio::spawn(conn);
         client
     }
@@ -554,7 +552,9 @@ mod tests {
             let other = insert_contact(&sql, "acme", &["caller"], false, old).await;
             let target = insert_contact(&sql, "acme", &["caller"], false, old).await;
             // The server's edit holds the row lock from its read to its commit.
-            let (mut editor, conn) = tokio_postgres::connect(db.url(), NoTls).await.unwrap();
+            let (mut editor, conn) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+                .await
+                .unwrap();
             tokio::spawn(conn);
             let tx = editor.transaction().await.unwrap();
             tx.query_one(
