@@ -1,9 +1,12 @@
 //! The connection pool and the `Store` handle every query goes through.
 
 use crate::Error;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Hook, HookError, Manager, ManagerConfig, Metrics, Pool, RecyclingMethod, Runtime,
+};
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio_postgres::NoTls;
 
 #[derive(Debug, Clone)]
@@ -14,6 +17,12 @@ pub struct PoolConfig {
     pub connect_timeout: Duration,
     /// Server-side bound on one statement; `None` keeps the database's setting.
     pub statement_timeout: Option<Duration>,
+    /// How long the liveness check of a pooled connection may take before it is handed out;
+    /// a connection that fails it is dropped, and so is every connection made before it.
+    pub check_timeout: Duration,
+    /// How long sent data may stay unacknowledged before the kernel drops the connection
+    /// (`TCP_USER_TIMEOUT`): a partition then ends in an error instead of a hang.
+    pub tcp_user_timeout: Duration,
 }
 
 impl Default for PoolConfig {
@@ -23,6 +32,8 @@ impl Default for PoolConfig {
             wait_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(3),
             statement_timeout: Some(Duration::from_secs(10)),
+            check_timeout: Duration::from_secs(1),
+            tcp_user_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -48,6 +59,9 @@ impl Store {
         pg.connect_timeout(cfg.connect_timeout);
         pg.keepalives(true);
         pg.keepalives_idle(Duration::from_secs(30));
+        pg.keepalives_interval(Duration::from_secs(5));
+        pg.keepalives_retries(3);
+        pg.tcp_user_timeout(cfg.tcp_user_timeout);
         if pg.get_application_name().is_none() {
             pg.application_name("callers");
         }
@@ -62,6 +76,7 @@ impl Store {
             },
         );
         let pool = Pool::builder(mgr)
+            .pre_recycle(liveness_check(cfg.check_timeout))
             .max_size(cfg.max_size)
             .wait_timeout(Some(cfg.wait_timeout))
             .create_timeout(Some(cfg.connect_timeout))
@@ -92,4 +107,36 @@ impl Store {
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, Error> {
         Ok(self.pool.get().await?)
     }
+}
+
+/// Checks a pooled connection before handing it out: one empty statement, bounded by `timeout`.
+///
+/// `is_closed()` alone misses a connection whose peer vanished without a FIN or RST (a network
+/// partition, a crashed host, a black-holing middlebox) and one left behind by a request that was
+/// cancelled while the database did not answer: such a connection would hang every request that
+/// got it until its deadline, forever. When one check fails, the database or the path to it was
+/// unwell, so every connection made before that moment is dropped unchecked on its next turn:
+/// after an outage the pool refills with fresh connections at once instead of paying one
+/// check timeout per dead connection.
+fn liveness_check(timeout: Duration) -> Hook {
+    let failed_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    Hook::async_fn(move |client, metrics: &Metrics| {
+        let failed_at = failed_at.clone();
+        Box::pin(async move {
+            if client.is_closed() {
+                return Err(HookError::message("connection closed"));
+            }
+            let last_failure = *failed_at.lock().unwrap_or_else(|e| e.into_inner());
+            if last_failure.is_some_and(|t| metrics.created <= t) {
+                return Err(HookError::message("connection made before a failed check"));
+            }
+            match tokio::time::timeout(timeout, client.simple_query("")).await {
+                Ok(Ok(_)) => Ok(()),
+                _ => {
+                    *failed_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                    Err(HookError::message("connection failed its liveness check"))
+                }
+            }
+        })
+    })
 }
