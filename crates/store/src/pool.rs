@@ -68,13 +68,13 @@ impl Store {
         if let (Some(t), None) = (cfg.statement_timeout, pg.get_options()) {
             pg.options(format!("-c statement_timeout={}", t.as_millis()));
         }
-        let mgr = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let mgr = match crate::tls::connector(&pg)? {
+            Some(tls) => Manager::from_config(pg, tls, manager_config),
+            None => Manager::from_config(pg, NoTls, manager_config),
+        };
         let pool = Pool::builder(mgr)
             .pre_recycle(liveness_check(cfg.check_timeout))
             .max_size(cfg.max_size)
