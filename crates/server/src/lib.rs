@@ -122,10 +122,12 @@ pub async fn serve(
         builder = builder.tls_config(tls)?;
     }
     let router = builder
-        .timeout(limits.request_timeout)
         .http2_keepalive_interval(Some(limits.http2_keepalive))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .layer(observe::ObserveLayer::new(limits.max_concurrent_requests))
+        .layer(observe::ObserveLayer::new(
+            limits.max_concurrent_requests,
+            limits.request_timeout,
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -1,5 +1,6 @@
-//! The per-request middleware: load shedding at the concurrency limit, one log line and the
-//! Prometheus series per call. Labels and log fields are method, status code and account only,
+//! The per-request middleware: load shedding at the concurrency limit, the call's deadline
+//! (the client's `grpc-timeout` or the server's bound, whichever is sooner, answered with
+//! DEADLINE_EXCEEDED), one log line and the Prometheus series per call. Labels and log fields are method, status code and account only,
 //! never request contents.
 
 use metrics::{counter, histogram};
@@ -7,7 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tonic::body::Body;
 use tonic::codegen::http;
@@ -30,14 +31,17 @@ impl RequestAccount {
 #[derive(Clone)]
 pub struct ObserveLayer {
     limit: Arc<Semaphore>,
+    timeout: Duration,
 }
 
 impl ObserveLayer {
     /// At most `max_concurrent` calls at once; more are refused at once with
     /// `RESOURCE_EXHAUSTED` rather than queued. Health and reflection are never refused.
-    pub fn new(max_concurrent: usize) -> Self {
+    /// No call runs longer than `timeout`.
+    pub fn new(max_concurrent: usize, timeout: Duration) -> Self {
         Self {
             limit: Arc::new(Semaphore::new(max_concurrent)),
+            timeout,
         }
     }
 }
@@ -49,6 +53,7 @@ impl<S> tower::Layer<S> for ObserveLayer {
         Observe {
             inner,
             limit: self.limit.clone(),
+            timeout: self.timeout,
         }
     }
 }
@@ -57,6 +62,7 @@ impl<S> tower::Layer<S> for ObserveLayer {
 pub struct Observe<S> {
     inner: S,
     limit: Arc<Semaphore>,
+    timeout: Duration,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -97,11 +103,23 @@ where
         };
         let account = RequestAccount::default();
         req.extensions_mut().insert(account.clone());
+        // Streams (health Watch, reflection) live as long as the client wants.
+        let deadline = (!method.starts_with("grpc."))
+            .then(|| grpc_timeout(req.headers()).map_or(self.timeout, |t| t.min(self.timeout)));
         // The clone that was driven to readiness must serve this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let res = inner.call(req).await;
+            let res = match deadline {
+                None => inner.call(req).await,
+                Some(d) => match tokio::time::timeout(d, inner.call(req)).await {
+                    Ok(r) => r,
+                    // Dropping the call drops its database work too; the client is told why.
+                    Err(_) => {
+                        Ok(Status::deadline_exceeded("the call's deadline passed").into_http())
+                    }
+                },
+            };
             drop(permit);
             let code = match &res {
                 Ok(r) => grpc_code(r.headers()),
@@ -111,6 +129,26 @@ where
             res
         })
     }
+}
+
+/// The client's deadline from the `grpc-timeout` header ("100m", "5S", …); `None` when absent
+/// or malformed.
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (n, unit) = v.split_at(v.len() - 1);
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// Errors travel as a trailers-only response with `grpc-status` in the headers; a success
@@ -216,6 +254,23 @@ fn code_label(code: Code) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_per_the_spec() {
+        let h = |v: &str| {
+            let mut m = http::HeaderMap::new();
+            m.insert("grpc-timeout", v.parse().unwrap());
+            grpc_timeout(&m)
+        };
+        assert_eq!(h("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(h("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(h("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(h("7n"), Some(Duration::from_nanos(7)));
+        assert_eq!(h("5"), None);
+        assert_eq!(h("5x"), None);
+        assert_eq!(h("1234567890S"), None);
+        assert_eq!(grpc_timeout(&http::HeaderMap::new()), None);
+    }
 
     #[test]
     fn unknown_paths_share_one_label() {

@@ -290,3 +290,45 @@ mod mtls {
         );
     }
 }
+
+#[tokio::test]
+async fn a_call_past_its_deadline_is_deadline_exceeded() {
+    let limits = Limits {
+        request_timeout: Duration::from_millis(400),
+        ..Limits::default()
+    };
+    let mut app = spawn_app_custom(Authenticator::disabled(), limits).await;
+    let created = support::create(&mut app, "acme", caller("Warten", "030 1234567")).await;
+    let (db, conn) = tokio_postgres::connect(app.db.as_ref().unwrap().url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    db.batch_execute("BEGIN").await.unwrap();
+    let id = uuid::Uuid::parse_str(&created.contact_id).unwrap();
+    db.execute(
+        "SELECT 1 FROM contacts WHERE contact_id = $1 FOR UPDATE",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    let update = || pb::UpdateContactRequest {
+        account_id: "acme".into(),
+        contact: Some(pb::Contact {
+            contact_id: created.contact_id.clone(),
+            company: "Nie".into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["company".into()],
+        }),
+        etag: String::new(),
+    };
+    // The server's own bound.
+    let e = app.contacts.update_contact(update()).await.unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    db.batch_execute("ROLLBACK").await.unwrap();
+    let still = support::get(&mut app, "acme", &created.contact_id)
+        .await
+        .unwrap();
+    assert_eq!(still.company, "", "a call that timed out wrote nothing");
+}
