@@ -10,9 +10,9 @@ pub mod identify;
 mod migrate;
 mod pool;
 pub mod purge;
-mod tls;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
+mod tls;
 
 pub use contacts::{ContactPage, ExpiringPage};
 pub use error::{Entity, Error};
