@@ -34,50 +34,71 @@ pub const MIN_NAME_SCORE: f64 = 0.6;
 /// Only the first words of a long name are searched for.
 const MAX_QUERY_WORDS: usize = 5;
 /// Contacts fetched per path before ranking in Rust. The number path takes every contact on a
-/// shared number up to this; the name path takes the best by a cheap SQL estimate.
-const NUMBER_CANDIDATES: i64 = 500;
-const NAME_CANDIDATES: i64 = 200;
+/// shared number up to this; the name path takes the best by a cheap SQL estimate (ranking a
+/// candidate costs the server about 10 µs of name folding and edit distances, and fetching it
+/// the database a few more: 50 is more than twice the largest `limit`).
+pub const NUMBER_CANDIDATES: i64 = 500;
+const NAME_CANDIDATES: i64 = 50;
 
 /// Settings of the name path, per transaction so no pooled session keeps them:
-/// - the trigram path accepts a word when `word_similarity(word, search_text)` reaches 0.5
-///   (pg_trgm's default is 0.6): a typo in a six-letter name scores about 0.67, and 0.5 still
-///   leaves few candidates in a large account;
-/// - always a custom plan: a generic plan cannot know how few contacts the words select and
-///   scans a large account sequentially (the EXPLAIN test below shows it).
+/// - the trigram path accepts a word of the account when `word_similarity(query word, word)`
+///   reaches 0.5 (pg_trgm's default is 0.6): a typo in a six-letter name scores about 0.67,
+///   and 0.5 still leaves few words in a large account;
+/// - always a custom plan, planned for the words at hand (the EXPLAIN test below checks that
+///   even a session forcing generic plans gets index scans).
 const SET_NAME_SEARCH: &str = "SET LOCAL pg_trgm.word_similarity_threshold = 0.5; \
      SET LOCAL plan_cache_mode = force_custom_plan";
 
 /// `$1` account, `$2` E.164, `$3` candidate limit. The ids come from one probe of
-/// `contact_phone_numbers_e164_idx`; the contacts from their primary key.
-const BY_NUMBER: &str = concat!(
+/// `contact_phone_numbers_e164_idx`; the contacts from their primary key. Public so the
+/// benchmark's raw baseline (`crates/bench`) runs exactly this statement.
+pub const BY_NUMBER: &str = concat!(
     select_contact!(),
     "WHERE c.account_id = $1 AND c.contact_id = ANY(ARRAY( \
        SELECT p.contact_id FROM contact_phone_numbers p \
        WHERE p.account_id = $1 AND p.e164 = $2 LIMIT $3))"
 );
 
-/// `$1` account, `$2` query words, `$3` their phonetic keys, `$4` the words joined, `$5`
-/// candidate limit. Both conditions are index-backed (`contacts_search_trgm_idx` with `%>`,
-/// `contacts_phonetic_idx` with `&&`, combined by a BitmapOr); the order is only a cheap
-/// estimate to choose candidates, the ranking happens in Rust.
+/// `$1` account, `$2` query words, `$3` their Kölner Phonetik codes (aligned with the words;
+/// empty where a code says too little), `$4` candidate limit.
+///
+/// The words are matched against the account's distinct words (`account_words`: trigrams with
+/// `%>`, codes by equality; the words as typed always), and only those lead to contacts,
+/// through the btree of `contact_words` (both kept by the triggers of migration V5); `OFFSET 0`
+/// keeps that a probe per word whatever the estimates say. A contact's estimate is, per
+/// query word, its best word's similarity (a phonetic twin counts 0.8) weighted by the query
+/// word's length, summed: a long word that matches says more than a short one, as with
+/// `word_similarity` of the whole name. Ties go to the newest contact (ids are UUIDv7). The
+/// ranking proper happens in Rust.
 const BY_NAME: &str = concat!(
     select_contact!(),
     "WHERE c.account_id = $1 AND c.contact_id = ANY(ARRAY( \
-       SELECT n.contact_id FROM contacts n \
-       WHERE n.account_id = $1 \
-         AND (n.search_text %> ANY($2::text[]) OR n.phonetic_keys && $3::text[]) \
-       ORDER BY word_similarity($4::text, n.search_text) \
-                + 0.25 * cardinality(ARRAY(SELECT unnest(n.phonetic_keys) \
-                                           INTERSECT SELECT unnest($3::text[]))) DESC, \
-                n.contact_id \
-       LIMIT $5))"
+       SELECT m.contact_id FROM ( \
+         SELECT w.contact_id, v.i, max(v.weight) AS weight \
+         FROM (SELECT q.i, a.word, \
+                      greatest(word_similarity(q.word, a.word), \
+                               CASE WHEN a.phonetic = q.code THEN 0.8 ELSE 0 END) \
+                      * (length(q.word) + 1) AS weight \
+               FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS q(word, code, i) \
+               JOIN account_words a ON a.account_id = $1 \
+                AND (a.word %> q.word OR (q.code <> '' AND a.phonetic = q.code)) \
+               UNION ALL \
+               SELECT q.i, q.word, length(q.word) + 1 \
+               FROM unnest($2::text[]) WITH ORDINALITY AS q(word, i) \
+               OFFSET 0) v \
+         CROSS JOIN LATERAL (SELECT x.contact_id FROM contact_words x \
+                             WHERE x.account_id = $1 AND x.word = v.word OFFSET 0) w \
+         GROUP BY w.contact_id, v.i) m \
+       GROUP BY m.contact_id ORDER BY sum(m.weight) DESC, m.contact_id DESC \
+       LIMIT $4))"
 );
 
 impl Store {
     /// The contacts of `account` that may be the caller, best first, at most `limit`.
     ///
     /// Read only: nothing is written, so no `last_activity_time` moves. Both paths run in one
-    /// read-only transaction (one snapshot), pipelined on one connection.
+    /// read-only transaction (one snapshot), pipelined on one connection; the number path
+    /// alone is one statement, which sees one snapshot without a transaction.
     pub async fn identify(
         &self,
         account: &AccountId,
@@ -90,17 +111,35 @@ impl Store {
         if (number.is_none() && words.is_empty()) || limit == 0 {
             return Ok(Vec::new());
         }
-        let mut keys: Vec<String> = Vec::new();
-        for w in &words {
-            let k = names::koelner_phonetik(w);
-            if !k.is_empty() && !keys.contains(&k) {
-                keys.push(k);
-            }
-        }
-        let joined = words.join(" ");
+        // A code with fewer than two consonant digits ("02" for Ott and Ada) makes no phonetic
+        // twin in `names::token_similarity`, so it finds no candidates either.
+        let codes: Vec<String> = words
+            .iter()
+            .map(|w| names::koelner_phonetik(w))
+            .map(|k| {
+                if k.bytes().filter(|&d| d != b'0').count() >= 2 {
+                    k
+                } else {
+                    String::new()
+                }
+            })
+            .collect();
         let account = account.as_str();
 
         let mut client = self.client().await?;
+        if let (Some(number), true) = (number, words.is_empty()) {
+            // The incoming call with a number and no name, the hottest path: BEGIN and COMMIT
+            // would be two of its three round trips (crates/bench measures the difference).
+            let stmt = client.prepare_cached(BY_NUMBER).await?;
+            let rows = client
+                .query(&stmt, &[&account, &number.as_str(), &NUMBER_CANDIDATES])
+                .await?;
+            let contacts = rows
+                .iter()
+                .map(contact_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(rank(contacts, Some(number), &words, limit));
+        }
         let tx = client.build_transaction().read_only(true).start().await?;
         let by_number = async {
             let Some(number) = number else {
@@ -118,7 +157,7 @@ impl Store {
             tx.batch_execute(SET_NAME_SEARCH).await?;
             let stmt = tx.prepare_cached(BY_NAME).await?;
             Ok(tx
-                .query(&stmt, &[&account, &words, &keys, &joined, &NAME_CANDIDATES])
+                .query(&stmt, &[&account, &words, &codes, &NAME_CANDIDATES])
                 .await?)
         };
         let (number_rows, name_rows) = tokio::try_join!(by_number, by_name)?;
@@ -360,7 +399,12 @@ mod tests {
             .await
             .unwrap();
         // As autovacuum would: statistics, and GIN's pending list merged into the index.
-        for table in ["contacts", "contact_phone_numbers"] {
+        for table in [
+            "contacts",
+            "contact_phone_numbers",
+            "contact_words",
+            "account_words",
+        ] {
             client
                 .batch_execute(&format!("VACUUM ANALYZE {table}"))
                 .await
@@ -386,7 +430,7 @@ mod tests {
         assert!(count > 100_000, "{count}");
 
         let number_args = "'big', '+49301234567', 500";
-        let name_args = "'big', ARRAY['hans','mueller'], ARRAY['068','657'], 'hans mueller', 200";
+        let name_args = "'big', ARRAY['hans','mueller'], ARRAY['068','657'], 200";
         // The number path runs with whatever plan the session would choose; the name path
         // with its own settings, which must win even over a session forcing generic plans.
         let cases = [
@@ -406,13 +450,23 @@ mod tests {
             for (node, relation, _) in &nodes {
                 assert!(
                     !(node == "Seq Scan"
-                        && ["contacts", "contact_phone_numbers"].contains(&relation.as_str())),
+                        && [
+                            "contacts",
+                            "contact_phone_numbers",
+                            "contact_words",
+                            "account_words"
+                        ]
+                        .contains(&relation.as_str())),
                     "{path} path ({mode}) scans {relation}: {nodes:?}"
                 );
             }
             let indexes: &[&str] = match path {
                 "number" => &["contact_phone_numbers_e164_idx"],
-                _ => &["contacts_search_trgm_idx", "contacts_phonetic_idx"],
+                _ => &[
+                    "account_words_trgm_idx",
+                    "account_words_phonetic_idx",
+                    "contact_words_pkey",
+                ],
             };
             for index in indexes {
                 assert!(
@@ -435,6 +489,162 @@ mod tests {
             let by_name = store.identify(&big, None, "Hans Mueler", 5).await.unwrap();
             assert_eq!(by_name[0].contact.contact_id, hans.contact_id);
         }
+    }
+
+    /// The SQL twin of the Kölner Phonetik (migration V5, for the words of `account_words`)
+    /// codes every folded word as `names::koelner_phonetik` does.
+    #[tokio::test]
+    async fn the_sql_koelner_phonetik_agrees_with_the_domain() {
+        let (store, _db) = fresh_store().await;
+        let client = store.client().await.unwrap();
+        let mut words: Vec<String> = [
+            "mueller",
+            "meier",
+            "meyer",
+            "maier",
+            "mayer",
+            "schmidt",
+            "schmitt",
+            "christoph",
+            "kristof",
+            "xaver",
+            "axel",
+            "alex",
+            "chemnitz",
+            "cäsar",
+            "czech",
+            "acht",
+            "sachs",
+            "dschungel",
+            "pfeiffer",
+            "philipp",
+            "qualle",
+            "tschechien",
+            "zacharias",
+            "ott",
+            "ada",
+            "h",
+            "",
+            "3m",
+            "weiss",
+            "oeztuerk",
+            "jovanović",
+            "иван",
+            "lindemann",
+            "lidemann",
+        ]
+        .iter()
+        .map(|w| names::fold(w))
+        .collect();
+        // Pseudo-random words over a-z with the letters the rules look at made frequent.
+        let letters = b"abcdefghijklmnopqrstuvwxyzchzsxkqdtp";
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..3000 {
+            let mut w = String::new();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for k in 0..(2 + x % 10) {
+                let i = ((x >> (k * 5)) as usize) % letters.len();
+                w.push(char::from(letters[i]));
+            }
+            words.push(w);
+        }
+        let rows = client
+            .query(
+                "SELECT w, koelner_phonetik(w) FROM unnest($1::text[]) AS w",
+                &[&words],
+            )
+            .await
+            .unwrap();
+        for row in rows {
+            let (word, sql): (String, String) = (row.get(0), row.get(1));
+            assert_eq!(sql, names::koelner_phonetik(&word), "{word:?}");
+        }
+    }
+
+    /// The word tables follow every write: insert, a changed name, an activity-only update, a
+    /// delete; a word no contact of the account carries is forgotten.
+    #[tokio::test]
+    async fn the_word_tables_follow_the_contacts() {
+        let (store, _db) = fresh_store().await;
+        let a = acc("a");
+        let client = store.client().await.unwrap();
+        let words = |account: &'static str| {
+            let client = &client;
+            async move {
+                let rows = client
+                    .query(
+                        "SELECT w.word, a.phonetic FROM contact_words w JOIN account_words a \
+                         USING (account_id, word) WHERE w.account_id = $1 ORDER BY 1",
+                        &[&account],
+                    )
+                    .await
+                    .unwrap();
+                let dictionary: i64 = client
+                    .query_one(
+                        "SELECT count(*) FROM account_words WHERE account_id = $1",
+                        &[&account],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                (
+                    rows.iter()
+                        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+                        .collect::<Vec<_>>(),
+                    dictionary,
+                )
+            }
+        };
+        let now = Utc::now();
+        let hans = store
+            .create_contact(&a, &contact("Hans", "Müller", "", &[]), None, now)
+            .await
+            .unwrap();
+        let anna = store
+            .create_contact(&a, &contact("Anna", "Müller", "", &[]), None, now)
+            .await
+            .unwrap();
+        let pair = |w: &str| (w.to_owned(), names::koelner_phonetik(w));
+        assert_eq!(
+            words("a").await,
+            (
+                vec![pair("anna"), pair("hans"), pair("mueller"), pair("mueller")],
+                3
+            )
+        );
+        let patch = callers_domain::contact::ContactPatch {
+            last_name: Some("Meier".into()),
+            ..Default::default()
+        };
+        store
+            .update_contact(&a, hans.contact_id, &patch, None, now)
+            .await
+            .unwrap();
+        client
+            .execute(
+                "UPDATE contacts SET last_activity_time = now() WHERE contact_id = $1",
+                &[&anna.contact_id],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            words("a").await,
+            (
+                vec![pair("anna"), pair("hans"), pair("meier"), pair("mueller")],
+                4
+            )
+        );
+        store
+            .delete_contact(&a, anna.contact_id, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            words("a").await,
+            (vec![pair("hans"), pair("meier")], 2),
+            "anna and mueller are forgotten"
+        );
     }
 
     fn stored(first: &str, last: &str, numbers: &[&str], active_days_ago: i64) -> Contact {

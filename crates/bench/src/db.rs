@@ -1,0 +1,232 @@
+//! The PostgreSQL the benchmark runs against: `--database-url` (its role must be allowed to
+//! create databases), or a private cluster from the machine's binaries in `--pg-dir`.
+
+use anyhow::{Context, bail};
+use callers_devdb::PrivatePostgres;
+use std::path::Path;
+use tokio_postgres::{Client, NoTls};
+
+pub struct Db {
+    /// A URL whose database is replaced per use.
+    base_url: String,
+    admin_db: String,
+    private: Option<PrivatePostgres>,
+}
+
+impl Db {
+    /// `shared_buffers`: applied to the private cluster (ALTER SYSTEM and a restart when it
+    /// differs); a `--database-url` server is used as it is configured.
+    pub async fn open(
+        database_url: Option<&str>,
+        pg_dir: &Path,
+        shared_buffers: &str,
+    ) -> anyhow::Result<Db> {
+        if let Some(url) = database_url {
+            let admin_db = database_of(url).unwrap_or_else(|| "postgres".into());
+            return Ok(Db {
+                base_url: url.to_owned(),
+                admin_db,
+                private: None,
+            });
+        }
+        std::fs::create_dir_all(pg_dir)
+            .with_context(|| format!("cannot create {}", pg_dir.display()))?;
+        let mut pg = PrivatePostgres::start_for_tests(pg_dir, None)
+            .await
+            .context("starting the private PostgreSQL (or set DATABASE_URL)")?;
+        let admin = connect(&pg.url()).await?;
+        let want: String = admin
+            .query_one(
+                "SELECT setting::bigint * 8192 = pg_size_bytes($1) FROM pg_settings \
+                 WHERE name = 'shared_buffers'",
+                &[&shared_buffers],
+            )
+            .await
+            .map(|r| {
+                if r.get::<_, bool>(0) {
+                    String::new()
+                } else {
+                    shared_buffers.to_owned()
+                }
+            })?;
+        if !want.is_empty() {
+            admin
+                .batch_execute(&format!(
+                    "ALTER SYSTEM SET shared_buffers = {}",
+                    literal(&want)
+                ))
+                .await?;
+            drop(admin);
+            if !pg.started_here() {
+                bail!(
+                    "the private PostgreSQL in {} was already running: stop it (pg_ctl stop) so \
+                     shared_buffers = {want} takes effect",
+                    pg_dir.display()
+                );
+            }
+            pg.stop().await?;
+            pg = PrivatePostgres::start_for_tests(pg_dir, None).await?;
+            eprintln!("private PostgreSQL restarted with shared_buffers = {want}");
+        }
+        eprintln!(
+            "private PostgreSQL at {} ({}), log {}",
+            pg.url(),
+            pg.data_dir().display(),
+            pg.log_file().display()
+        );
+        Ok(Db {
+            base_url: pg.url(),
+            admin_db: "postgres".into(),
+            private: Some(pg),
+        })
+    }
+
+    pub fn url_for(&self, database: &str) -> String {
+        with_database(&self.base_url, database)
+    }
+
+    pub async fn admin(&self) -> anyhow::Result<Client> {
+        connect(&self.url_for(&self.admin_db)).await
+    }
+
+    pub async fn exists(&self, name: &str) -> anyhow::Result<bool> {
+        let admin = self.admin().await?;
+        Ok(admin
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .await?
+            .is_some())
+    }
+
+    /// The comment on a database (the benchmark stores what it seeded there).
+    pub async fn comment(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let admin = self.admin().await?;
+        let row = admin
+            .query_opt(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+                &[&name],
+            )
+            .await?;
+        Ok(row.and_then(|r| r.get(0)))
+    }
+
+    pub async fn set_comment(&self, name: &str, comment: &str) -> anyhow::Result<()> {
+        let admin = self.admin().await?;
+        admin
+            .batch_execute(&format!(
+                "COMMENT ON DATABASE {} IS {}",
+                ident(name)?,
+                literal(comment)
+            ))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn drop_database(&self, name: &str) -> anyhow::Result<()> {
+        let admin = self.admin().await?;
+        admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                ident(name)?
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// A fresh empty database (dropped first when it exists).
+    pub async fn recreate(&self, name: &str) -> anyhow::Result<()> {
+        self.drop_database(name).await?;
+        let admin = self.admin().await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {}", ident(name)?))
+            .await?;
+        Ok(())
+    }
+
+    /// `CREATE DATABASE copy TEMPLATE template`: an identical copy, made by copying files.
+    pub async fn copy(&self, template: &str, copy: &str) -> anyhow::Result<()> {
+        self.drop_database(copy).await?;
+        let admin = self.admin().await?;
+        admin
+            .batch_execute(&format!(
+                "CREATE DATABASE {} TEMPLATE {}",
+                ident(copy)?,
+                ident(template)?
+            ))
+            .await
+            .with_context(|| format!("copying {template} to {copy}"))?;
+        Ok(())
+    }
+
+    pub async fn stop(self) -> anyhow::Result<()> {
+        if let Some(pg) = self.private {
+            pg.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+pub async fn connect(url: &str) -> anyhow::Result<Client> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .context("connecting to PostgreSQL")?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// Database names the benchmark makes are plain identifiers; anything else is refused.
+pub fn ident(name: &str) -> anyhow::Result<String> {
+    if name.is_empty()
+        || name.len() > 63
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        bail!("database name {name:?}: use a-z, 0-9 and '_' only");
+    }
+    Ok(format!("\"{name}\""))
+}
+
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// `postgres://u@h:p/db?x` → `db`.
+fn database_of(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let path = rest.split_once('/')?.1;
+    let db = path.split(['?', '#']).next()?;
+    (!db.is_empty()).then(|| db.to_owned())
+}
+
+/// Replaces (or adds) the database of a `postgres://` URL.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let query = tail.find('?').map_or("", |i| &tail[i..]);
+    format!("{scheme}://{authority}/{database}{query}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names_are_swapped_in_urls() {
+        assert_eq!(
+            with_database("postgres://u:p@h:5432/x?sslmode=disable", "y"),
+            "postgres://u:p@h:5432/y?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5", "b"),
+            "postgres://postgres@127.0.0.1:5/b"
+        );
+        assert_eq!(database_of("postgres://h/abc?x=1").as_deref(), Some("abc"));
+        assert_eq!(database_of("postgres://h"), None);
+        assert!(ident("a;drop").is_err());
+    }
+}

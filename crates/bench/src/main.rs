@@ -1,0 +1,428 @@
+//! `callers-bench`: seeds realistic data, drives the real `callers-server` with a gRPC load
+//! generator, runs the identical identify-by-number SQL directly against PostgreSQL in the same
+//! run, and measures the purge worker against a bare `DELETE`. See BENCHMARKS.md.
+//!
+//! Not part of the test suite: it asserts nothing about time, it reports.
+
+mod data;
+mod db;
+mod load;
+mod purge;
+mod report;
+mod scenarios;
+mod seed;
+mod server;
+mod words;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "callers-bench",
+    version,
+    about = "Benchmarks of identification and purge, against raw PostgreSQL in the same run"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    opts: Opts,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+enum Command {
+    /// Seed the benchmark database (reused by later runs while the parameters are equal).
+    Seed,
+    /// Service scenarios against the real server, and the raw baseline in the same run.
+    Load,
+    /// The raw PostgreSQL baselines only.
+    Raw,
+    /// The purge worker against a bare DELETE, and lookups during the purge.
+    Purge,
+    /// seed, load (with raw) and purge.
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Health checks: gRPC without any database work.
+    GrpcFloor,
+    IdentifyByNumber,
+    IdentifyByName,
+    CreateCallNote,
+    Mixed,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Opts {
+    /// PostgreSQL to use (the role must be allowed to create databases); without it a private
+    /// cluster is started from the machine's binaries in --pg-dir.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+    /// shared_buffers of the private cluster (PostgreSQL's default is 128MB; a production
+    /// server gives it about a quarter of its memory).
+    #[arg(long, global = true, default_value = "1GB")]
+    pg_shared_buffers: String,
+    /// Folder of the private PostgreSQL cluster.
+    #[arg(long, global = true, default_value = "target/callers-bench/pg")]
+    pg_dir: PathBuf,
+    /// Name of the seeded database (the purge benchmark uses <name>_purge and copies of it).
+    #[arg(long, global = true, default_value = "callers_bench")]
+    db_name: String,
+    /// Data size: 1.0 is 1,000,000 contacts in 10,000 accounts, three of them 100,000.
+    #[arg(long, global = true, default_value_t = 1.0)]
+    scale: f64,
+    /// Seed of the generator and of the load's random choices.
+    #[arg(long, global = true, default_value_t = 1)]
+    seed: u64,
+    /// Seed again even when the database holds a seed with the same parameters.
+    #[arg(long, global = true)]
+    reseed: bool,
+    /// Concurrent clients, one run per value (the goals are judged at 32).
+    #[arg(long, global = true, value_delimiter = ',', default_value = "1,32")]
+    concurrency: Vec<usize>,
+    /// Measured seconds per run.
+    #[arg(long, global = true, default_value_t = 20.0)]
+    duration: f64,
+    /// Seconds of warm-up before each measured run (not counted).
+    #[arg(long, global = true, default_value_t = 3.0)]
+    warmup: f64,
+    /// HTTP/2 connections the gRPC clients share.
+    #[arg(long, global = true, default_value_t = 4)]
+    connections: usize,
+    /// Scenarios of `load` (default: all).
+    #[arg(long, global = true, value_enum, value_delimiter = ',')]
+    scenarios: Vec<Scenario>,
+    /// Use a running server instead of starting `callers-server` (must serve the seeded
+    /// database; no startup time or memory is measured then).
+    #[arg(long, global = true)]
+    addr: Option<String>,
+    /// The server binary (default: next to this binary).
+    #[arg(long, global = true)]
+    server_bin: Option<PathBuf>,
+    /// The purge binary (default: next to this binary).
+    #[arg(long, global = true)]
+    purge_bin: Option<PathBuf>,
+    /// Extra argument for callers-server (repeatable), e.g. --server-arg=--db-pool-size=8.
+    #[arg(long, global = true, allow_hyphen_values = true)]
+    server_arg: Vec<String>,
+    /// N: due contacts of the purge benchmark (among 2N); default 200,000 × scale, at least 10,000.
+    #[arg(long, global = true)]
+    purge_n: Option<u64>,
+    /// The worker's --batch-size.
+    #[arg(long, global = true, default_value_t = 500)]
+    purge_batch_size: u32,
+    /// Requests per second of the lookups measured with and without the purge.
+    #[arg(long, global = true, default_value_t = 200.0)]
+    purge_lookup_rate: f64,
+    /// Keep the database copies the runs worked on (<name>_run, <name>_purge_*).
+    #[arg(long, global = true)]
+    keep_copies: bool,
+    /// Where the results go as JSON.
+    #[arg(
+        long,
+        global = true,
+        default_value = "target/callers-bench/results.json"
+    )]
+    out: PathBuf,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("callers-bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let o = &cli.opts;
+    let started = std::time::Instant::now();
+    let log_dir = o
+        .out
+        .parent()
+        .map(|p| p.join("logs"))
+        .unwrap_or_else(|| PathBuf::from("logs"));
+    std::fs::create_dir_all(&log_dir)?;
+    let machine = report::Machine::read();
+    if machine.load_average_1m > 0.5 {
+        eprintln!(
+            "warning: the machine is not quiet (load average {:.2}); figures will be lower",
+            machine.load_average_1m
+        );
+    }
+    let db = db::Db::open(o.database_url.as_deref(), &o.pg_dir, &o.pg_shared_buffers).await?;
+    let result = run_on(&cli, &db, &log_dir, machine).await;
+    db.stop().await?;
+    let mut results = result?;
+    results.total_secs = started.elapsed().as_secs_f64();
+    results.goals = report::goals(&results);
+    if let Some(parent) = o.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&o.out, serde_json::to_string_pretty(&results)?)?;
+    println!("{}", report::markdown(&results));
+    eprintln!(
+        "results: {} (in {:.0} s)",
+        o.out.display(),
+        results.total_secs
+    );
+    Ok(())
+}
+
+async fn run_on(
+    cli: &Cli,
+    db: &db::Db,
+    log_dir: &std::path::Path,
+    machine: report::Machine,
+) -> anyhow::Result<report::Results> {
+    let o = &cli.opts;
+    let mut results = report::Results {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        machine,
+        postgres: report::postgres_settings(&db.admin().await?).await?,
+        build_profile: if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+        .into(),
+        ..Default::default()
+    };
+    let server_bin = || match &o.server_bin {
+        Some(p) => Ok(p.clone()),
+        None => server::sibling_binary("callers-server"),
+    };
+    let purge_bin = || match &o.purge_bin {
+        Some(p) => Ok(p.clone()),
+        None => server::sibling_binary("callers-purge"),
+    };
+    let cmd = cli.command;
+    if matches!(
+        cmd,
+        Command::Seed | Command::Load | Command::Raw | Command::All
+    ) {
+        let spec = seed::SeedSpec::realistic(o.scale, o.seed);
+        results.seed = Some(seed::ensure(db, &o.db_name, &spec, o.reseed).await?);
+    }
+    if matches!(cmd, Command::Load | Command::Raw | Command::All) {
+        let service = cmd != Command::Raw;
+        results.load = Some(
+            load_runs(
+                o,
+                db,
+                log_dir,
+                service,
+                if service { Some(server_bin()?) } else { None },
+            )
+            .await?,
+        );
+    }
+    if matches!(cmd, Command::Purge | Command::All) {
+        let n = o
+            .purge_n
+            .unwrap_or(((200_000.0 * o.scale).round() as u64).max(10_000));
+        let po = purge::PurgeOptions {
+            n,
+            batch_size: o.purge_batch_size,
+            lookup_rate: o.purge_lookup_rate,
+            lookup_secs: o.duration,
+            max_in_flight: 32,
+            connections: o.connections,
+            seed: o.seed,
+            reseed: o.reseed,
+            server_bin: server_bin()?,
+            purge_bin: purge_bin()?,
+            log_dir: log_dir.to_owned(),
+            keep_copies: o.keep_copies,
+        };
+        results.purge = Some(purge::run(db, &o.db_name, &po).await?);
+    }
+    Ok(results)
+}
+
+async fn load_runs(
+    o: &Opts,
+    db: &db::Db,
+    log_dir: &std::path::Path,
+    service: bool,
+    server_bin: Option<PathBuf>,
+) -> anyhow::Result<report::LoadReport> {
+    // The writes of the call-note scenarios go to a copy, so every run starts from the seed.
+    let run_db = format!("{}_run", o.db_name);
+    db.copy(&o.db_name, &run_db).await?;
+    let url = db.url_for(&run_db);
+    let client = db::connect(&url).await?;
+    let samples = Arc::new(scenarios::number_samples(&client, 20_000, 0.1, o.seed).await?);
+    let big = data::account_id(0);
+    let names = Arc::new(scenarios::name_samples(&client, &big, 5_000, o.seed).await?);
+    let big_size: i64 = client
+        .query_one(
+            "SELECT count(*) FROM contacts WHERE account_id = $1",
+            &[&big],
+        )
+        .await?
+        .get(0);
+    drop(client);
+    let warmup = Duration::from_secs_f64(o.warmup);
+    let duration = Duration::from_secs_f64(o.duration);
+    let max_c = o.concurrency.iter().copied().max().unwrap_or(1);
+    let raw = scenarios::RawClients::connect(&url, max_c).await?;
+    let mut report = report::LoadReport {
+        name_account: big.clone(),
+        name_account_contacts: big_size as u64,
+        number_samples: samples.len(),
+        ..Default::default()
+    };
+
+    report.micro = micro(&samples, &names);
+    let wanted = |s: Scenario| o.scenarios.is_empty() || o.scenarios.contains(&s);
+    let server = match (service, &o.addr, &server_bin) {
+        (true, None, Some(bin)) => {
+            let s = server::Server::start(bin, &url, log_dir, &o.server_arg).await?;
+            let (rss, _) = s.memory_kib();
+            eprintln!(
+                "server: SERVING {:.0} ms after start, RSS {} MiB idle",
+                s.startup.as_secs_f64() * 1000.0,
+                rss / 1024
+            );
+            report.server_startup_ms = Some(s.startup.as_secs_f64() * 1000.0);
+            report.server_rss_idle_kib = Some(rss);
+            Some(s)
+        }
+        _ => None,
+    };
+    let result = async {
+        let addr = server.as_ref().map(|s| s.addr.clone()).or(o.addr.clone());
+        let channels = match (&addr, service) {
+            (Some(a), true) => Some(scenarios::channels(a, o.connections).await?),
+            _ => None,
+        };
+        if let Some(ch) = &channels {
+            let (agree, checked) =
+                scenarios::check_consistency(&ch[0], &raw, &samples, 200).await?;
+            eprintln!("consistency: service and raw SQL agree on {agree} of {checked} lookups");
+            report.consistency = Some((agree, checked));
+        }
+        let srv = server.as_ref();
+        let mut runs = Vec::new();
+        for &c in &o.concurrency {
+            if let Some(ch) = &channels
+                && wanted(Scenario::GrpcFloor)
+            {
+                let d = scenarios::grpc_floor(ch.clone());
+                runs.push(run_one("grpc_floor", c, warmup, duration, o.seed, d, srv).await);
+            }
+            if let Some(ch) = &channels
+                && wanted(Scenario::IdentifyByNumber)
+            {
+                let d = scenarios::identify_by_number(ch.clone(), samples.clone());
+                runs.push(run_one("identify_by_number", c, warmup, duration, o.seed, d, srv).await);
+            }
+            if !service || wanted(Scenario::IdentifyByNumber) {
+                let d = scenarios::raw_by_number(raw.clone(), samples.clone());
+                runs.push(run_one("raw_by_number", c, warmup, duration, o.seed, d, None).await);
+                let d = scenarios::raw_sequence(raw.clone(), samples.clone());
+                runs.push(run_one("raw_sequence", c, warmup, duration, o.seed, d, None).await);
+            }
+        }
+        if let Some(ch) = &channels {
+            for &c in &o.concurrency {
+                if wanted(Scenario::IdentifyByName) {
+                    let d = scenarios::identify_by_name(ch.clone(), big.clone(), names.clone());
+                    runs.push(
+                        run_one("identify_by_name", c, warmup, duration, o.seed, d, srv).await,
+                    );
+                }
+            }
+            // Writes last: they add notes and contacts to the seeded database.
+            for &c in &o.concurrency {
+                if wanted(Scenario::CreateCallNote) {
+                    let d = scenarios::create_call_notes(ch.clone(), samples.clone());
+                    runs.push(
+                        run_one("create_call_note", c, warmup, duration, o.seed, d, srv).await,
+                    );
+                }
+            }
+            for &c in &o.concurrency {
+                if wanted(Scenario::Mixed) {
+                    let d = scenarios::mixed(ch.clone(), samples.clone());
+                    runs.push(run_one("mixed", c, warmup, duration, o.seed, d, srv).await);
+                }
+            }
+        }
+        anyhow::Ok(runs)
+    }
+    .await;
+    if let Some(s) = server {
+        let (_, hwm) = s.memory_kib();
+        report.server_rss_peak_kib = Some(hwm);
+        report.server_cpu_secs = Some(s.cpu_secs());
+        s.stop().await?;
+    }
+    drop(raw);
+    report.runs = result?;
+    if !o.keep_copies {
+        db.drop_database(&run_db).await?;
+    }
+    Ok(report)
+}
+
+/// Single-thread timings of domain work the server does per call, in microseconds: the
+/// number normalisation of every IdentifyCaller, and the name scoring of one candidate.
+fn micro(samples: &[scenarios::NumberSample], names: &[String]) -> Vec<(String, f64)> {
+    use callers_domain::names;
+    use callers_domain::phone::{Region, normalize};
+    let region = Region::germany();
+    let time = |n: usize, f: &mut dyn FnMut(usize)| {
+        let t = std::time::Instant::now();
+        for i in 0..n {
+            f(i);
+        }
+        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    };
+    let n = 20_000;
+    let normalize_us = time(n, &mut |i| {
+        let s = &samples[i % samples.len()];
+        std::hint::black_box(normalize(&s.written, &region).ok());
+    });
+    let words: Vec<Vec<String>> = names.iter().map(|n| names::search_tokens(n)).collect();
+    let score_us = time(n, &mut |i| {
+        let s = &samples[i % samples.len()];
+        let q = &words[i % words.len()];
+        std::hint::black_box(names::name_score(q, &s.first_name, &s.last_name, &s.company));
+    });
+    vec![
+        ("phone::normalize".into(), normalize_us),
+        ("names::name_score (one candidate)".into(), score_us),
+    ]
+}
+
+async fn run_one(
+    name: &str,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+    seed: u64,
+    driver: load::Driver,
+    server: Option<&server::Server>,
+) -> load::Stats {
+    let s = load::closed_loop(name, concurrency, warmup, duration, seed, driver, server).await;
+    eprintln!(
+        "{name:>20} c={concurrency:<3} {:>8.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  errors {}{}",
+        s.throughput,
+        s.latency.p50_ms,
+        s.latency.p99_ms,
+        s.latency.max_ms,
+        s.errors,
+        s.first_error
+            .as_deref()
+            .map(|e| format!(" (first: {e})"))
+            .unwrap_or_default()
+    );
+    s
+}

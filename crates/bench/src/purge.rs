@@ -1,0 +1,308 @@
+//! The purge benchmark: N due contacts among 2N, on identical copies of one seeded database
+//! (`CREATE DATABASE … TEMPLATE`):
+//!
+//! 1. copy W: the `callers-purge` binary alone, its batches timed by watching `purge_runs`;
+//! 2. copy D: one bare `DELETE` of the same rows (the worker's cutoff), nothing else running;
+//! 3. copy L: a server on it, identify-by-number at a fixed rate without the purge, then the
+//!    same load while the worker runs.
+
+use crate::db::{self, Db};
+use crate::load::{self, Pace, Stats};
+use crate::scenarios;
+use crate::seed::{self, SeedReport, SeedSpec};
+use crate::server::Server;
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+
+pub struct PurgeOptions {
+    pub n: u64,
+    pub batch_size: u32,
+    pub lookup_rate: f64,
+    pub lookup_secs: f64,
+    pub max_in_flight: usize,
+    pub connections: usize,
+    pub seed: u64,
+    pub reseed: bool,
+    pub server_bin: PathBuf,
+    pub purge_bin: PathBuf,
+    pub log_dir: PathBuf,
+    pub keep_copies: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerRun {
+    pub outcome: String,
+    /// The worker's own figure (its summary's `elapsed_secs`: lock to summary).
+    pub elapsed_secs: f64,
+    /// Process start to exit, as seen from here.
+    pub wall_secs: f64,
+    pub batches: u64,
+    pub deleted: u64,
+    pub cutoff_time: Option<DateTime<Utc>>,
+    /// Batches as observed by polling `purge_runs.deleted` every 2 ms: the time between two
+    /// successive changes is one batch (plus at most the poll interval).
+    pub observed_batches: usize,
+    pub longest_batch_ms: f64,
+    pub batch_p50_ms: f64,
+    pub batch_p99_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PurgeReport {
+    pub seed: SeedReport,
+    pub n: u64,
+    pub batch_size: u32,
+    pub worker_alone: WorkerRun,
+    pub bare_delete_secs: f64,
+    pub bare_delete_rows: u64,
+    /// bare DELETE time ÷ worker time: the worker's speed relative to the bare DELETE.
+    pub speed_ratio: f64,
+    pub lookups_without: Stats,
+    pub lookups_during: Stats,
+    pub worker_under_load: WorkerRun,
+    pub p99_ratio: f64,
+}
+
+const POLL: Duration = Duration::from_millis(2);
+
+/// Runs `callers-purge` on `url` to the end, timing its batches.
+async fn run_worker(
+    bin: &Path,
+    url: &str,
+    batch_size: u32,
+    log: &Path,
+) -> anyhow::Result<WorkerRun> {
+    let poll = db::connect(url).await?;
+    let stmt = poll
+        .prepare("SELECT coalesce(max(deleted), -1) FROM purge_runs WHERE outcome = 'running'")
+        .await?;
+    let err = std::fs::File::create(log)?;
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(bin)
+        .arg("--database-url")
+        .arg(url)
+        .arg("--batch-size")
+        .arg(batch_size.to_string())
+        .arg("--log-format")
+        .arg("json")
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let mut stdout = child.stdout.take().context("no stdout")?;
+    let reader = tokio::spawn(async move {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s).await;
+        s
+    });
+    let deadline = started + Duration::from_secs(3600);
+    let mut changes: Vec<Instant> = Vec::new();
+    let mut last = -1i64;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.start_kill()?;
+            bail!("callers-purge ran for more than an hour");
+        }
+        if let Ok(row) = poll.query_one(&stmt, &[]).await {
+            let v: i64 = row.get(0);
+            if v >= 0 && v != last {
+                changes.push(Instant::now());
+                last = v;
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    let wall_secs = started.elapsed().as_secs_f64();
+    let out = reader.await.unwrap_or_default();
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .with_context(|| {
+            format!(
+                "callers-purge ({status}) printed no summary; log {}",
+                log.display()
+            )
+        })?;
+    let summary: serde_json::Value = serde_json::from_str(line)?;
+    let mut batches_ms: Vec<f64> = changes
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64() * 1000.0)
+        .collect();
+    batches_ms.sort_by(|a, b| a.total_cmp(b));
+    let q = |p: f64| -> f64 {
+        if batches_ms.is_empty() {
+            return 0.0;
+        }
+        let i = ((batches_ms.len() as f64 * p).ceil() as usize).clamp(1, batches_ms.len()) - 1;
+        batches_ms[i]
+    };
+    let run = WorkerRun {
+        outcome: summary["outcome"].as_str().unwrap_or("?").to_owned(),
+        elapsed_secs: summary["elapsed_secs"].as_f64().unwrap_or(f64::NAN),
+        wall_secs,
+        batches: summary["batches"].as_u64().unwrap_or(0),
+        deleted: summary["deleted"].as_u64().unwrap_or(0),
+        cutoff_time: summary["cutoff_time"]
+            .as_str()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&Utc)),
+        observed_batches: batches_ms.len(),
+        longest_batch_ms: batches_ms.last().copied().unwrap_or(0.0),
+        batch_p50_ms: q(0.5),
+        batch_p99_ms: q(0.99),
+    };
+    if run.outcome != "succeeded" {
+        bail!(
+            "callers-purge ended {} ({status}); log {}",
+            run.outcome,
+            log.display()
+        );
+    }
+    Ok(run)
+}
+
+pub async fn run(db: &Db, base: &str, o: &PurgeOptions) -> anyhow::Result<PurgeReport> {
+    let template = format!("{base}_purge");
+    let spec = SeedSpec::half_due(o.n, o.seed);
+    let seeded = seed::ensure(db, &template, &spec, o.reseed).await?;
+    let n = spec.contacts / 2;
+    let copies = [
+        format!("{template}_w"),
+        format!("{template}_d"),
+        format!("{template}_l"),
+    ];
+    for c in &copies {
+        db.copy(&template, c).await?;
+    }
+
+    // 1. The worker alone.
+    eprintln!("purge: worker alone on {}", copies[0]);
+    let alone = run_worker(
+        &o.purge_bin,
+        &db.url_for(&copies[0]),
+        o.batch_size,
+        &o.log_dir.join("purge-alone.log"),
+    )
+    .await?;
+    let cutoff = alone
+        .cutoff_time
+        .context("the worker's summary has no cutoff_time")?;
+
+    // 2. One bare DELETE of the same rows.
+    eprintln!("purge: bare DELETE on {}", copies[1]);
+    let c = db::connect(&db.url_for(&copies[1])).await?;
+    c.batch_execute("SET statement_timeout = 0").await?;
+    let t = Instant::now();
+    let rows = c
+        .execute(
+            "DELETE FROM contacts WHERE purge_candidate AND last_activity_time < $1",
+            &[&cutoff],
+        )
+        .await?;
+    let bare_delete_secs = t.elapsed().as_secs_f64();
+    drop(c);
+
+    // 3. Lookups at a fixed rate, without and then during a purge.
+    eprintln!(
+        "purge: lookups without and during the purge on {}",
+        copies[2]
+    );
+    let url = db.url_for(&copies[2]);
+    let server = Server::start(&o.server_bin, &url, &o.log_dir, &[]).await?;
+    let result = async {
+        let client = db::connect(&url).await?;
+        let samples = Arc::new(scenarios::number_samples(&client, 5_000, 0.1, o.seed).await?);
+        drop(client);
+        let channels = scenarios::channels(&server.addr, o.connections).await?;
+        let driver = scenarios::identify_by_number(channels, samples);
+        let never = watch::channel(false);
+        // Warm-up, not counted.
+        load::paced(
+            "warm-up",
+            Pace {
+                rate: o.lookup_rate,
+                max_in_flight: o.max_in_flight,
+                max: Duration::from_secs(2),
+            },
+            o.seed,
+            driver.clone(),
+            never.1.clone(),
+            Some(&server),
+        )
+        .await;
+        let without = load::paced(
+            "identify_by_number paced, no purge",
+            Pace {
+                rate: o.lookup_rate,
+                max_in_flight: o.max_in_flight,
+                max: Duration::from_secs_f64(o.lookup_secs),
+            },
+            o.seed,
+            driver.clone(),
+            never.1.clone(),
+            Some(&server),
+        )
+        .await;
+        let (done_tx, done_rx) = watch::channel(false);
+        let bin = o.purge_bin.clone();
+        let log = o.log_dir.join("purge-under-load.log");
+        let purge_url = url.clone();
+        let batch = o.batch_size;
+        let worker = tokio::spawn(async move {
+            let r = run_worker(&bin, &purge_url, batch, &log).await;
+            let _ = done_tx.send(true);
+            r
+        });
+        let during = load::paced(
+            "identify_by_number paced, during purge",
+            Pace {
+                rate: o.lookup_rate,
+                max_in_flight: o.max_in_flight,
+                max: Duration::from_secs(3600),
+            },
+            o.seed + 1,
+            driver,
+            done_rx,
+            Some(&server),
+        )
+        .await;
+        let loaded = worker.await??;
+        anyhow::Ok((without, during, loaded))
+    }
+    .await;
+    server.stop().await?;
+    let (without, during, loaded) = result?;
+    if !o.keep_copies {
+        for c in &copies {
+            db.drop_database(c).await?;
+        }
+    }
+    let report = PurgeReport {
+        seed: seeded,
+        n,
+        batch_size: o.batch_size,
+        speed_ratio: bare_delete_secs / alone.elapsed_secs.max(1e-9),
+        worker_alone: alone,
+        bare_delete_secs,
+        bare_delete_rows: rows,
+        p99_ratio: during.latency.p99_ms / without.latency.p99_ms.max(1e-9),
+        lookups_without: without,
+        lookups_during: during,
+        worker_under_load: loaded,
+    };
+    Ok(report)
+}

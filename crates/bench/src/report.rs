@@ -1,0 +1,334 @@
+//! What a run found: the machine, PostgreSQL's settings, every measured run, the ratios and the
+//! goals, as JSON (`--out`) and as Markdown tables on stdout.
+
+use crate::load::Stats;
+use crate::purge::PurgeReport;
+use crate::seed::SeedReport;
+use serde::Serialize;
+use std::fmt::Write as _;
+use tokio_postgres::Client;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub memory_total_kib: u64,
+    pub load_average_1m: f64,
+    pub kernel: String,
+}
+
+impl Machine {
+    pub fn read() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        Self {
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu_model: cpuinfo
+                .lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+                .unwrap_or_default(),
+            memory_total_kib: meminfo
+                .lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                .unwrap_or(0),
+            load_average_1m: std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0.0),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        }
+    }
+}
+
+pub async fn postgres_settings(client: &Client) -> anyhow::Result<Vec<(String, String)>> {
+    let rows = client
+        .query(
+            "SELECT name, setting || coalesce(' ' || unit, '') FROM pg_settings WHERE name = ANY($1) \
+             ORDER BY name",
+            &[&vec![
+                "server_version",
+                "shared_buffers",
+                "work_mem",
+                "fsync",
+                "synchronous_commit",
+                "full_page_writes",
+                "max_connections",
+                "effective_cache_size",
+                "jit",
+            ]],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoadReport {
+    pub name_account: String,
+    pub name_account_contacts: u64,
+    pub number_samples: usize,
+    /// Lookups where service and raw SQL found the same contacts, of those checked.
+    pub consistency: Option<(usize, usize)>,
+    pub server_startup_ms: Option<f64>,
+    pub server_rss_idle_kib: Option<u64>,
+    pub server_rss_peak_kib: Option<u64>,
+    pub server_cpu_secs: Option<f64>,
+    /// Microseconds of domain work per call, single thread (see `micro` in main.rs).
+    pub micro: Vec<(String, f64)>,
+    pub runs: Vec<Stats>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Results {
+    pub command: String,
+    pub build_profile: String,
+    pub machine: Machine,
+    pub postgres: Vec<(String, String)>,
+    pub seed: Option<SeedReport>,
+    pub load: Option<LoadReport>,
+    pub purge: Option<PurgeReport>,
+    pub goals: Vec<Goal>,
+    pub total_secs: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Goal {
+    pub goal: String,
+    pub measured: String,
+    pub met: bool,
+}
+
+fn find<'a>(runs: &'a [Stats], name: &str, c: usize) -> Option<&'a Stats> {
+    runs.iter().find(|r| r.name == name && r.concurrency == c)
+}
+
+/// The goals of issue 7, judged on what was measured.
+pub fn goals(r: &Results) -> Vec<Goal> {
+    let mut out = Vec::new();
+    if let Some(load) = &r.load {
+        let c = 32;
+        if let (Some(s), Some(raw)) = (
+            find(&load.runs, "identify_by_number", c),
+            find(&load.runs, "raw_by_number", c),
+        ) {
+            let ratio = s.throughput / raw.throughput.max(1e-9);
+            out.push(Goal {
+                goal: "identify-by-number ≥ 0.5 × raw at 32 clients".into(),
+                measured: format!(
+                    "{:.0}/s ÷ {:.0}/s = {ratio:.2}",
+                    s.throughput, raw.throughput
+                ),
+                met: ratio >= 0.5,
+            });
+            out.push(Goal {
+                goal: "identify-by-number p99 ≤ 5 ms at 32 clients".into(),
+                measured: format!("{:.2} ms", s.latency.p99_ms),
+                met: s.latency.p99_ms <= 5.0,
+            });
+        }
+        for s in load.runs.iter().filter(|s| s.name == "identify_by_name") {
+            out.push(Goal {
+                goal: format!(
+                    "identify-by-name p99 ≤ 25 ms ({} contacts, {} clients)",
+                    load.name_account_contacts, s.concurrency
+                ),
+                measured: format!("{:.2} ms", s.latency.p99_ms),
+                met: s.latency.p99_ms <= 25.0,
+            });
+        }
+    }
+    if let Some(p) = &r.purge {
+        out.push(Goal {
+            goal: "purge ≥ 0.5 × bare DELETE".into(),
+            measured: format!(
+                "DELETE {:.2} s ÷ worker {:.2} s = {:.2}",
+                p.bare_delete_secs, p.worker_alone.elapsed_secs, p.speed_ratio
+            ),
+            met: p.speed_ratio >= 0.5,
+        });
+        let longest = p
+            .worker_alone
+            .longest_batch_ms
+            .max(p.worker_under_load.longest_batch_ms);
+        out.push(Goal {
+            goal: "no purge batch over 250 ms".into(),
+            measured: format!(
+                "longest {:.0} ms alone, {:.0} ms under load",
+                p.worker_alone.longest_batch_ms, p.worker_under_load.longest_batch_ms
+            ),
+            met: longest <= 250.0,
+        });
+        out.push(Goal {
+            goal: "lookup p99 during purge ≤ 1.2 × without".into(),
+            measured: format!(
+                "{:.2} ms ÷ {:.2} ms = {:.2}",
+                p.lookups_during.latency.p99_ms, p.lookups_without.latency.p99_ms, p.p99_ratio
+            ),
+            met: p.p99_ratio <= 1.2,
+        });
+    }
+    out
+}
+
+fn row(s: &Stats) -> String {
+    format!(
+        "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.3} / {:.3} / {:.3} / {:.3} | {:.0} % |",
+        s.name,
+        match s.rate {
+            Some(r) => format!("{r:.0}/s paced"),
+            None => s.concurrency.to_string(),
+        },
+        s.throughput,
+        s.latency.p50_ms,
+        s.latency.p90_ms,
+        s.latency.p99_ms,
+        s.latency.max_ms,
+        s.errors,
+        s.cpu_ms_per_op[0],
+        s.cpu_ms_per_op[1],
+        s.cpu_ms_per_op[2],
+        s.cpu_ms_per_op[3],
+        s.foreign_cpu_share * 100.0,
+    )
+}
+
+const HEADER: &str = "| scenario | clients | ok/s | p50 ms | p90 ms | p99 ms | max ms | errors | CPU ms per call: bench / server / PostgreSQL / rest | rest of machine |\n|---|---|---|---|---|---|---|---|---|---|";
+
+pub fn markdown(r: &Results) -> String {
+    let mut r = r.clone();
+    r.goals = goals(&r);
+    let mut s = String::new();
+    let m = &r.machine;
+    let _ = writeln!(
+        s,
+        "## Machine\n\n{} CPUs ({}), {:.1} GiB RAM, kernel {}, load average at start {:.2}; build {}",
+        m.cpus,
+        m.cpu_model,
+        m.memory_total_kib as f64 / 1024.0 / 1024.0,
+        m.kernel,
+        m.load_average_1m,
+        r.build_profile
+    );
+    let pg: Vec<String> = r.postgres.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let _ = writeln!(s, "\nPostgreSQL: {}", pg.join(", "));
+    if let Some(seed) = &r.seed {
+        let _ = writeln!(
+            s,
+            "\n## Seed\n\n{}: {} contacts, {} numbers, {} call notes, {} accounts with call handling; {} MB; {} ({:.1} s: load {:.1}, indexes {:.1}, vacuum {:.1})",
+            seed.database,
+            seed.contacts,
+            seed.phone_numbers,
+            seed.call_notes,
+            seed.accounts_with_call_handling,
+            seed.database_bytes / 1_000_000,
+            if seed.reused { "reused" } else { "seeded" },
+            seed.total_secs,
+            seed.load_secs,
+            seed.index_secs,
+            seed.vacuum_secs
+        );
+    }
+    if let Some(load) = &r.load {
+        let _ = writeln!(s, "\n## Load\n");
+        if let Some(ms) = load.server_startup_ms {
+            let _ = writeln!(
+                s,
+                "Server: start to SERVING {ms:.0} ms; RSS idle {} MiB, peak {} MiB; consistency {:?}; name searches in {} ({} contacts)\n",
+                load.server_rss_idle_kib.unwrap_or(0) / 1024,
+                load.server_rss_peak_kib.unwrap_or(0) / 1024,
+                load.consistency,
+                load.name_account,
+                load.name_account_contacts
+            );
+        }
+        for (what, us) in &load.micro {
+            let _ = writeln!(s, "- {what}: {us:.1} µs per call (one thread)");
+        }
+        let _ = writeln!(s);
+        let _ = writeln!(s, "{HEADER}");
+        for run in &load.runs {
+            let _ = writeln!(s, "{}", row(run));
+        }
+        let mixed: Vec<&Stats> = load.runs.iter().filter(|r| r.ops.len() > 1).collect();
+        for m in mixed {
+            let _ = writeln!(
+                s,
+                "\nmixed, {} clients, per operation:\n\n| operation | calls | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|",
+                m.concurrency
+            );
+            for (op, l) in &m.ops {
+                let _ = writeln!(
+                    s,
+                    "| {op} | {} | {:.2} | {:.2} | {:.2} |",
+                    l.count, l.p50_ms, l.p99_ms, l.max_ms
+                );
+            }
+        }
+        let _ = writeln!(s, "\nservice ÷ raw (throughput):\n");
+        for svc in load.runs.iter().filter(|r| r.name == "identify_by_number") {
+            let c = svc.concurrency;
+            if let (Some(raw), Some(seq)) = (
+                find(&load.runs, "raw_by_number", c),
+                find(&load.runs, "raw_sequence", c),
+            ) {
+                let _ = writeln!(
+                    s,
+                    "- {c} clients: ÷ raw statement {:.2}, ÷ raw statement sequence {:.2}; server RSS peak {} MiB",
+                    svc.throughput / raw.throughput.max(1e-9),
+                    svc.throughput / seq.throughput.max(1e-9),
+                    svc.server_rss_peak_kib.unwrap_or(0) / 1024
+                );
+            }
+        }
+    }
+    if let Some(p) = &r.purge {
+        let w = &p.worker_alone;
+        let l = &p.worker_under_load;
+        let _ = writeln!(
+            s,
+            "\n## Purge\n\nN = {} due among {} contacts (batch size {}).\n\n\
+             | run | time s | batches | deleted | longest batch ms | batch p50 ms | batch p99 ms |\n|---|---|---|---|---|---|---|\n\
+             | worker alone | {:.2} (wall {:.2}) | {} | {} | {:.0} | {:.1} | {:.1} |\n\
+             | bare DELETE | {:.2} | 1 | {} | | | |\n\
+             | worker under lookups | {:.2} (wall {:.2}) | {} | {} | {:.0} | {:.1} | {:.1} |\n",
+            p.n,
+            p.seed.contacts,
+            p.batch_size,
+            w.elapsed_secs,
+            w.wall_secs,
+            w.batches,
+            w.deleted,
+            w.longest_batch_ms,
+            w.batch_p50_ms,
+            w.batch_p99_ms,
+            p.bare_delete_secs,
+            p.bare_delete_rows,
+            l.elapsed_secs,
+            l.wall_secs,
+            l.batches,
+            l.deleted,
+            l.longest_batch_ms,
+            l.batch_p50_ms,
+            l.batch_p99_ms,
+        );
+        let _ = writeln!(s, "{HEADER}");
+        let _ = writeln!(s, "{}", row(&p.lookups_without));
+        let _ = writeln!(s, "{}", row(&p.lookups_during));
+    }
+    let _ = writeln!(s, "\n## Goals\n\n| goal | measured | met |\n|---|---|---|");
+    for g in &r.goals {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} |",
+            g.goal,
+            g.measured,
+            if g.met { "yes" } else { "**no**" }
+        );
+    }
+    s
+}

@@ -1,0 +1,541 @@
+//! The seeder: migrations first (`callers_store::migrate`), then binary `COPY` of generated
+//! rows on two connections while two threads generate, with the secondary indexes dropped
+//! during the load and rebuilt from their own definitions afterwards (so they are exactly the
+//! migrations' indexes), then `VACUUM ANALYZE` as autovacuum would.
+
+use crate::data::{self, AccountGen, Chunk, Layout, Tables};
+use crate::db::{self, Db};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{Mutex, mpsc};
+use tokio_postgres::Client;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+
+const CHUNK: u64 = 5_000;
+const GENERATORS: usize = 2;
+const WRITERS: usize = 2;
+/// Tables whose secondary indexes are dropped during the load and rebuilt afterwards (the
+/// word tables of migration V5 are filled by its triggers as the contacts arrive).
+const TABLES: [&str; 5] = [
+    "contacts",
+    "contact_phone_numbers",
+    "call_notes",
+    "contact_words",
+    "account_words",
+];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SeedSpec {
+    pub layout: String,
+    pub contacts: u64,
+    pub accounts: usize,
+    pub big_accounts: usize,
+    pub big_size: u64,
+    pub seed: u64,
+}
+
+impl SeedSpec {
+    /// 1,000,000 × scale contacts in 10,000 × scale accounts, three of them 100,000 × scale.
+    pub fn realistic(scale: f64, seed: u64) -> Self {
+        let contacts = ((1_000_000.0 * scale).round() as u64).max(1_000);
+        Self {
+            layout: "realistic".into(),
+            contacts,
+            accounts: ((10_000.0 * scale).round() as usize).max(10),
+            big_accounts: 3,
+            big_size: ((100_000.0 * scale).round() as u64).max(100),
+            seed,
+        }
+    }
+
+    /// 2N contacts of which exactly N are due, in 2N/100 accounts, three of them 2N/10.
+    pub fn half_due(n: u64, seed: u64) -> Self {
+        let contacts = 2 * n.max(100);
+        Self {
+            layout: "half-due".into(),
+            contacts,
+            accounts: ((contacts / 100) as usize).max(10),
+            big_accounts: 3,
+            big_size: ((contacts / 10) + 1) & !1,
+            seed,
+        }
+    }
+
+    fn layout(&self) -> Layout {
+        if self.layout == "half-due" {
+            Layout::HalfDue
+        } else {
+            Layout::Realistic
+        }
+    }
+
+    pub fn sizes(&self) -> Vec<u64> {
+        data::account_sizes(
+            self.contacts,
+            self.accounts,
+            self.big_accounts,
+            self.big_size,
+            self.layout() == Layout::HalfDue,
+        )
+    }
+
+    /// Stored as the database's comment: an equal marker means the seed can be reused.
+    fn marker(&self) -> String {
+        format!(
+            "callers-bench seed v4 layout={} contacts={} accounts={} big={}x{} seed={} schema={}",
+            self.layout,
+            self.contacts,
+            self.accounts,
+            self.big_accounts,
+            self.big_size,
+            self.seed,
+            callers_store::migrations_fingerprint()
+        )
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SeedReport {
+    pub database: String,
+    pub reused: bool,
+    pub contacts: u64,
+    pub phone_numbers: u64,
+    pub call_notes: u64,
+    pub accounts_with_call_handling: u64,
+    pub load_secs: f64,
+    pub index_secs: f64,
+    pub vacuum_secs: f64,
+    pub total_secs: f64,
+    pub database_bytes: i64,
+    /// The time activity was generated relative to.
+    pub now: Option<DateTime<Utc>>,
+}
+
+/// Seeds `name` unless it already holds this very seed (and `reseed` is off).
+pub async fn ensure(
+    db: &Db,
+    name: &str,
+    spec: &SeedSpec,
+    reseed: bool,
+) -> anyhow::Result<SeedReport> {
+    let marker = spec.marker();
+    if !reseed && db.exists(name).await? && db.comment(name).await?.as_deref() == Some(&marker) {
+        let client = db::connect(&db.url_for(name)).await?;
+        let mut report = counts(&client).await?;
+        report.database = name.into();
+        report.reused = true;
+        eprintln!("seed: reusing {name} ({} contacts)", report.contacts);
+        return Ok(report);
+    }
+    let mut report = seed(db, name, spec).await?;
+    db.set_comment(name, &marker).await?;
+    report.database = name.into();
+    Ok(report)
+}
+
+async fn counts(client: &Client) -> anyhow::Result<SeedReport> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM contacts), (SELECT count(*) FROM contact_phone_numbers), \
+             (SELECT count(*) FROM call_notes), (SELECT count(*) FROM call_handling), \
+             pg_database_size(current_database())",
+            &[],
+        )
+        .await?;
+    Ok(SeedReport {
+        contacts: row.get::<_, i64>(0) as u64,
+        phone_numbers: row.get::<_, i64>(1) as u64,
+        call_notes: row.get::<_, i64>(2) as u64,
+        accounts_with_call_handling: row.get::<_, i64>(3) as u64,
+        database_bytes: row.get(4),
+        ..Default::default()
+    })
+}
+
+async fn seed(db: &Db, name: &str, spec: &SeedSpec) -> anyhow::Result<SeedReport> {
+    let started = Instant::now();
+    eprintln!(
+        "seed: {name}: {} contacts in {} accounts ({} of {}), layout {}",
+        spec.contacts, spec.accounts, spec.big_accounts, spec.big_size, spec.layout
+    );
+    db.recreate(name).await?;
+    let url = db.url_for(name);
+    callers_store::migrate(&url).await?;
+    let client = db::connect(&url).await?;
+
+    // Secondary indexes (those backing no constraint) are rebuilt after the load.
+    let indexes: Vec<(String, String)> = client
+        .query(
+            "SELECT i.relname::text, pg_get_indexdef(i.oid) FROM pg_index x \
+             JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid \
+             JOIN pg_namespace n ON n.oid = t.relnamespace AND n.nspname = current_schema() \
+             WHERE t.relname = ANY($1) \
+             AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)",
+            &[&TABLES.to_vec()],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for (index, _) in &indexes {
+        client
+            .batch_execute(&format!("DROP INDEX \"{index}\""))
+            .await?;
+    }
+
+    let now = Utc::now();
+    let sizes = Arc::new(spec.sizes());
+    let layout = spec.layout();
+    let seed = spec.seed;
+    let mut generators = Vec::new();
+    for g in 0..GENERATORS {
+        let sizes = sizes.clone();
+        generators.push(std::thread::spawn(move || {
+            let tables = Tables::default();
+            let mut out = Chunk::default();
+            for (i, &size) in sizes.iter().enumerate() {
+                if i % GENERATORS != g {
+                    continue;
+                }
+                let mut account = AccountGen::new(&tables, layout, seed, i, size, now);
+                while let Some(mut chunk) = account.next_chunk(CHUNK) {
+                    out.contacts.append(&mut chunk.contacts);
+                    out.phones.append(&mut chunk.phones);
+                    out.notes.append(&mut chunk.notes);
+                    out.handling.append(&mut chunk.handling);
+                }
+            }
+            out
+        }));
+    }
+    let mut all = Chunk::default();
+    for g in generators {
+        let mut part = g
+            .join()
+            .map_err(|_| anyhow::anyhow!("a generator thread panicked"))?;
+        all.contacts.append(&mut part.contacts);
+        all.phones.append(&mut part.phones);
+        all.notes.append(&mut part.notes);
+        all.handling.append(&mut part.handling);
+    }
+    let chunks = timeline(all);
+    eprintln!(
+        "seed: generated in {:.1} s; loading {} chunks in creation order",
+        started.elapsed().as_secs_f64(),
+        chunks.len()
+    );
+
+    let (tx, rx) = mpsc::channel::<Chunk>(4);
+    let rx = Arc::new(Mutex::new(rx));
+    let mut writers = Vec::new();
+    for _ in 0..WRITERS {
+        let url = url.clone();
+        let rx = rx.clone();
+        writers.push(tokio::spawn(async move { writer(&url, rx).await }));
+    }
+    for chunk in chunks {
+        if tx.send(chunk).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let mut totals = [0u64; 4];
+    let mut failure = None;
+    for w in writers {
+        match w.await? {
+            Ok(t) => {
+                for (a, b) in totals.iter_mut().zip(t) {
+                    *a += b;
+                }
+            }
+            Err(e) => failure = Some(e),
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let load_secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "seed: loaded {} contacts, {} numbers, {} notes in {load_secs:.1} s; building {} indexes",
+        totals[0],
+        totals[1],
+        totals[2],
+        indexes.len()
+    );
+
+    let t = Instant::now();
+    let queue = Arc::new(Mutex::new(indexes));
+    let mut builders = Vec::new();
+    for _ in 0..WRITERS {
+        let url = url.clone();
+        let queue = queue.clone();
+        builders.push(tokio::spawn(async move {
+            let c = db::connect(&url).await?;
+            c.batch_execute("SET maintenance_work_mem = '1GB'; SET statement_timeout = 0")
+                .await?;
+            loop {
+                let next = queue.lock().await.pop();
+                let Some((_, def)) = next else { break };
+                c.batch_execute(&def).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for b in builders {
+        b.await??;
+    }
+    let index_secs = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    client.batch_execute("SET statement_timeout = 0").await?;
+    client.batch_execute("VACUUM (ANALYZE)").await?;
+    // Superuser only; a checkpoint keeps its I/O out of the first measurements.
+    let _ = client.batch_execute("CHECKPOINT").await;
+    let vacuum_secs = t.elapsed().as_secs_f64();
+    let mut report = counts(&client).await?;
+    report.load_secs = load_secs;
+    report.index_secs = index_secs;
+    report.vacuum_secs = vacuum_secs;
+    report.total_secs = started.elapsed().as_secs_f64();
+    report.now = Some(now);
+    eprintln!(
+        "seed: {name} done in {:.1} s (load {load_secs:.1}, indexes {index_secs:.1}, vacuum {vacuum_secs:.1}), {} MB",
+        report.total_secs,
+        report.database_bytes / 1_000_000
+    );
+    Ok(report)
+}
+
+/// Orders the rows as a real table gets them, by creation time across all accounts (contact
+/// and note ids are UUIDv7 of their time), and cuts them into chunks: every note lands in the
+/// chunk of its contact or a later one. The call-handling rows go first.
+fn timeline(mut all: Chunk) -> Vec<Chunk> {
+    all.contacts.sort_unstable_by_key(|c| c.contact_id);
+    all.phones
+        .sort_unstable_by_key(|p| (p.contact_id, p.position));
+    let key = |n: &crate::data::NoteRow| n.call_note_id.max(n.contact_id.unwrap_or_default());
+    all.notes.sort_unstable_by_key(key);
+    let mut chunks = vec![Chunk {
+        handling: std::mem::take(&mut all.handling),
+        ..Default::default()
+    }];
+    let mut phones = all.phones.into_iter().peekable();
+    let mut notes = all.notes.into_iter().peekable();
+    let mut contacts = all.contacts.into_iter().peekable();
+    while contacts.peek().is_some() {
+        let mut chunk = Chunk::default();
+        while chunk.contacts.len() < CHUNK as usize {
+            match contacts.next() {
+                Some(c) => chunk.contacts.push(c),
+                None => break,
+            }
+        }
+        let last = chunk
+            .contacts
+            .last()
+            .map(|c| c.contact_id)
+            .unwrap_or_default();
+        while let Some(p) = phones.next_if(|p| p.contact_id <= last) {
+            chunk.phones.push(p);
+        }
+        // Notes up to the next chunk's first contact (all of them after the last chunk).
+        let bound = contacts.peek().map(|c| c.contact_id);
+        while let Some(n) = notes.next_if(|n| bound.is_none_or(|b| key(n) < b)) {
+            chunk.notes.push(n);
+        }
+        chunks.push(chunk);
+    }
+    chunks
+}
+
+/// Writes chunks until the generators are done; returns rows written per table.
+async fn writer(url: &str, rx: Arc<Mutex<mpsc::Receiver<Chunk>>>) -> anyhow::Result<[u64; 4]> {
+    let client = db::connect(url).await?;
+    client
+        .batch_execute("SET synchronous_commit = off; SET statement_timeout = 0")
+        .await?;
+    // Triggers stay on: foreign keys are checked, and the triggers of the schema (the name
+    // search words) see every row, as with any other writer.
+    let mut totals = [0u64; 4];
+    loop {
+        let chunk = rx.lock().await.recv().await;
+        let Some(chunk) = chunk else { break };
+        totals[0] += copy_contacts(&client, &chunk).await?;
+        totals[1] += copy_phones(&client, &chunk).await?;
+        totals[2] += copy_notes(&client, &chunk).await?;
+        for h in &chunk.handling {
+            client
+                .execute(
+                    "INSERT INTO call_handling (account_id, conversation_style, \
+                     caller_id_transmission, phone_region, version, update_time) \
+                     VALUES ($1, $2, $3, 'DE', 1, now())",
+                    &[
+                        &h.account_id,
+                        &h.conversation_style,
+                        &h.caller_id_transmission,
+                    ],
+                )
+                .await?;
+            for (employee, position, style, cid) in &h.employees {
+                client
+                    .execute(
+                        "INSERT INTO employee_call_handling (account_id, employee_id, position, \
+                         conversation_style, caller_id_transmission) VALUES ($1, $2, $3, $4, $5)",
+                        &[&h.account_id, employee, position, style, cid],
+                    )
+                    .await?;
+            }
+            totals[3] += 1;
+        }
+    }
+    Ok(totals)
+}
+
+async fn copy_contacts(client: &Client, chunk: &Chunk) -> anyhow::Result<u64> {
+    let sink = client
+        .copy_in(
+            "COPY contacts (account_id, contact_id, categories, salutation, title, first_name, \
+             last_name, company, email, handling_instruction, keep_permanently, origin, \
+             message_id, message_text, message_create_time, create_time, update_time, \
+             last_activity_time, version, search_text, phonetic_keys) FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+    let t = Type::TEXT;
+    let ts = Type::TIMESTAMPTZ;
+    let types = [
+        t.clone(),
+        Type::UUID,
+        Type::TEXT_ARRAY,
+        t.clone(),
+        t.clone(),
+        t.clone(),
+        t.clone(),
+        t.clone(),
+        t.clone(),
+        t.clone(),
+        Type::BOOL,
+        Type::INT2,
+        Type::UUID,
+        t.clone(),
+        ts.clone(),
+        ts.clone(),
+        ts.clone(),
+        ts,
+        Type::INT8,
+        t,
+        Type::TEXT_ARRAY,
+    ];
+    let mut w = pin!(BinaryCopyInWriter::new(sink, &types));
+    for c in &chunk.contacts {
+        let message_id = c.message.as_ref().map(|m| m.0);
+        let message_text = c.message.as_ref().map(|m| m.1.as_str());
+        let message_time = c.message.as_ref().map(|m| m.2);
+        let row: [&(dyn ToSql + Sync); 21] = [
+            &c.account_id,
+            &c.contact_id,
+            &c.categories,
+            &c.salutation,
+            &c.title,
+            &c.first_name,
+            &c.last_name,
+            &c.company,
+            &c.email,
+            &c.handling_instruction,
+            &c.keep_permanently,
+            &c.origin,
+            &message_id,
+            &message_text,
+            &message_time,
+            &c.create_time,
+            &c.update_time,
+            &c.last_activity_time,
+            &c.version,
+            &c.search_text,
+            &c.phonetic_keys,
+        ];
+        w.as_mut().write(&row).await?;
+    }
+    Ok(w.finish().await?)
+}
+
+async fn copy_phones(client: &Client, chunk: &Chunk) -> anyhow::Result<u64> {
+    let sink = client
+        .copy_in(
+            "COPY contact_phone_numbers (account_id, contact_id, position, number, e164, \
+             phone_type) FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+    let types = [
+        Type::TEXT,
+        Type::UUID,
+        Type::INT2,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT2,
+    ];
+    let mut w = pin!(BinaryCopyInWriter::new(sink, &types));
+    for p in &chunk.phones {
+        w.as_mut()
+            .write(&[
+                &p.account_id,
+                &p.contact_id,
+                &p.position,
+                &p.number,
+                &p.e164,
+                &p.phone_type,
+            ])
+            .await?;
+    }
+    Ok(w.finish().await?)
+}
+
+async fn copy_notes(client: &Client, chunk: &Chunk) -> anyhow::Result<u64> {
+    let sink = client
+        .copy_in(
+            "COPY call_notes (account_id, call_note_id, contact_id, employee_id, agent_id, \
+             caller_first_name, caller_last_name, caller_company, caller_number, subject, body, \
+             call_time, create_time) FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+    let t = Type::TEXT;
+    let types = [
+        t.clone(),
+        Type::UUID,
+        Type::UUID,
+        t.clone(),
+        t.clone(),
+        t.clone(),
+        t.clone(),
+        t.clone(),
+        t.clone(),
+        t.clone(),
+        t,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+    ];
+    let mut w = pin!(BinaryCopyInWriter::new(sink, &types));
+    for n in &chunk.notes {
+        w.as_mut()
+            .write(&[
+                &n.account_id,
+                &n.call_note_id,
+                &n.contact_id,
+                &n.employee_id,
+                &n.agent_id,
+                &n.first_name,
+                &n.last_name,
+                &n.company,
+                &n.number,
+                &n.subject,
+                &n.body,
+                &n.call_time,
+                &n.create_time,
+            ])
+            .await?;
+    }
+    Ok(w.finish().await?)
+}
