@@ -172,7 +172,8 @@ impl Recorder {
                 per(cpu.other_secs),
             ],
             foreign_cpu_share: cpu.other_secs
-                / (cpu.wall_secs.max(1e-9) * crate::report::Machine::read().cpus.max(1) as f64),
+                / (cpu.wall_secs.max(1e-9)
+                    * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64),
             server_rss_peak_kib: rss.map(|r| r.0),
             server_rss_end_kib: rss.map(|r| r.1),
         }

@@ -149,10 +149,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from("logs"));
     std::fs::create_dir_all(&log_dir)?;
     let machine = report::Machine::read();
-    if machine.load_average_1m > 0.5 {
+    if machine.idle_share_at_start < 0.9 {
         eprintln!(
-            "warning: the machine is not quiet (load average {:.2}); figures will be lower",
-            machine.load_average_1m
+            "warning: the machine is not quiet ({:.0} % idle); figures will be lower",
+            machine.idle_share_at_start * 100.0
         );
     }
     let db = db::Db::open(o.database_url.as_deref(), &o.pg_dir, &o.pg_shared_buffers).await?;
@@ -394,7 +394,12 @@ fn micro(samples: &[scenarios::NumberSample], names: &[String]) -> Vec<(String, 
     let score_us = time(n, &mut |i| {
         let s = &samples[i % samples.len()];
         let q = &words[i % words.len()];
-        std::hint::black_box(names::name_score(q, &s.first_name, &s.last_name, &s.company));
+        std::hint::black_box(names::name_score(
+            q,
+            &s.first_name,
+            &s.last_name,
+            &s.company,
+        ));
     });
     vec![
         ("phone::normalize".into(), normalize_us),

@@ -14,6 +14,8 @@ pub struct Machine {
     pub cpu_model: String,
     pub memory_total_kib: u64,
     pub load_average_1m: f64,
+    /// Share of CPU time idle over two seconds before the run.
+    pub idle_share_at_start: f64,
     pub kernel: String,
 }
 
@@ -38,12 +40,41 @@ impl Machine {
                 .ok()
                 .and_then(|s| s.split_whitespace().next()?.parse().ok())
                 .unwrap_or(0.0),
+            idle_share_at_start: idle_share(std::time::Duration::from_secs(2)),
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .unwrap_or_default()
                 .trim()
                 .to_owned(),
         }
     }
+}
+
+/// (busy, idle) jiffies of all CPUs.
+fn cpu_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (v.iter().sum::<u64>() - idle, idle)
+}
+
+/// Share of CPU time idle over `d` (blocking; used once before a run).
+fn idle_share(d: std::time::Duration) -> f64 {
+    let (b0, i0) = cpu_jiffies();
+    std::thread::sleep(d);
+    let (b1, i1) = cpu_jiffies();
+    let total = (b1 - b0) + (i1 - i0);
+    if total == 0 {
+        return 1.0;
+    }
+    (i1 - i0) as f64 / total as f64
 }
 
 pub async fn postgres_settings(client: &Client) -> anyhow::Result<Vec<(String, String)>> {
@@ -206,11 +237,12 @@ pub fn markdown(r: &Results) -> String {
     let m = &r.machine;
     let _ = writeln!(
         s,
-        "## Machine\n\n{} CPUs ({}), {:.1} GiB RAM, kernel {}, load average at start {:.2}; build {}",
+        "## Machine\n\n{} CPUs ({}), {:.1} GiB RAM, kernel {}, {:.0} % idle before the run (load average {:.2}); build {}",
         m.cpus,
         m.cpu_model,
         m.memory_total_kib as f64 / 1024.0 / 1024.0,
         m.kernel,
+        m.idle_share_at_start * 100.0,
         m.load_average_1m,
         r.build_profile
     );

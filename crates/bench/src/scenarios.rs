@@ -462,9 +462,7 @@ pub fn raw_sequence(raw: Arc<RawClients>, samples: Arc<Vec<NumberSample>>) -> Dr
                 )
                 .await
             };
-            run.await
-                .map(|_| "raw_sequence")
-                .map_err(|e| e.to_string())
+            run.await.map(|_| "raw_sequence").map_err(|e| e.to_string())
         })
     })
 }
