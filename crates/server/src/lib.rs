@@ -22,9 +22,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 
 /// Everything `serve` needs from outside.
 pub struct Deps {
@@ -136,7 +136,10 @@ pub async fn serve(
         .add_service(call_notes)
         .add_service(call_handling);
     let server = tokio::spawn(router.serve_with_incoming_shutdown(
-        TcpListenerStream::new(listener),
+        // `serve_with_incoming` ignores the builder's TCP_NODELAY: set it on every accepted
+        // connection, or Nagle's algorithm holds each answer until the client's delayed ACK
+        // (about 40 ms on Linux; measured 792/s → 5,147/s in BENCHMARKS.md).
+        TcpIncoming::from(listener).with_nodelay(Some(true)),
         async {
             let _ = stop_rx.await;
         },
