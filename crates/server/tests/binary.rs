@@ -361,20 +361,29 @@ async fn a_full_scenario_logs_no_personal_data_and_fills_the_metrics() {
     }
 }
 
-#[tokio::test]
-async fn tokens_rotate_on_sighup_without_a_restart() {
-    use callers_proto::v1 as pb;
+/// The tokens file's text: `token` grants the client `crm` the account `acme`.
+fn tokens_toml(token: &str) -> String {
     use sha2::{Digest, Sha256};
-    let file = std::env::temp_dir().join(format!("callers-rotate-{}.toml", uuid::Uuid::new_v4()));
-    let write = |token: &str| {
-        let hash = hex::encode(Sha256::digest(token.as_bytes()));
-        std::fs::write(
-            &file,
-            format!("[[tokens]]\nname = \"crm\"\nsha256 = \"{hash}\"\naccounts = [\"acme\"]\n"),
-        )
-        .unwrap();
-    };
-    write("old-token");
+    let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    format!("[[tokens]]\nname = \"crm\"\nsha256 = \"{hash}\"\naccounts = [\"acme\"]\n")
+}
+
+/// `ListContacts` on `acme` as the bearer of `token`.
+fn list(token: &str) -> tonic::Request<callers_proto::v1::ListContactsRequest> {
+    let mut r = tonic::Request::new(callers_proto::v1::ListContactsRequest {
+        account_id: "acme".into(),
+        ..Default::default()
+    });
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+type Contacts =
+    callers_proto::v1::contact_service_client::ContactServiceClient<tonic::transport::Channel>;
+
+/// A server on a fresh database that reads its tokens from `file`, and a client of it.
+async fn start_with_tokens(file: &std::path::Path) -> (Running, Contacts) {
     let (url, _) = empty_database().await;
     let server = start(
         &[
@@ -395,16 +404,15 @@ async fn tokens_rotate_on_sighup_without_a_restart() {
         .connect()
         .await
         .unwrap();
-    let mut client = callers_proto::v1::contact_service_client::ContactServiceClient::new(channel);
-    let list = |token: &str| {
-        let mut r = tonic::Request::new(pb::ListContactsRequest {
-            account_id: "acme".into(),
-            ..Default::default()
-        });
-        r.metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        r
-    };
+    (server, Contacts::new(channel))
+}
+
+#[tokio::test]
+async fn tokens_rotate_on_sighup_without_a_restart() {
+    let file = std::env::temp_dir().join(format!("callers-rotate-{}.toml", uuid::Uuid::new_v4()));
+    let write = |token: &str| std::fs::write(&file, tokens_toml(token)).unwrap();
+    write("old-token");
+    let (server, mut client) = start_with_tokens(&file).await;
     client.list_contacts(list("old-token")).await.unwrap();
     write("new-token");
     let pid = server.child.id().unwrap();
@@ -435,49 +443,15 @@ async fn tokens_rotate_on_sighup_without_a_restart() {
 
 #[tokio::test]
 async fn a_changed_tokens_file_is_picked_up_without_a_signal() {
-    use callers_proto::v1 as pb;
-    use sha2::{Digest, Sha256};
     let file = std::env::temp_dir().join(format!("callers-watch-{}.toml", uuid::Uuid::new_v4()));
     let write = |token: &str| {
-        let hash = hex::encode(Sha256::digest(token.as_bytes()));
-        let text =
-            format!("[[tokens]]\nname = \"crm\"\nsha256 = \"{hash}\"\naccounts = [\"acme\"]\n");
         // Write beside and rename, as the kubelet swaps a Secret's files.
         let tmp = file.with_extension("tmp");
-        std::fs::write(&tmp, text).unwrap();
+        std::fs::write(&tmp, tokens_toml(token)).unwrap();
         std::fs::rename(&tmp, &file).unwrap();
     };
     write("first-token");
-    let (url, _) = empty_database().await;
-    let server = start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--migrate",
-            "--log-format",
-            "json",
-        ],
-        &[
-            ("DATABASE_URL", &url),
-            ("CALLERS_AUTH_TOKENS_FILE", file.to_str().unwrap()),
-        ],
-    )
-    .await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = callers_proto::v1::contact_service_client::ContactServiceClient::new(channel);
-    let list = |token: &str| {
-        let mut r = tonic::Request::new(pb::ListContactsRequest {
-            account_id: "acme".into(),
-            ..Default::default()
-        });
-        r.metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        r
-    };
+    let (server, mut client) = start_with_tokens(&file).await;
     client.list_contacts(list("first-token")).await.unwrap();
     write("second-token");
     let mut accepted = false;

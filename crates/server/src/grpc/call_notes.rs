@@ -1,14 +1,14 @@
 //! `callers.v1.CallNoteService`: call notes and exactly-once delivery of caller messages.
 
-use super::{App, account, request_hash, request_id, same_account, valid};
+use super::{App, account, idempotency_key, request_id, same_account, valid};
 use crate::{convert, error, page_token};
 use callers_domain::Violations;
 use callers_domain::call_note::{CallNote, Caller, NewCallNote, RawCallNote};
 use callers_domain::validation::{reference, uuid};
 use callers_proto::v1 as pb;
 use callers_proto::v1::call_note_service_server::CallNoteService;
+use callers_store::Operation;
 use callers_store::call_notes::Delivery;
-use callers_store::{IdempotencyKey, Operation};
 use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -25,10 +25,7 @@ impl CallNoteService for CallNotes {
         let acc = account(&request, &request.get_ref().account_id, &mut v)?;
         let req = request.get_ref();
         let rid = request_id(&req.request_id, &mut v);
-        let region = match &acc {
-            Some(a) => self.0.region(a).await?,
-            None => self.0.default_region,
-        };
+        let region = self.0.region_or_default(acc.as_ref()).await?;
         let note = match &req.call_note {
             None => {
                 v.add("call_note", "is required");
@@ -69,11 +66,7 @@ impl CallNoteService for CallNotes {
             }
         };
         let (acc, note) = valid(v, acc.zip(note))?;
-        let key = rid.map(|request_id| IdempotencyKey {
-            request_id,
-            operation: Operation::CreateCallNote,
-            request_hash: request_hash(req),
-        });
+        let key = idempotency_key(rid, Operation::CreateCallNote, req);
         let created = self
             .0
             .store
@@ -174,11 +167,7 @@ impl CallNoteService for CallNotes {
                 },
             );
         let (acc, delivery) = valid(v, acc.zip(delivery))?;
-        let key = rid.map(|request_id| IdempotencyKey {
-            request_id,
-            operation: Operation::DeliverCallerMessage,
-            request_hash: request_hash(req),
-        });
+        let key = idempotency_key(rid, Operation::DeliverCallerMessage, req);
         let done = self
             .0
             .store

@@ -1,12 +1,12 @@
 //! `callers.v1.ContactService`.
 
-use super::{App, account, request_hash, request_id, same_account, valid};
+use super::{App, account, idempotency_key, request_id, same_account, valid};
 use crate::{convert, error, page_token};
 use callers_domain::Violations;
 use callers_domain::contact::{Categories, ContactPatch, Field, NewContact, Origin};
 use callers_proto::v1 as pb;
 use callers_proto::v1::contact_service_server::ContactService;
-use callers_store::{IdempotencyKey, Operation};
+use callers_store::Operation;
 use chrono::{DateTime, Duration, Utc};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -25,10 +25,7 @@ impl ContactService for Contacts {
         let acc = account(&request, &request.get_ref().account_id, &mut v)?;
         let req = request.get_ref();
         let rid = request_id(&req.request_id, &mut v);
-        let region = match &acc {
-            Some(a) => self.0.region(a).await?,
-            None => self.0.default_region,
-        };
+        let region = self.0.region_or_default(acc.as_ref()).await?;
         let new = match &req.contact {
             None => {
                 v.add("contact", "is required");
@@ -63,11 +60,7 @@ impl ContactService for Contacts {
             }
         };
         let (acc, new) = valid(v, acc.zip(new))?;
-        let key = rid.map(|request_id| IdempotencyKey {
-            request_id,
-            operation: Operation::CreateContact,
-            request_hash: request_hash(req),
-        });
+        let key = idempotency_key(rid, Operation::CreateContact, req);
         let contact = self
             .0
             .store
@@ -105,10 +98,7 @@ impl ContactService for Contacts {
         let acc = account(&request, &request.get_ref().account_id, &mut v)?;
         let req = request.get_ref();
         let mask = update_mask(req.update_mask.as_ref(), &mut v);
-        let region = match &acc {
-            Some(a) => self.0.region(a).await?,
-            None => self.0.default_region,
-        };
+        let region = self.0.region_or_default(acc.as_ref()).await?;
         let mut id = None;
         let mut patch = None;
         match &req.contact {

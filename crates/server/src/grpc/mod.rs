@@ -10,7 +10,7 @@ use crate::error;
 use callers_domain::phone::Region;
 use callers_domain::retention::Retention;
 use callers_domain::{AccountId, Clock, Violations};
-use callers_store::Store;
+use callers_store::{IdempotencyKey, Operation, Store};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tonic::{Request, Status};
@@ -35,6 +35,15 @@ impl App {
             .map_err(error::from_store)?
         {
             Some(r) => Region::parse(&r).map_err(|_| Status::internal("internal error")),
+            None => Ok(self.default_region),
+        }
+    }
+
+    /// As `region`, but the default when the account itself is invalid, so
+    /// the rest of the request can still be checked.
+    pub async fn region_or_default(&self, account: Option<&AccountId>) -> Result<Region, Status> {
+        match account {
+            Some(a) => self.region(a).await,
             None => Ok(self.default_region),
         }
     }
@@ -79,6 +88,19 @@ pub fn request_id(raw: &str, v: &mut Violations) -> Option<Uuid> {
 /// Tells a retry (same body) from a reuse of the key (different body).
 pub fn request_hash(msg: &impl prost::Message) -> Vec<u8> {
     Sha256::digest(msg.encode_to_vec()).to_vec()
+}
+
+/// The idempotency key of a request that gave a `request_id`.
+pub fn idempotency_key(
+    request_id: Option<Uuid>,
+    operation: Operation,
+    msg: &impl prost::Message,
+) -> Option<IdempotencyKey> {
+    request_id.map(|request_id| IdempotencyKey {
+        request_id,
+        operation,
+        request_hash: request_hash(msg),
+    })
 }
 
 /// Returns the violations as `INVALID_ARGUMENT`, or the value when there are none.
