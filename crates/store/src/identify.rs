@@ -564,7 +564,7 @@ mod tests {
     }
 
     /// The word tables follow every write: insert, a changed name, an activity-only update, a
-    /// delete; a word no contact of the account carries is forgotten.
+    /// delete, a truncate; a word no contact of the account carries is forgotten.
     #[tokio::test]
     async fn the_word_tables_follow_the_contacts() {
         let (store, _db) = fresh_store().await;
@@ -645,6 +645,11 @@ mod tests {
             (vec![pair("hans"), pair("meier")], 2),
             "anna and mueller are forgotten"
         );
+        client
+            .batch_execute("TRUNCATE contacts CASCADE")
+            .await
+            .unwrap();
+        assert_eq!(words("a").await, (vec![], 0), "a truncate empties them");
     }
 
     fn stored(first: &str, last: &str, numbers: &[&str], active_days_ago: i64) -> Contact {
