@@ -158,6 +158,8 @@ async fn national_numbers_are_read_with_the_accounts_region() {
     let resp = identify(&app, request("wien", "01 5123456", "")).await;
     assert_eq!(resp.normalized_number, "+4315123456");
     assert_eq!(who(&resp), ["Anna Huber"]);
+    let resp = identify(&app, request("wien", "01 5123456", "Frau Huber")).await;
+    assert_eq!(kinds(&resp), [MatchKind::PhoneNumberAndName]);
     // An account without settings reads national numbers with the server's region (DE).
     let resp = identify(&app, request("other", "030 1234567", "")).await;
     assert_eq!(resp.normalized_number, "+49301234567");

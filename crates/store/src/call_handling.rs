@@ -97,20 +97,24 @@ pub(crate) async fn read(
 impl Store {
     /// The account's phone region, when it has settings stored.
     pub async fn phone_region(&self, account: &AccountId) -> Result<Option<String>, Error> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached("SELECT phone_region FROM call_handling WHERE account_id = $1")
-            .await?;
-        let row = client.query_opt(&stmt, &[&account.as_str()]).await?;
-        Ok(row.map(|r| r.get(0)))
+        self.with_client(async |client| {
+            let stmt = client
+                .prepare_cached("SELECT phone_region FROM call_handling WHERE account_id = $1")
+                .await?;
+            let row = client.query_opt(&stmt, &[&account.as_str()]).await?;
+            Ok(row.map(|r| r.get(0)))
+        })
+        .await
     }
 
     /// The account's settings with all employee overrides; `NotFound` when none are stored.
     pub async fn get_call_handling(&self, account: &AccountId) -> Result<CallHandling, Error> {
-        let client = self.client().await?;
-        read(&client, account.as_str(), None, false)
-            .await?
-            .ok_or(Error::NotFound(Entity::CallHandling))
+        self.with_client(async |client| {
+            read(&*client, account.as_str(), None, false)
+                .await?
+                .ok_or(Error::NotFound(Entity::CallHandling))
+        })
+        .await
     }
 
     /// What decides recognition for one employee: the account's settings with `employees`
@@ -121,9 +125,11 @@ impl Store {
         account: &AccountId,
         employee_id: &str,
     ) -> Result<Option<CallHandling>, Error> {
-        let client = self.client().await?;
-        // An empty id matches no entry: entries always have one.
-        read(&client, account.as_str(), Some(employee_id), false).await
+        self.with_client(async |client| {
+            // An empty id matches no entry: entries always have one.
+            read(&*client, account.as_str(), Some(employee_id), false).await
+        })
+        .await
     }
 
     /// Applies a field-masked change, creating the settings (from [`CallHandling::initial`] with
@@ -138,32 +144,34 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<CallHandling, Error> {
         let now = crate::db_time(now);
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let current = match read(&tx, account.as_str(), None, true).await? {
-            Some(c) => Some(c),
-            // Two first writers race: the loser's insert does nothing and waits for the
-            // winner, whose row it then locks and updates like any other.
-            None if try_create(&tx, account.as_str(), default_region, now).await? => None,
-            None => read(&tx, account.as_str(), None, true).await?,
-        };
-        if let Some(etag) = etag {
-            let version = current.as_ref().map_or(0, |c| c.version);
-            if version_of(etag) != Some(version) || version == 0 {
-                return Err(Error::EtagMismatch);
+        self.with_client(async |client| {
+            let tx = client.transaction().await?;
+            let current = match read(&tx, account.as_str(), None, true).await? {
+                Some(c) => Some(c),
+                // Two first writers race: the loser's insert does nothing and waits for the
+                // winner, whose row it then locks and updates like any other.
+                None if try_create(&tx, account.as_str(), default_region, now).await? => None,
+                None => read(&tx, account.as_str(), None, true).await?,
+            };
+            if let Some(etag) = etag {
+                let version = current.as_ref().map_or(0, |c| c.version);
+                if version_of(etag) != Some(version) || version == 0 {
+                    return Err(Error::EtagMismatch);
+                }
             }
-        }
-        let mut settings = current
-            .unwrap_or_else(|| CallHandling::initial(account.as_str(), *default_region, now));
-        patch.apply(&mut settings);
-        settings.version += 1;
-        settings.update_time = now;
-        write(&tx, &settings).await?;
-        if patch.employees.is_some() {
-            replace_employees(&tx, &settings).await?;
-        }
-        tx.commit().await?;
-        Ok(settings)
+            let mut settings = current
+                .unwrap_or_else(|| CallHandling::initial(account.as_str(), *default_region, now));
+            patch.apply(&mut settings);
+            settings.version += 1;
+            settings.update_time = now;
+            write(&tx, &settings).await?;
+            if patch.employees.is_some() {
+                replace_employees(&tx, &settings).await?;
+            }
+            tx.commit().await?;
+            Ok(settings)
+        })
+        .await
     }
 }
 

@@ -116,84 +116,86 @@ impl Store {
     ) -> Result<Created, Error> {
         let now = crate::db_time(now);
         let acc = account.as_str();
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        if let Some(key) = key
-            && let Claim::Replay(result) = idempotency::claim(&tx, acc, key, now).await?
-        {
-            drop(tx);
-            return replay_created(&client, acc, &result).await;
-        }
-        let (contact, contact_created) = match note.contact_id {
-            Some(id) => (Some(touch_contact(&tx, acc, id, now).await?), false),
-            None => match find_caller(&tx, acc, note).await? {
+        self.with_client(async |client| {
+            let tx = client.transaction().await?;
+            if let Some(key) = key
+                && let Claim::Replay(result) = idempotency::claim(&tx, acc, key, now).await?
+            {
+                drop(tx);
+                return replay_created(&*client, acc, &result).await;
+            }
+            let (contact, contact_created) = match note.contact_id {
                 Some(id) => (Some(touch_contact(&tx, acc, id, now).await?), false),
-                None => match note.new_caller_contact() {
-                    Some(new) => (Some(insert_contact(&tx, acc, &new, now).await?), true),
-                    None => (None, false),
+                None => match find_caller(&tx, acc, note).await? {
+                    Some(id) => (Some(touch_contact(&tx, acc, id, now).await?), false),
+                    None => match note.new_caller_contact() {
+                        Some(new) => (Some(insert_contact(&tx, acc, &new, now).await?), true),
+                        None => (None, false),
+                    },
                 },
-            },
-        };
-        let call_note = CallNote {
-            account_id: acc.to_owned(),
-            call_note_id: Uuid::now_v7(),
-            contact_id: contact.as_ref().map(|c| c.contact_id),
-            employee_id: note.employee_id.clone(),
-            agent_id: note.agent_id.clone(),
-            caller: note.caller.clone(),
-            subject: note.subject.clone(),
-            text: note.text.clone(),
-            call_time: note.call_time.map(crate::db_time).unwrap_or(now),
-            create_time: now,
-            deliveries: Vec::new(),
-        };
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO call_notes (account_id, call_note_id, contact_id, employee_id, \
-                 agent_id, caller_first_name, caller_last_name, caller_company, caller_number, \
-                 subject, body, call_time, create_time) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            };
+            let call_note = CallNote {
+                account_id: acc.to_owned(),
+                call_note_id: Uuid::now_v7(),
+                contact_id: contact.as_ref().map(|c| c.contact_id),
+                employee_id: note.employee_id.clone(),
+                agent_id: note.agent_id.clone(),
+                caller: note.caller.clone(),
+                subject: note.subject.clone(),
+                text: note.text.clone(),
+                call_time: note.call_time.map(crate::db_time).unwrap_or(now),
+                create_time: now,
+                deliveries: Vec::new(),
+            };
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO call_notes (account_id, call_note_id, contact_id, employee_id, \
+                     agent_id, caller_first_name, caller_last_name, caller_company, caller_number, \
+                     subject, body, call_time, create_time) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .await?;
+            let n = &call_note;
+            tx.execute(
+                &stmt,
+                &[
+                    &n.account_id,
+                    &n.call_note_id,
+                    &n.contact_id,
+                    &n.employee_id,
+                    &n.agent_id,
+                    &n.caller.first_name,
+                    &n.caller.last_name,
+                    &n.caller.company,
+                    &n.caller.number,
+                    &n.subject,
+                    &n.text,
+                    &n.call_time,
+                    &n.create_time,
+                ],
             )
             .await?;
-        let n = &call_note;
-        tx.execute(
-            &stmt,
-            &[
-                &n.account_id,
-                &n.call_note_id,
-                &n.contact_id,
-                &n.employee_id,
-                &n.agent_id,
-                &n.caller.first_name,
-                &n.caller.last_name,
-                &n.caller.company,
-                &n.caller.number,
-                &n.subject,
-                &n.text,
-                &n.call_time,
-                &n.create_time,
-            ],
-        )
-        .await?;
-        if let Some(key) = key {
-            let result = serde_json::json!({
-                "call_note_id": call_note.call_note_id,
-                "contact_id": call_note.contact_id,
-                "contact_created": contact_created,
-            });
-            idempotency::record(&tx, acc, key, result).await?;
-        }
-        tx.commit().await?;
-        Ok(Created {
-            call_note,
-            contact,
-            contact_created,
+            if let Some(key) = key {
+                let result = serde_json::json!({
+                    "call_note_id": call_note.call_note_id,
+                    "contact_id": call_note.contact_id,
+                    "contact_created": contact_created,
+                });
+                idempotency::record(&tx, acc, key, result).await?;
+            }
+            tx.commit().await?;
+            Ok(Created {
+                call_note,
+                contact,
+                contact_created,
+            })
         })
+        .await
     }
 
     pub async fn get_call_note(&self, account: &AccountId, id: Uuid) -> Result<CallNote, Error> {
-        let client = self.client().await?;
-        get_note(&client, account.as_str(), id).await
+        self.with_client(async |client| get_note(&*client, account.as_str(), id).await)
+            .await
     }
 
     /// Newest call first; optionally only one contact's or one employee's notes.
@@ -205,45 +207,47 @@ impl Store {
         after: Option<NotePosition>,
         limit: usize,
     ) -> Result<NotePage, Error> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(concat!(
-                select_note!(),
-                "WHERE n.account_id = $1 \
-                 AND ($2::uuid IS NULL OR n.contact_id = $2) \
-                 AND ($3::text IS NULL OR n.employee_id = $3) \
-                 AND ($4::timestamptz IS NULL OR (n.call_time, n.call_note_id) < ($4, $5)) \
-                 ORDER BY n.call_time DESC, n.call_note_id DESC LIMIT $6"
-            ))
-            .await?;
-        let (after_time, after_id) = match after {
-            Some((t, id)) => (Some(t), Some(id)),
-            None => (None, None),
-        };
-        let fetch = (limit + 1) as i64;
-        let rows = client
-            .query(
-                &stmt,
-                &[
-                    &account.as_str(),
-                    &contact_id,
-                    &employee_id,
-                    &after_time,
-                    &after_id,
-                    &fetch,
-                ],
-            )
-            .await?;
-        let mut call_notes: Vec<CallNote> = rows.iter().map(note_from_row).collect();
-        let more = call_notes.len() > limit;
-        call_notes.truncate(limit);
-        let next_after = more
-            .then(|| call_notes.last().map(|n| (n.call_time, n.call_note_id)))
-            .flatten();
-        Ok(NotePage {
-            call_notes,
-            next_after,
+        self.with_client(async |client| {
+            let stmt = client
+                .prepare_cached(concat!(
+                    select_note!(),
+                    "WHERE n.account_id = $1 \
+                     AND ($2::uuid IS NULL OR n.contact_id = $2) \
+                     AND ($3::text IS NULL OR n.employee_id = $3) \
+                     AND ($4::timestamptz IS NULL OR (n.call_time, n.call_note_id) < ($4, $5)) \
+                     ORDER BY n.call_time DESC, n.call_note_id DESC LIMIT $6"
+                ))
+                .await?;
+            let (after_time, after_id) = match after {
+                Some((t, id)) => (Some(t), Some(id)),
+                None => (None, None),
+            };
+            let fetch = (limit + 1) as i64;
+            let rows = client
+                .query(
+                    &stmt,
+                    &[
+                        &account.as_str(),
+                        &contact_id,
+                        &employee_id,
+                        &after_time,
+                        &after_id,
+                        &fetch,
+                    ],
+                )
+                .await?;
+            let mut call_notes: Vec<CallNote> = rows.iter().map(note_from_row).collect();
+            let more = call_notes.len() > limit;
+            call_notes.truncate(limit);
+            let next_after = more
+                .then(|| call_notes.last().map(|n| (n.call_time, n.call_note_id)))
+                .flatten();
+            Ok(NotePage {
+                call_notes,
+                next_after,
+            })
         })
+        .await
     }
 
     /// Delivers the pending caller message into a call note, exactly once: records it in the
@@ -257,107 +261,109 @@ impl Store {
     ) -> Result<Delivered, Error> {
         let now = crate::db_time(now);
         let acc = account.as_str();
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        if let Some(key) = key
-            && let Claim::Replay(result) = idempotency::claim(&tx, acc, key, now).await?
-        {
-            drop(tx);
-            let note_id = replayed_id(&result, "call_note_id")?;
-            let contact_id = replayed_id(&result, "contact_id")?;
-            return Ok(Delivered {
-                call_note: get_note(&client, acc, note_id).await?,
-                contact: get_contact(&client, acc, contact_id).await?,
-            });
-        }
-        // Lock order: contact, then note (CreateCallNote takes only the contact).
-        let lock_contact = tx
-            .prepare_cached(
-                "SELECT message_id, message_text FROM contacts \
-                 WHERE account_id = $1 AND contact_id = $2 FOR UPDATE",
-            )
-            .await?;
-        let row = tx
-            .query_opt(&lock_contact, &[&acc, &d.contact_id])
-            .await?
-            .ok_or(Error::NotFound(Entity::Contact))?;
-        let pending: Option<Uuid> = row.get(0);
-        let text: Option<String> = row.get(1);
-        let lock_note = tx
-            .prepare_cached(
-                "SELECT contact_id FROM call_notes \
-                 WHERE account_id = $1 AND call_note_id = $2 FOR UPDATE",
-            )
-            .await?;
-        let linked: Option<Uuid> = tx
-            .query_opt(&lock_note, &[&acc, &d.call_note_id])
-            .await?
-            .ok_or(Error::NotFound(Entity::CallNote))?
-            .get(0);
-        if linked.is_some_and(|c| c != d.contact_id) {
-            return Err(Error::CallNoteOfOtherContact);
-        }
-        if pending != Some(d.message_id) {
-            let find = tx
+        self.with_client(async |client| {
+            let tx = client.transaction().await?;
+            if let Some(key) = key
+                && let Claim::Replay(result) = idempotency::claim(&tx, acc, key, now).await?
+            {
+                drop(tx);
+                let note_id = replayed_id(&result, "call_note_id")?;
+                let contact_id = replayed_id(&result, "contact_id")?;
+                return Ok(Delivered {
+                    call_note: get_note(&*client, acc, note_id).await?,
+                    contact: get_contact(&*client, acc, contact_id).await?,
+                });
+            }
+            // Lock order: contact, then note (CreateCallNote takes only the contact).
+            let lock_contact = tx
                 .prepare_cached(
-                    "SELECT call_note_id FROM message_deliveries \
-                     WHERE account_id = $1 AND message_id = $2",
+                    "SELECT message_id, message_text FROM contacts \
+                     WHERE account_id = $1 AND contact_id = $2 FOR UPDATE",
                 )
                 .await?;
-            let delivered_in = tx
-                .query_opt(&find, &[&acc, &d.message_id])
+            let row = tx
+                .query_opt(&lock_contact, &[&acc, &d.contact_id])
                 .await?
-                .map(|r| r.get(0));
-            return Err(Error::MessageNotPending { delivered_in });
-        }
-        let record = tx
-            .prepare_cached(
-                "INSERT INTO message_deliveries \
-                 (account_id, message_id, call_note_id, text, deliver_time, agent_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .await?;
-        tx.execute(
-            &record,
-            &[
-                &acc,
-                &d.message_id,
-                &d.call_note_id,
-                &text.unwrap_or_default(),
-                &now,
-                &d.agent_id,
-            ],
-        )
-        .await?;
-        let clear = tx
-            .prepare_cached(
-                "UPDATE contacts SET message_id = NULL, message_text = NULL, \
-                 message_create_time = NULL, last_activity_time = $3, version = version + 1 \
-                 WHERE account_id = $1 AND contact_id = $2",
-            )
-            .await?;
-        tx.execute(&clear, &[&acc, &d.contact_id, &now]).await?;
-        if linked.is_none() {
-            let link = tx
+                .ok_or(Error::NotFound(Entity::Contact))?;
+            let pending: Option<Uuid> = row.get(0);
+            let text: Option<String> = row.get(1);
+            let lock_note = tx
                 .prepare_cached(
-                    "UPDATE call_notes SET contact_id = $3 \
-                     WHERE account_id = $1 AND call_note_id = $2",
+                    "SELECT contact_id FROM call_notes \
+                     WHERE account_id = $1 AND call_note_id = $2 FOR UPDATE",
                 )
                 .await?;
-            tx.execute(&link, &[&acc, &d.call_note_id, &d.contact_id])
+            let linked: Option<Uuid> = tx
+                .query_opt(&lock_note, &[&acc, &d.call_note_id])
+                .await?
+                .ok_or(Error::NotFound(Entity::CallNote))?
+                .get(0);
+            if linked.is_some_and(|c| c != d.contact_id) {
+                return Err(Error::CallNoteOfOtherContact);
+            }
+            if pending != Some(d.message_id) {
+                let find = tx
+                    .prepare_cached(
+                        "SELECT call_note_id FROM message_deliveries \
+                         WHERE account_id = $1 AND message_id = $2",
+                    )
+                    .await?;
+                let delivered_in = tx
+                    .query_opt(&find, &[&acc, &d.message_id])
+                    .await?
+                    .map(|r| r.get(0));
+                return Err(Error::MessageNotPending { delivered_in });
+            }
+            let record = tx
+                .prepare_cached(
+                    "INSERT INTO message_deliveries \
+                     (account_id, message_id, call_note_id, text, deliver_time, agent_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
                 .await?;
-        }
-        if let Some(key) = key {
-            let result = serde_json::json!({
-                "call_note_id": d.call_note_id,
-                "contact_id": d.contact_id,
-            });
-            idempotency::record(&tx, acc, key, result).await?;
-        }
-        let call_note = get_note(&tx, acc, d.call_note_id).await?;
-        let contact = get_contact(&tx, acc, d.contact_id).await?;
-        tx.commit().await?;
-        Ok(Delivered { call_note, contact })
+            tx.execute(
+                &record,
+                &[
+                    &acc,
+                    &d.message_id,
+                    &d.call_note_id,
+                    &text.unwrap_or_default(),
+                    &now,
+                    &d.agent_id,
+                ],
+            )
+            .await?;
+            let clear = tx
+                .prepare_cached(
+                    "UPDATE contacts SET message_id = NULL, message_text = NULL, \
+                     message_create_time = NULL, last_activity_time = $3, version = version + 1 \
+                     WHERE account_id = $1 AND contact_id = $2",
+                )
+                .await?;
+            tx.execute(&clear, &[&acc, &d.contact_id, &now]).await?;
+            if linked.is_none() {
+                let link = tx
+                    .prepare_cached(
+                        "UPDATE call_notes SET contact_id = $3 \
+                         WHERE account_id = $1 AND call_note_id = $2",
+                    )
+                    .await?;
+                tx.execute(&link, &[&acc, &d.call_note_id, &d.contact_id])
+                    .await?;
+            }
+            if let Some(key) = key {
+                let result = serde_json::json!({
+                    "call_note_id": d.call_note_id,
+                    "contact_id": d.contact_id,
+                });
+                idempotency::record(&tx, acc, key, result).await?;
+            }
+            let call_note = get_note(&tx, acc, d.call_note_id).await?;
+            let contact = get_contact(&tx, acc, d.contact_id).await?;
+            tx.commit().await?;
+            Ok(Delivered { call_note, contact })
+        })
+        .await
     }
 }
 

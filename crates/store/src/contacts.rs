@@ -107,28 +107,30 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Contact, Error> {
         let now = crate::db_time(now);
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        if let Some(key) = key
-            && let Claim::Replay(result) =
-                idempotency::claim(&tx, account.as_str(), key, now).await?
-        {
-            drop(tx);
-            let id = replayed_id(&result, "contact_id")?;
-            return get_contact(&client, account.as_str(), id).await;
-        }
-        let contact = insert_contact(&tx, account.as_str(), new, now).await?;
-        if let Some(key) = key {
-            let result = serde_json::json!({ "contact_id": contact.contact_id });
-            idempotency::record(&tx, account.as_str(), key, result).await?;
-        }
-        tx.commit().await?;
-        Ok(contact)
+        self.with_client(async |client| {
+            let tx = client.transaction().await?;
+            if let Some(key) = key
+                && let Claim::Replay(result) =
+                    idempotency::claim(&tx, account.as_str(), key, now).await?
+            {
+                drop(tx);
+                let id = replayed_id(&result, "contact_id")?;
+                return get_contact(&*client, account.as_str(), id).await;
+            }
+            let contact = insert_contact(&tx, account.as_str(), new, now).await?;
+            if let Some(key) = key {
+                let result = serde_json::json!({ "contact_id": contact.contact_id });
+                idempotency::record(&tx, account.as_str(), key, result).await?;
+            }
+            tx.commit().await?;
+            Ok(contact)
+        })
+        .await
     }
 
     pub async fn get_contact(&self, account: &AccountId, id: Uuid) -> Result<Contact, Error> {
-        let client = self.client().await?;
-        get_contact(&client, account.as_str(), id).await
+        self.with_client(async |client| get_contact(&*client, account.as_str(), id).await)
+            .await
     }
 
     /// Applies a field-masked change; a stale `etag` is refused. Every update is activity.
@@ -141,52 +143,54 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Contact, Error> {
         let now = crate::db_time(now);
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let lock = tx
-            .prepare_cached(concat!(
-                select_contact!(),
-                "WHERE c.account_id = $1 AND c.contact_id = $2 FOR UPDATE OF c"
-            ))
-            .await?;
-        let row = tx
-            .query_opt(&lock, &[&account.as_str(), &id])
-            .await?
-            .ok_or(Error::NotFound(Entity::Contact))?;
-        let mut contact = contact_from_row(&row)?;
-        if let Some(etag) = etag
-            && version_of(etag) != Some(contact.version)
-        {
-            return Err(Error::EtagMismatch);
-        }
-        patch.apply(&mut contact.fields);
-        if !contact.fields.identifies_someone() {
-            return Err(Violations::single(
-                "contact",
-                "needs a first or last name, a company or a phone number",
-            )
-            .into());
-        }
-        match &patch.caller_message {
-            Some(Some(text)) => {
-                contact.caller_message = Some(CallerMessage {
-                    message_id: Uuid::now_v7(),
-                    text: text.clone(),
-                    create_time: now,
-                })
+        self.with_client(async |client| {
+            let tx = client.transaction().await?;
+            let lock = tx
+                .prepare_cached(concat!(
+                    select_contact!(),
+                    "WHERE c.account_id = $1 AND c.contact_id = $2 FOR UPDATE OF c"
+                ))
+                .await?;
+            let row = tx
+                .query_opt(&lock, &[&account.as_str(), &id])
+                .await?
+                .ok_or(Error::NotFound(Entity::Contact))?;
+            let mut contact = contact_from_row(&row)?;
+            if let Some(etag) = etag
+                && version_of(etag) != Some(contact.version)
+            {
+                return Err(Error::EtagMismatch);
             }
-            Some(None) => contact.caller_message = None,
-            None => {}
-        }
-        contact.version += 1;
-        contact.update_time = now;
-        contact.last_activity_time = now;
-        write_contact(&tx, &contact).await?;
-        if patch.phone_numbers.is_some() {
-            replace_phone_numbers(&tx, &contact).await?;
-        }
-        tx.commit().await?;
-        Ok(contact)
+            patch.apply(&mut contact.fields);
+            if !contact.fields.identifies_someone() {
+                return Err(Violations::single(
+                    "contact",
+                    "needs a first or last name, a company or a phone number",
+                )
+                .into());
+            }
+            match &patch.caller_message {
+                Some(Some(text)) => {
+                    contact.caller_message = Some(CallerMessage {
+                        message_id: Uuid::now_v7(),
+                        text: text.clone(),
+                        create_time: now,
+                    })
+                }
+                Some(None) => contact.caller_message = None,
+                None => {}
+            }
+            contact.version += 1;
+            contact.update_time = now;
+            contact.last_activity_time = now;
+            write_contact(&tx, &contact).await?;
+            if patch.phone_numbers.is_some() {
+                replace_phone_numbers(&tx, &contact).await?;
+            }
+            tx.commit().await?;
+            Ok(contact)
+        })
+        .await
     }
 
     /// Deletes a contact and its numbers; its call notes stay, unlinked.
@@ -196,30 +200,32 @@ impl Store {
         id: Uuid,
         etag: Option<&str>,
     ) -> Result<(), Error> {
-        let client = self.client().await?;
-        let expected = match etag {
-            Some(e) => Some(version_of(e).ok_or(Error::EtagMismatch)?),
-            None => None,
-        };
-        let stmt = client
-            .prepare_cached(
-                "WITH target AS (SELECT version FROM contacts \
-                   WHERE account_id = $1 AND contact_id = $2), \
-                 deleted AS (DELETE FROM contacts c USING target \
-                   WHERE c.account_id = $1 AND c.contact_id = $2 \
-                   AND ($3::bigint IS NULL OR target.version = $3) RETURNING 1) \
-                 SELECT (SELECT count(*) FROM target), (SELECT count(*) FROM deleted)",
-            )
-            .await?;
-        let row = client
-            .query_one(&stmt, &[&account.as_str(), &id, &expected])
-            .await?;
-        let (found, deleted): (i64, i64) = (row.get(0), row.get(1));
-        match (found, deleted) {
-            (0, _) => Err(Error::NotFound(Entity::Contact)),
-            (_, 0) => Err(Error::EtagMismatch),
-            _ => Ok(()),
-        }
+        self.with_client(async |client| {
+            let expected = match etag {
+                Some(e) => Some(version_of(e).ok_or(Error::EtagMismatch)?),
+                None => None,
+            };
+            let stmt = client
+                .prepare_cached(
+                    "WITH target AS (SELECT version FROM contacts \
+                       WHERE account_id = $1 AND contact_id = $2), \
+                     deleted AS (DELETE FROM contacts c USING target \
+                       WHERE c.account_id = $1 AND c.contact_id = $2 \
+                       AND ($3::bigint IS NULL OR target.version = $3) RETURNING 1) \
+                     SELECT (SELECT count(*) FROM target), (SELECT count(*) FROM deleted)",
+                )
+                .await?;
+            let row = client
+                .query_one(&stmt, &[&account.as_str(), &id, &expected])
+                .await?;
+            let (found, deleted): (i64, i64) = (row.get(0), row.get(1));
+            match (found, deleted) {
+                (0, _) => Err(Error::NotFound(Entity::Contact)),
+                (_, 0) => Err(Error::EtagMismatch),
+                _ => Ok(()),
+            }
+        })
+        .await
     }
 
     /// Contacts in id order (ids are time-ordered UUIDv7), after `after`, optionally of one
@@ -231,32 +237,34 @@ impl Store {
         after: Option<Uuid>,
         limit: usize,
     ) -> Result<ContactPage, Error> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(concat!(
-                select_contact!(),
-                "WHERE c.account_id = $1 AND ($2::text IS NULL OR $2 = ANY(c.categories)) \
-                 AND ($3::uuid IS NULL OR c.contact_id > $3) \
-                 ORDER BY c.contact_id LIMIT $4"
-            ))
-            .await?;
-        let fetch = (limit + 1) as i64;
-        let rows = client
-            .query(&stmt, &[&account.as_str(), &category, &after, &fetch])
-            .await?;
-        let mut contacts = rows
-            .iter()
-            .map(contact_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let more = contacts.len() > limit;
-        contacts.truncate(limit);
-        let next_after = more
-            .then(|| contacts.last().map(|c| c.contact_id))
-            .flatten();
-        Ok(ContactPage {
-            contacts,
-            next_after,
+        self.with_client(async |client| {
+            let stmt = client
+                .prepare_cached(concat!(
+                    select_contact!(),
+                    "WHERE c.account_id = $1 AND ($2::text IS NULL OR $2 = ANY(c.categories)) \
+                     AND ($3::uuid IS NULL OR c.contact_id > $3) \
+                     ORDER BY c.contact_id LIMIT $4"
+                ))
+                .await?;
+            let fetch = (limit + 1) as i64;
+            let rows = client
+                .query(&stmt, &[&account.as_str(), &category, &after, &fetch])
+                .await?;
+            let mut contacts = rows
+                .iter()
+                .map(contact_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            let more = contacts.len() > limit;
+            contacts.truncate(limit);
+            let next_after = more
+                .then(|| contacts.last().map(|c| c.contact_id))
+                .flatten();
+            Ok(ContactPage {
+                contacts,
+                next_after,
+            })
         })
+        .await
     }
 
     /// Contacts subject to automatic deletion whose last activity is at or before
@@ -268,49 +276,51 @@ impl Store {
         after: Option<(DateTime<Utc>, Uuid)>,
         limit: usize,
     ) -> Result<ExpiringPage, Error> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(concat!(
-                select_contact!(),
-                "WHERE c.account_id = $1 AND c.purge_candidate AND c.last_activity_time <= $2 \
-                 AND ($3::timestamptz IS NULL OR (c.last_activity_time, c.contact_id) > ($3, $4)) \
-                 ORDER BY c.last_activity_time, c.contact_id LIMIT $5"
-            ))
-            .await?;
-        let (after_time, after_id) = match after {
-            Some((t, id)) => (Some(t), Some(id)),
-            None => (None, None),
-        };
-        let fetch = (limit + 1) as i64;
-        let rows = client
-            .query(
-                &stmt,
-                &[
-                    &account.as_str(),
-                    &last_activity_until,
-                    &after_time,
-                    &after_id,
-                    &fetch,
-                ],
-            )
-            .await?;
-        let mut contacts = rows
-            .iter()
-            .map(contact_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let more = contacts.len() > limit;
-        contacts.truncate(limit);
-        let next_after = more
-            .then(|| {
-                contacts
-                    .last()
-                    .map(|c| (c.last_activity_time, c.contact_id))
+        self.with_client(async |client| {
+            let stmt = client
+                .prepare_cached(concat!(
+                    select_contact!(),
+                    "WHERE c.account_id = $1 AND c.purge_candidate AND c.last_activity_time <= $2 \
+                     AND ($3::timestamptz IS NULL OR (c.last_activity_time, c.contact_id) > ($3, $4)) \
+                     ORDER BY c.last_activity_time, c.contact_id LIMIT $5"
+                ))
+                .await?;
+            let (after_time, after_id) = match after {
+                Some((t, id)) => (Some(t), Some(id)),
+                None => (None, None),
+            };
+            let fetch = (limit + 1) as i64;
+            let rows = client
+                .query(
+                    &stmt,
+                    &[
+                        &account.as_str(),
+                        &last_activity_until,
+                        &after_time,
+                        &after_id,
+                        &fetch,
+                    ],
+                )
+                .await?;
+            let mut contacts = rows
+                .iter()
+                .map(contact_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            let more = contacts.len() > limit;
+            contacts.truncate(limit);
+            let next_after = more
+                .then(|| {
+                    contacts
+                        .last()
+                        .map(|c| (c.last_activity_time, c.contact_id))
+                })
+                .flatten();
+            Ok(ExpiringPage {
+                contacts,
+                next_after,
             })
-            .flatten();
-        Ok(ExpiringPage {
-            contacts,
-            next_after,
         })
+        .await
     }
 }
 

@@ -1,14 +1,18 @@
 //! Incoming-call lookups: contacts by E.164 number (one index probe) and by folded name
 //! (trigram index) or phonetic key (GIN index), merged and ranked.
 
+use crate::call_handling;
 use crate::contacts::{contact_from_row, select_contact};
 use crate::{Error, Store};
 use callers_domain::AccountId;
+use callers_domain::call_handling::CallHandling;
 use callers_domain::contact::Contact;
 use callers_domain::names;
-use callers_domain::phone::E164;
+use callers_domain::phone::{self, E164, Region};
+use deadpool_postgres::{GenericClient, Object};
 use std::cmp::Ordering;
 use std::collections::HashSet;
+use tokio_postgres::Row;
 
 /// What a match was found by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +97,42 @@ const BY_NAME: &str = concat!(
        LIMIT $4))"
 );
 
+/// What an incoming call needs: the settings that decide recognition (`None` when the account
+/// has none), the transmitted number as read in the account's region, and the matches.
+#[derive(Debug, Clone)]
+pub struct CallLookup {
+    pub settings: Option<CallHandling>,
+    pub number: Option<E164>,
+    pub matches: Vec<CallerMatch>,
+}
+
+/// The caller's name as searched: its first words and their phonetic codes.
+struct NameQuery {
+    words: Vec<String>,
+    codes: Vec<String>,
+}
+
+impl NameQuery {
+    fn new(caller_name: &str) -> NameQuery {
+        let mut words = names::search_tokens(caller_name);
+        words.truncate(MAX_QUERY_WORDS);
+        // A code with fewer than two consonant digits ("02" for Ott and Ada) makes no phonetic
+        // twin in `names::token_similarity`, so it finds no candidates either.
+        let codes = words
+            .iter()
+            .map(|w| names::koelner_phonetik(w))
+            .map(|k| {
+                if k.bytes().filter(|&d| d != b'0').count() >= 2 {
+                    k
+                } else {
+                    String::new()
+                }
+            })
+            .collect();
+        NameQuery { words, codes }
+    }
+}
+
 impl Store {
     /// The contacts of `account` that may be the caller, best first, at most `limit`.
     ///
@@ -106,70 +146,120 @@ impl Store {
         caller_name: &str,
         limit: usize,
     ) -> Result<Vec<CallerMatch>, Error> {
-        let mut words = names::search_tokens(caller_name);
-        words.truncate(MAX_QUERY_WORDS);
-        if (number.is_none() && words.is_empty()) || limit == 0 {
-            return Ok(Vec::new());
-        }
-        // A code with fewer than two consonant digits ("02" for Ott and Ada) makes no phonetic
-        // twin in `names::token_similarity`, so it finds no candidates either.
-        let codes: Vec<String> = words
-            .iter()
-            .map(|w| names::koelner_phonetik(w))
-            .map(|k| {
-                if k.bytes().filter(|&d| d != b'0').count() >= 2 {
-                    k
-                } else {
-                    String::new()
-                }
-            })
-            .collect();
-        let account = account.as_str();
-
-        let mut client = self.client().await?;
-        if let (Some(number), true) = (number, words.is_empty()) {
-            // The incoming call with a number and no name, the hottest path: BEGIN and COMMIT
-            // would be two of its three round trips (crates/bench measures the difference).
-            let stmt = client.prepare_cached(BY_NUMBER).await?;
-            let rows = client
-                .query(&stmt, &[&account, &number.as_str(), &NUMBER_CANDIDATES])
-                .await?;
-            let contacts = rows
-                .iter()
-                .map(contact_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            return Ok(rank(contacts, Some(number), &words, limit));
-        }
-        let tx = client.build_transaction().read_only(true).start().await?;
-        let by_number = async {
-            let Some(number) = number else {
-                return Ok::<_, Error>(Vec::new());
-            };
-            let stmt = tx.prepare_cached(BY_NUMBER).await?;
-            Ok(tx
-                .query(&stmt, &[&account, &number.as_str(), &NUMBER_CANDIDATES])
-                .await?)
-        };
-        let by_name = async {
-            if words.is_empty() {
-                return Ok::<_, Error>(Vec::new());
-            }
-            tx.batch_execute(SET_NAME_SEARCH).await?;
-            let stmt = tx.prepare_cached(BY_NAME).await?;
-            Ok(tx
-                .query(&stmt, &[&account, &words, &codes, &NAME_CANDIDATES])
-                .await?)
-        };
-        let (number_rows, name_rows) = tokio::try_join!(by_number, by_name)?;
-        tx.commit().await?;
-
-        let contacts = number_rows
-            .iter()
-            .chain(name_rows.iter())
-            .map(contact_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rank(contacts, number, &words, limit))
+        let name = NameQuery::new(caller_name);
+        self.with_client(async |client| {
+            let (_, rows) = lookup(client, account.as_str(), None, number, &name).await?;
+            Ok(rank(contacts(&rows)?, number, &name.words, limit))
+        })
+        .await
     }
+
+    /// An incoming call, in one round trip where possible: the settings of `account` for
+    /// `employee_id` (see [`Store::call_handling_for_employee`]) and the lookup
+    /// ([`Store::identify`]) are pipelined on one connection, the lookup with the number as read
+    /// in `default_region`. Only when the account's region is another one that reads
+    /// `raw_number` differently is the lookup repeated. A number that cannot be read identifies
+    /// nobody.
+    pub async fn identify_call(
+        &self,
+        account: &AccountId,
+        employee_id: &str,
+        raw_number: &str,
+        caller_name: &str,
+        limit: usize,
+        default_region: &Region,
+    ) -> Result<CallLookup, Error> {
+        let name = NameQuery::new(caller_name);
+        let read_in = |region: &Region| phone::normalize(raw_number, region).ok().flatten();
+        let mut number = read_in(default_region);
+        self.with_client(async |client| {
+            let account = account.as_str();
+            let (settings, mut rows) =
+                lookup(client, account, Some(employee_id), number.as_ref(), &name).await?;
+            let region = settings
+                .as_ref()
+                .map_or(*default_region, |s| s.phone_region);
+            if region != *default_region {
+                let in_region = read_in(&region);
+                if in_region != number {
+                    number = in_region;
+                    rows = lookup(client, account, None, number.as_ref(), &name)
+                        .await?
+                        .1;
+                }
+            }
+            Ok(CallLookup {
+                matches: rank(contacts(&rows)?, number.as_ref(), &name.words, limit),
+                settings,
+                number,
+            })
+        })
+        .await
+    }
+}
+
+/// The candidate rows for `number` and `name`, and with `settings_for` the call-handling
+/// settings for that employee, all statements pipelined. With a name it runs in a read-only
+/// transaction (one snapshot, and the name path's `SET LOCAL`); the number path alone is one
+/// statement, which sees one snapshot without one: BEGIN and COMMIT would be two of its three
+/// round trips on the hottest path (crates/bench measures the difference).
+async fn lookup(
+    client: &mut Object,
+    account: &str,
+    settings_for: Option<&str>,
+    number: Option<&E164>,
+    name: &NameQuery,
+) -> Result<(Option<CallHandling>, Vec<Row>), Error> {
+    if number.is_none() && name.words.is_empty() && settings_for.is_none() {
+        return Ok((None, Vec::new()));
+    }
+    if name.words.is_empty() {
+        return statements(&*client, account, settings_for, number, name).await;
+    }
+    let tx = client.build_transaction().read_only(true).start().await?;
+    let found = statements(&tx, account, settings_for, number, name).await?;
+    tx.commit().await?;
+    Ok(found)
+}
+
+async fn statements(
+    client: &impl GenericClient,
+    account: &str,
+    settings_for: Option<&str>,
+    number: Option<&E164>,
+    name: &NameQuery,
+) -> Result<(Option<CallHandling>, Vec<Row>), Error> {
+    let settings = async {
+        match settings_for {
+            Some(employee) => call_handling::read(client, account, Some(employee), false).await,
+            None => Ok(None),
+        }
+    };
+    let by_number = async {
+        let Some(number) = number else {
+            return Ok::<_, Error>(Vec::new());
+        };
+        let stmt = client.prepare_cached(BY_NUMBER).await?;
+        Ok(client
+            .query(&stmt, &[&account, &number.as_str(), &NUMBER_CANDIDATES])
+            .await?)
+    };
+    let by_name = async {
+        if name.words.is_empty() {
+            return Ok::<_, Error>(Vec::new());
+        }
+        client.batch_execute(SET_NAME_SEARCH).await?;
+        let stmt = client.prepare_cached(BY_NAME).await?;
+        Ok(client
+            .query(
+                &stmt,
+                &[&account, &name.words, &name.codes, &NAME_CANDIDATES],
+            )
+            .await?)
+    };
+    let (settings, mut rows, name_rows) = tokio::try_join!(settings, by_number, by_name)?;
+    rows.extend(name_rows);
+    Ok((settings, rows))
 }
 
 /// Scores every candidate and keeps the best `limit`. Tiers never overlap: number and name
@@ -219,12 +309,15 @@ fn rank(
     matches
 }
 
+fn contacts(rows: &[Row]) -> Result<Vec<Contact>, Error> {
+    rows.iter().map(contact_from_row).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::fresh_store;
     use callers_domain::contact::{NewContact, Origin, RawContact, RawPhone};
-    use callers_domain::phone::Region;
     use chrono::Utc;
     use serde_json::Value;
 

@@ -2,7 +2,7 @@
 
 use crate::Error;
 use deadpool_postgres::{
-    Hook, HookError, Manager, ManagerConfig, Metrics, Pool, RecyclingMethod, Runtime,
+    Hook, HookError, Manager, ManagerConfig, Metrics, Object, Pool, RecyclingMethod, Runtime,
 };
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -20,6 +20,9 @@ pub struct PoolConfig {
     /// How long the liveness check of a pooled connection may take before it is handed out;
     /// a connection that fails it is dropped, and so is every connection made before it.
     pub check_timeout: Duration,
+    /// A pooled connection last handed out longer ago than this is checked before it is handed
+    /// out again; one in steady use is not (HikariCP's `aliveBypassWindowMs`, 500 ms too).
+    pub check_after_idle: Duration,
     /// How long sent data may stay unacknowledged before the kernel drops the connection
     /// (`TCP_USER_TIMEOUT`): a partition then ends in an error instead of a hang.
     pub tcp_user_timeout: Duration,
@@ -33,6 +36,7 @@ impl Default for PoolConfig {
             connect_timeout: Duration::from_secs(3),
             statement_timeout: Some(Duration::from_secs(10)),
             check_timeout: Duration::from_secs(1),
+            check_after_idle: Duration::from_millis(500),
             tcp_user_timeout: Duration::from_secs(15),
         }
     }
@@ -76,7 +80,7 @@ impl Store {
             None => Manager::from_config(pg, NoTls, manager_config),
         };
         let pool = Pool::builder(mgr)
-            .pre_recycle(liveness_check(cfg.check_timeout))
+            .pre_recycle(liveness_check(cfg.check_timeout, cfg.check_after_idle))
             .max_size(cfg.max_size)
             .wait_timeout(Some(cfg.wait_timeout))
             .create_timeout(Some(cfg.connect_timeout))
@@ -89,9 +93,11 @@ impl Store {
 
     /// One round trip: used by health checks.
     pub async fn ping(&self) -> Result<(), Error> {
-        let client = self.pool.get().await?;
-        client.simple_query("SELECT 1").await?;
-        Ok(())
+        self.with_client(async |client| {
+            client.simple_query("SELECT 1").await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Pool figures for metrics: (size, available, waiting).
@@ -104,21 +110,51 @@ impl Store {
         self.pool.status().max_size
     }
 
-    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, Error> {
+    /// Runs `work` on a pooled connection. The connection goes back to the pool only when
+    /// `work` ran to its end (success or error); when the caller gave up on it midway (a
+    /// deadline, a dropped request), the connection may still carry an unanswered statement,
+    /// so it is closed instead of being handed to the next request.
+    pub(crate) async fn with_client<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut Object) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut guard = Unfinished(Some(self.pool.get().await?));
+        let result = work(guard.0.as_mut().expect("taken only below")).await;
+        drop(guard.0.take());
+        result
+    }
+
+    #[cfg(test)]
+    pub(crate) async fn client(&self) -> Result<Object, Error> {
         Ok(self.pool.get().await?)
     }
 }
 
-/// Checks a pooled connection before handing it out: one empty statement, bounded by `timeout`.
+/// Holds a connection while work runs on it; dropped still holding it, it closes it.
+struct Unfinished(Option<Object>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(object) = self.0.take() {
+            drop(Object::take(object));
+        }
+    }
+}
+
+/// Checks a pooled connection that sat idle for `idle` or longer before handing it out: one
+/// empty statement, bounded by `timeout`.
 ///
 /// `is_closed()` alone misses a connection whose peer vanished without a FIN or RST (a network
-/// partition, a crashed host, a black-holing middlebox) and one left behind by a request that was
-/// cancelled while the database did not answer: such a connection would hang every request that
-/// got it until its deadline, forever. When one check fails, the database or the path to it was
+/// partition, a crashed host, a black-holing middlebox): it would hang every request that got
+/// it until its deadline, forever. A connection in steady use is not checked: its last request
+/// just succeeded, and the check would be a second round trip per request (a quarter of the
+/// throughput of IdentifyCaller, crates/bench). One that a request left midway is never reused
+/// ([`Store::with_client`]); one that dies while in steady use fails that request by its
+/// deadline and is closed with it. When one check fails, the database or the path to it was
 /// unwell, so every connection made before that moment is dropped unchecked on its next turn:
 /// after an outage the pool refills with fresh connections at once instead of paying one
 /// check timeout per dead connection.
-fn liveness_check(timeout: Duration) -> Hook {
+fn liveness_check(timeout: Duration, idle: Duration) -> Hook {
     let failed_at: Arc<Mutex<Option<Instant>>> = Arc::default();
     Hook::async_fn(move |client, metrics: &Metrics| {
         let failed_at = failed_at.clone();
@@ -129,6 +165,9 @@ fn liveness_check(timeout: Duration) -> Hook {
             let last_failure = *failed_at.lock().unwrap_or_else(|e| e.into_inner());
             if last_failure.is_some_and(|t| metrics.created <= t) {
                 return Err(HookError::message("connection made before a failed check"));
+            }
+            if metrics.last_used() < idle {
+                return Ok(());
             }
             match tokio::time::timeout(timeout, client.simple_query("")).await {
                 Ok(Ok(_)) => Ok(()),

@@ -222,3 +222,58 @@ async fn expiring_contacts_come_soonest_first_and_only_when_subject_to_deletion(
     let ids: Vec<Uuid> = page.contacts.iter().map(|c| c.contact_id).collect();
     assert_eq!(ids, vec![older.contact_id, old.contact_id]);
 }
+
+/// A request given up while its statement runs (a deadline, a client gone) must not hand its
+/// connection, with the statement still queued on it, to the next request: it is closed. One
+/// that finished goes back to the pool and is reused.
+#[tokio::test]
+async fn a_connection_left_midway_is_closed_and_a_finished_one_reused() {
+    let (store, db) = fresh_store().await;
+    let backend = async || {
+        store
+            .with_client(async |c| {
+                let row = c.query_one("SELECT pg_backend_pid()", &[]).await?;
+                Ok(row.get::<_, i32>(0))
+            })
+            .await
+            .unwrap()
+    };
+    let first = backend().await;
+    assert_eq!(backend().await, first, "a finished connection is reused");
+
+    let (observer, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let slow = store.with_client(async |c| {
+        c.simple_query("SELECT pg_sleep(60)").await?;
+        Ok(())
+    });
+    let started = async {
+        while observer
+            .query(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND query LIKE '%pg_sleep%'",
+                &[&first],
+            )
+            .await
+            .unwrap()
+            .is_empty()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        _ = slow => panic!("pg_sleep(60) ended"),
+        _ = started => {}
+    }
+    assert_eq!(
+        store.pool_status().0,
+        0,
+        "the connection left midway is gone"
+    );
+    assert_ne!(
+        backend().await,
+        first,
+        "the next request gets another connection"
+    );
+}

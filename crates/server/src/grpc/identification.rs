@@ -6,7 +6,6 @@ use crate::{convert, error};
 use callers_domain::Violations;
 use callers_domain::call_handling::recognition;
 use callers_domain::contact::MAX_NAME_CHARS;
-use callers_domain::phone;
 use callers_domain::validation::{reference, text};
 use callers_proto::v1 as pb;
 use callers_proto::v1::identification_service_server::IdentificationService;
@@ -32,25 +31,22 @@ impl IdentificationService for Identification {
         let max = v.check("max_results", max_results(req.max_results));
         let (((acc, employee), name), max) = valid(v, acc.zip(employee).zip(name).zip(max))?;
 
-        let settings = self
+        let found = self
             .0
             .store
-            .call_handling_for_employee(&acc, &employee)
-            .await
-            .map_err(error::from_store)?;
-        let region = settings
-            .as_ref()
-            .map_or(self.0.default_region, |s| s.phone_region);
-        // Telephony sends what it has; a number that cannot be read identifies nobody.
-        let number = phone::normalize(&req.caller_number, &region).ok().flatten();
-        let matches = self
-            .0
-            .store
-            .identify(&acc, number.as_ref(), &name, max)
+            .identify_call(
+                &acc,
+                &employee,
+                &req.caller_number,
+                &name,
+                max,
+                &self.0.default_region,
+            )
             .await
             .map_err(error::from_store)?;
         Ok(Response::new(pb::IdentifyCallerResponse {
-            matches: matches
+            matches: found
+                .matches
                 .iter()
                 .map(|m| pb::CallerMatch {
                     contact: Some(convert::contact(&m.contact, self.0.retention)),
@@ -62,9 +58,9 @@ impl IdentificationService for Identification {
                     score: m.score,
                 })
                 .collect(),
-            normalized_number: number.map(|n| n.into_string()).unwrap_or_default(),
+            normalized_number: found.number.map(|n| n.into_string()).unwrap_or_default(),
             recognition: Some(recognition_status(&recognition(
-                settings.as_ref(),
+                found.settings.as_ref(),
                 &employee,
             ))),
         }))
