@@ -14,6 +14,7 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
@@ -370,18 +371,6 @@ pub struct RawClients {
     call_handling: Vec<Statement>,
 }
 
-/// The call-handling read the server makes before each lookup (a copy of the statement in
-/// `crates/store/src/call_handling.rs`, used only by the `raw-sequence` baseline).
-const CALL_HANDLING_SELECT: &str = "SELECT h.account_id, h.conversation_style, \
-     h.caller_id_transmission, h.phone_region, h.version, h.update_time, e.ids, e.styles, e.cids \
-     FROM call_handling h LEFT JOIN LATERAL ( \
-       SELECT array_agg(x.employee_id ORDER BY x.position) AS ids, \
-              array_agg(x.conversation_style ORDER BY x.position) AS styles, \
-              array_agg(x.caller_id_transmission ORDER BY x.position) AS cids \
-       FROM employee_call_handling x \
-       WHERE x.account_id = h.account_id AND ($2::text IS NULL OR x.employee_id = $2)) e ON true \
-     WHERE h.account_id = $1";
-
 impl RawClients {
     pub async fn connect(url: &str, n: usize) -> anyhow::Result<Arc<RawClients>> {
         let mut clients = Vec::new();
@@ -391,7 +380,7 @@ impl RawClients {
             let c = db::connect(url).await?;
             // The statement the server runs for IdentifyCaller by number, verbatim.
             by_number.push(c.prepare(callers_store::identify::BY_NUMBER).await?);
-            call_handling.push(c.prepare(CALL_HANDLING_SELECT).await?);
+            call_handling.push(c.prepare(callers_store::call_handling::SELECT).await?);
             clients.push(c);
         }
         Ok(Arc::new(RawClients {
@@ -436,9 +425,9 @@ pub fn raw_by_number(raw: Arc<RawClients>, samples: Arc<Vec<NumberSample>>) -> D
     })
 }
 
-/// Every statement the server sends for one IdentifyCaller by number, in its order: the pool's
-/// liveness check (an empty statement) before each checkout, the call-handling read, the
-/// lookup. What the service costs beyond this is its own work (gRPC, parsing, ranking).
+/// Every statement the server sends for one IdentifyCaller by number, as it sends them: the
+/// call-handling read and the lookup, pipelined on one connection. What the service costs
+/// beyond this is its own work (gRPC, parsing, ranking).
 pub fn raw_sequence(raw: Arc<RawClients>, samples: Arc<Vec<NumberSample>>) -> Driver {
     Arc::new(move |w, rng| {
         let s = samples[rng.random_range(0..samples.len())].clone();
@@ -447,22 +436,14 @@ pub fn raw_sequence(raw: Arc<RawClients>, samples: Arc<Vec<NumberSample>>) -> Dr
         Box::pin(async move {
             let i = w % raw.clients.len();
             let c = &raw.clients[i];
-            let run = async {
-                c.simple_query("").await?;
-                c.query_opt(&raw.call_handling[i], &[&s.account, &employee])
-                    .await?;
-                c.simple_query("").await?;
-                c.query(
-                    &raw.by_number[i],
-                    &[
-                        &s.account,
-                        &s.e164,
-                        &callers_store::identify::NUMBER_CANDIDATES,
-                    ],
-                )
-                .await
-            };
-            run.await.map(|_| "raw_sequence").map_err(|e| e.to_string())
+            let limit = callers_store::identify::NUMBER_CANDIDATES;
+            let settings_params: [&(dyn ToSql + Sync); 2] = [&s.account, &employee];
+            let lookup_params: [&(dyn ToSql + Sync); 3] = [&s.account, &s.e164, &limit];
+            let settings = c.query_opt(&raw.call_handling[i], &settings_params);
+            let lookup = c.query(&raw.by_number[i], &lookup_params);
+            tokio::try_join!(settings, lookup)
+                .map(|_| "raw_sequence")
+                .map_err(|e| e.to_string())
         })
     })
 }

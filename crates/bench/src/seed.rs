@@ -222,41 +222,25 @@ async fn seed(db: &Db, name: &str, spec: &SeedSpec) -> anyhow::Result<SeedReport
         all.notes.append(&mut part.notes);
         all.handling.append(&mut part.handling);
     }
-    let chunks = timeline(all);
+    let mut chunks = timeline(all);
     eprintln!(
         "seed: generated in {:.1} s; loading {} chunks in creation order",
         started.elapsed().as_secs_f64(),
         chunks.len()
     );
 
-    let (tx, rx) = mpsc::channel::<Chunk>(4);
-    let rx = Arc::new(Mutex::new(rx));
-    let mut writers = Vec::new();
-    for _ in 0..WRITERS {
-        let url = url.clone();
-        let rx = rx.clone();
-        writers.push(tokio::spawn(async move { writer(&url, rx).await }));
-    }
-    for chunk in chunks {
-        if tx.send(chunk).await.is_err() {
-            break;
-        }
-    }
-    drop(tx);
-    let mut totals = [0u64; 4];
-    let mut failure = None;
-    for w in writers {
-        match w.await? {
-            Ok(t) => {
-                for (a, b) in totals.iter_mut().zip(t) {
-                    *a += b;
-                }
-            }
-            Err(e) => failure = Some(e),
-        }
-    }
-    if let Some(e) = failure {
-        return Err(e);
+    // Notes load after every contact is committed: a note may belong to a contact of the chunk
+    // before its own, which a parallel writer may not have committed yet.
+    let notes: Vec<Chunk> = chunks
+        .iter_mut()
+        .map(|c| Chunk {
+            notes: std::mem::take(&mut c.notes),
+            ..Default::default()
+        })
+        .collect();
+    let mut totals = load_chunks(&url, chunks).await?;
+    for (a, b) in totals.iter_mut().zip(load_chunks(&url, notes).await?) {
+        *a += b;
     }
     let load_secs = started.elapsed().as_secs_f64();
     eprintln!(
@@ -350,6 +334,40 @@ fn timeline(mut all: Chunk) -> Vec<Chunk> {
         chunks.push(chunk);
     }
     chunks
+}
+
+/// Loads chunks with [`WRITERS`] parallel writers; returns rows written per table.
+async fn load_chunks(url: &str, chunks: Vec<Chunk>) -> anyhow::Result<[u64; 4]> {
+    let (tx, rx) = mpsc::channel::<Chunk>(4);
+    let rx = Arc::new(Mutex::new(rx));
+    let mut writers = Vec::new();
+    for _ in 0..WRITERS {
+        let url = url.to_owned();
+        let rx = rx.clone();
+        writers.push(tokio::spawn(async move { writer(&url, rx).await }));
+    }
+    for chunk in chunks {
+        if tx.send(chunk).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let mut totals = [0u64; 4];
+    let mut failure = None;
+    for w in writers {
+        match w.await? {
+            Ok(t) => {
+                for (a, b) in totals.iter_mut().zip(t) {
+                    *a += b;
+                }
+            }
+            Err(e) => failure = Some(e),
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(totals)
 }
 
 /// Writes chunks until the generators are done; returns rows written per table.

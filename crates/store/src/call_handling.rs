@@ -12,8 +12,8 @@ use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::Row;
 
 /// The settings with their employees aggregated in list order; `$2` (when not NULL) keeps only
-/// that employee's entry.
-const SELECT: &str = "SELECT h.account_id, h.conversation_style, h.caller_id_transmission, \
+/// that employee's entry. Public for the benchmark's raw baseline (`crates/bench`).
+pub const SELECT: &str = "SELECT h.account_id, h.conversation_style, h.caller_id_transmission, \
      h.phone_region, h.version, h.update_time, e.ids, e.styles, e.cids \
      FROM call_handling h LEFT JOIN LATERAL ( \
        SELECT array_agg(x.employee_id ORDER BY x.position) AS ids, \
