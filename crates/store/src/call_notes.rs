@@ -7,7 +7,7 @@
 
 use crate::contacts::{get_contact, insert_contact, replayed_id};
 use crate::idempotency::{self, Claim, IdempotencyKey};
-use crate::{Entity, Error, Store};
+use crate::{Entity, Error, Store, keyset_page};
 use callers_domain::AccountId;
 use callers_domain::call_note::{CallNote, Caller, MessageDelivery, NewCallNote};
 use callers_domain::contact::Contact;
@@ -218,10 +218,7 @@ impl Store {
                      ORDER BY n.call_time DESC, n.call_note_id DESC LIMIT $6"
                 ))
                 .await?;
-            let (after_time, after_id) = match after {
-                Some((t, id)) => (Some(t), Some(id)),
-                None => (None, None),
-            };
+            let (after_time, after_id) = after.unzip();
             let fetch = (limit + 1) as i64;
             let rows = client
                 .query(
@@ -236,12 +233,9 @@ impl Store {
                     ],
                 )
                 .await?;
-            let mut call_notes: Vec<CallNote> = rows.iter().map(note_from_row).collect();
-            let more = call_notes.len() > limit;
-            call_notes.truncate(limit);
-            let next_after = more
-                .then(|| call_notes.last().map(|n| (n.call_time, n.call_note_id)))
-                .flatten();
+            let call_notes: Vec<CallNote> = rows.iter().map(note_from_row).collect();
+            let (call_notes, next_after) =
+                keyset_page(call_notes, limit, |n| (n.call_time, n.call_note_id));
             Ok(NotePage {
                 call_notes,
                 next_after,

@@ -2,7 +2,7 @@
 //! update under an etag, delete, and keyset-paged lists.
 
 use crate::idempotency::{self, Claim, IdempotencyKey};
-use crate::{Entity, Error, Store};
+use crate::{Entity, Error, Store, keyset_page};
 use callers_domain::contact::{
     CallerMessage, Categories, Contact, ContactFields, ContactPatch, NewContact, Origin,
     PhoneEntry, PhoneType,
@@ -250,15 +250,11 @@ impl Store {
             let rows = client
                 .query(&stmt, &[&account.as_str(), &category, &after, &fetch])
                 .await?;
-            let mut contacts = rows
+            let contacts = rows
                 .iter()
                 .map(contact_from_row)
                 .collect::<Result<Vec<_>, _>>()?;
-            let more = contacts.len() > limit;
-            contacts.truncate(limit);
-            let next_after = more
-                .then(|| contacts.last().map(|c| c.contact_id))
-                .flatten();
+            let (contacts, next_after) = keyset_page(contacts, limit, |c| c.contact_id);
             Ok(ContactPage {
                 contacts,
                 next_after,
@@ -285,10 +281,7 @@ impl Store {
                      ORDER BY c.last_activity_time, c.contact_id LIMIT $5"
                 ))
                 .await?;
-            let (after_time, after_id) = match after {
-                Some((t, id)) => (Some(t), Some(id)),
-                None => (None, None),
-            };
+            let (after_time, after_id) = after.unzip();
             let fetch = (limit + 1) as i64;
             let rows = client
                 .query(
@@ -302,19 +295,12 @@ impl Store {
                     ],
                 )
                 .await?;
-            let mut contacts = rows
+            let contacts = rows
                 .iter()
                 .map(contact_from_row)
                 .collect::<Result<Vec<_>, _>>()?;
-            let more = contacts.len() > limit;
-            contacts.truncate(limit);
-            let next_after = more
-                .then(|| {
-                    contacts
-                        .last()
-                        .map(|c| (c.last_activity_time, c.contact_id))
-                })
-                .flatten();
+            let (contacts, next_after) =
+                keyset_page(contacts, limit, |c| (c.last_activity_time, c.contact_id));
             Ok(ExpiringPage {
                 contacts,
                 next_after,

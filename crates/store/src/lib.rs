@@ -23,6 +23,19 @@ pub use pool::{PoolConfig, Store};
 #[cfg(test)]
 mod tests;
 
+/// Keyset paging: a list statement fetches `limit + 1` rows; the extra one only says that
+/// another page follows, and that page starts after the last row kept (its key).
+pub(crate) fn keyset_page<T, K>(
+    mut items: Vec<T>,
+    limit: usize,
+    key: impl FnOnce(&T) -> K,
+) -> (Vec<T>, Option<K>) {
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next = if more { items.last().map(key) } else { None };
+    (items, next)
+}
+
 /// PostgreSQL keeps microseconds: truncate first so what a write returns equals what a read
 /// returns later.
 pub(crate) fn db_time(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
