@@ -179,7 +179,14 @@ async fn seed(db: &Db, name: &str, spec: &SeedSpec) -> anyhow::Result<SeedReport
         )
         .await?
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        // pg_get_indexdef gives a partitioned table's index `ON ONLY` the parent: rebuilt so,
+        // it would stay invalid and exist on no partition.
+        .map(|r| {
+            (
+                r.get(0),
+                r.get::<_, String>(1).replacen(" ON ONLY ", " ON ", 1),
+            )
+        })
         .collect();
     for (index, _) in &indexes {
         client
@@ -273,6 +280,19 @@ async fn seed(db: &Db, name: &str, spec: &SeedSpec) -> anyhow::Result<SeedReport
         b.await??;
     }
     let index_secs = t.elapsed().as_secs_f64();
+    let invalid: Vec<String> = client
+        .query(
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    anyhow::ensure!(
+        invalid.is_empty(),
+        "invalid indexes after the load: {invalid:?}"
+    );
 
     let t = Instant::now();
     client.batch_execute("SET statement_timeout = 0").await?;
