@@ -199,7 +199,7 @@ pub fn search_text(parts: &[&str]) -> String {
 
 /// Below this, two different words are taken to be different names (a typo in a six-letter
 /// word still scores 0.83).
-const MIN_TOKEN_SIMILARITY: f64 = 0.6;
+pub const MIN_TOKEN_SIMILARITY: f64 = 0.6;
 /// Words with the same Kölner Phonetik code (Meier/Meyer/Maier) score at least this: a match,
 /// but below the exact spelling, so Müller ranks above Möller for "Müller".
 const PHONETIC_SIMILARITY: f64 = 0.8;
