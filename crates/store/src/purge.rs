@@ -32,7 +32,9 @@ macro_rules! due {
 /// One batch in one statement, hence one transaction: lock up to `$2` due candidates (skipping
 /// rows another transaction holds, such as a contact being edited), delete them while
 /// re-checking the whole rule on the row as it is now, audit what was deleted, and count it on
-/// the run. Call notes keep their rows (`ON DELETE SET NULL`), phone numbers go with the contact.
+/// the run. Call notes keep their rows, unlinked here in one join (the foreign key's `ON DELETE
+/// SET NULL` runs one UPDATE per contact, a fifth of a batch's time, and then finds nothing
+/// left to do); phone numbers go with the contact.
 const DELETE_BATCH: &str = concat!(
     "WITH due AS MATERIALIZED ( \
        SELECT account_id, contact_id FROM contacts WHERE ",
@@ -43,6 +45,9 @@ const DELETE_BATCH: &str = concat!(
        WHERE c.account_id = due.account_id AND c.contact_id = due.contact_id AND ",
     due!("c."),
     " RETURNING c.account_id, c.contact_id, c.last_activity_time \
+     ), unlinked AS ( \
+       UPDATE call_notes n SET contact_id = NULL FROM gone \
+       WHERE n.account_id = gone.account_id AND n.contact_id = gone.contact_id \
      ), audited AS ( \
        INSERT INTO purged_contacts (account_id, contact_id, run_id, last_activity_time, delete_time) \
        SELECT account_id, contact_id, $3, last_activity_time, $4 FROM gone \
