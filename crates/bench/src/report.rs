@@ -324,10 +324,10 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(
             s,
             "\n## Purge\n\nN = {} due among {} contacts (batch size {}).\n\n\
-             | run | time s | batches | deleted | longest batch ms | batch p50 ms | batch p99 ms |\n|---|---|---|---|---|---|---|\n\
-             | worker alone | {:.2} (wall {:.2}) | {} | {} | {:.0} | {:.1} | {:.1} |\n\
-             | bare DELETE | {:.2} | 1 | {} | | | |\n\
-             | worker under lookups | {:.2} (wall {:.2}) | {} | {} | {:.0} | {:.1} | {:.1} |\n",
+             | run | time s | batches | deleted | longest batch ms | first batch ms | batch p50 ms | batch p99 ms |\n|---|---|---|---|---|---|---|---|\n\
+             | worker alone | {:.2} (wall {:.2}) | {} | {} | {:.0} | {:.0} | {:.1} | {:.1} |\n\
+             | bare DELETE | {:.2} | 1 | {} | | | | |\n\
+             | worker under lookups | {:.2} (wall {:.2}) | {} | {} | {:.0} | {:.0} | {:.1} | {:.1} |\n",
             p.n,
             p.seed.contacts,
             p.batch_size,
@@ -336,6 +336,7 @@ pub fn markdown(r: &Results) -> String {
             w.batches,
             w.deleted,
             w.longest_batch_ms,
+            w.first_batch_ms,
             w.batch_p50_ms,
             w.batch_p99_ms,
             p.bare_delete_secs,
@@ -345,6 +346,7 @@ pub fn markdown(r: &Results) -> String {
             l.batches,
             l.deleted,
             l.longest_batch_ms,
+            l.first_batch_ms,
             l.batch_p50_ms,
             l.batch_p99_ms,
         );
