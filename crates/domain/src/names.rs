@@ -572,6 +572,9 @@ mod tests {
             ("hans", "anna", 0.0),
             ("schmidt", "schneider", 0.0),
             ("ott", "ada", 0.0),
+            ("stein", "steyn", 0.8),
+            ("stein", "steiner", 1.0 - 2.0 / 7.0),
+            ("stein", "steinmann", 0.0),
             ("", "a", 0.0),
         ];
         for (a, b, expected) in cases {
