@@ -179,6 +179,13 @@ pub fn koelner_phonetik(word: &str) -> String {
         .collect()
 }
 
+/// The [`koelner_phonetik`] code of a word when it says enough to make phonetic twins: at
+/// least two consonant digits ("02" for Ott and Ada would pair far too many words).
+pub fn telling_phonetic_code(word: &str) -> Option<String> {
+    let code = koelner_phonetik(word);
+    (code.bytes().filter(|&d| d != b'0').count() >= 2).then_some(code)
+}
+
 /// Kölner Phonetik of each search token; empty codes dropped, duplicates dropped, order kept.
 pub fn phonetic_keys(s: &str) -> Vec<String> {
     let mut keys: Vec<String> = Vec::new();
@@ -226,19 +233,17 @@ struct Token {
     text: String,
     chars: Vec<char>,
     without_umlaut_e: String,
-    /// Its Kölner Phonetik code, `None` when it has fewer than two consonant digits ("02" for
-    /// Ott and Ada): such codes say too little.
+    /// [`telling_phonetic_code`].
     phonetic: Option<String>,
 }
 
 impl Token {
     fn new(text: &str) -> Token {
-        let code = koelner_phonetik(text);
         Token {
             text: text.to_owned(),
             chars: text.chars().collect(),
             without_umlaut_e: without_umlaut_e(text),
-            phonetic: (code.bytes().filter(|&d| d != b'0').count() >= 2).then_some(code),
+            phonetic: telling_phonetic_code(text),
         }
     }
 

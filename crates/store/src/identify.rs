@@ -136,18 +136,11 @@ impl NameQuery {
     fn new(caller_name: &str) -> NameQuery {
         let mut words = names::search_tokens(caller_name);
         words.truncate(MAX_QUERY_WORDS);
-        // A code with fewer than two consonant digits ("02" for Ott and Ada) makes no phonetic
-        // twin in `names::token_similarity`, so it finds no candidates either.
+        // A code that says too little makes no phonetic twin in the ranking, so it finds no
+        // candidates either.
         let codes = words
             .iter()
-            .map(|w| names::koelner_phonetik(w))
-            .map(|k| {
-                if k.bytes().filter(|&d| d != b'0').count() >= 2 {
-                    k
-                } else {
-                    String::new()
-                }
-            })
+            .map(|w| names::telling_phonetic_code(w).unwrap_or_default())
             .collect();
         NameQuery { words, codes }
     }
