@@ -31,18 +31,7 @@ pub fn fold(s: &str) -> String {
 /// ranking of one lookup folds some hundred of them.
 fn fold_ascii(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    let mut gap = false;
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() {
-            if gap && !out.is_empty() {
-                out.push(' ');
-            }
-            gap = false;
-            out.push(char::from(b.to_ascii_lowercase()));
-        } else {
-            gap = true;
-        }
-    }
+    push_folded(&mut out, &mut false, &s.to_ascii_lowercase());
     out
 }
 
