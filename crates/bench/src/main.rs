@@ -326,8 +326,8 @@ async fn load_runs(
             if !service || wanted(Scenario::IdentifyByNumber) {
                 let d = scenarios::raw_by_number(raw.clone(), samples.clone());
                 runs.push(run_one("raw_by_number", c, warmup, duration, o.seed, d, None).await);
-                let d = scenarios::raw_sequence(raw.clone(), samples.clone());
-                runs.push(run_one("raw_sequence", c, warmup, duration, o.seed, d, None).await);
+                let d = scenarios::raw_call(raw.clone(), samples.clone());
+                runs.push(run_one("raw_call", c, warmup, duration, o.seed, d, None).await);
             }
         }
         if let Some(ch) = &channels {

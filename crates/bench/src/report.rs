@@ -306,11 +306,11 @@ pub fn markdown(r: &Results) -> String {
             let c = svc.concurrency;
             if let (Some(raw), Some(seq)) = (
                 find(&load.runs, "raw_by_number", c),
-                find(&load.runs, "raw_sequence", c),
+                find(&load.runs, "raw_call", c),
             ) {
                 let _ = writeln!(
                     s,
-                    "- {c} clients: ÷ raw statement {:.2}, ÷ raw statement sequence {:.2}; server RSS peak {} MiB",
+                    "- {c} clients: ÷ raw statement {:.2}, ÷ the server's statements (raw_call) {:.2}; server RSS peak {} MiB",
                     svc.throughput / raw.throughput.max(1e-9),
                     svc.throughput / seq.throughput.max(1e-9),
                     svc.server_rss_peak_kib.unwrap_or(0) / 1024

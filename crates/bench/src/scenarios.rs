@@ -368,25 +368,25 @@ pub fn mixed(channels: Vec<Channel>, samples: Arc<Vec<NumberSample>>) -> Driver 
 pub struct RawClients {
     clients: Vec<Client>,
     by_number: Vec<Statement>,
-    call_handling: Vec<Statement>,
+    call: Vec<Statement>,
 }
 
 impl RawClients {
     pub async fn connect(url: &str, n: usize) -> anyhow::Result<Arc<RawClients>> {
         let mut clients = Vec::new();
         let mut by_number = Vec::new();
-        let mut call_handling = Vec::new();
+        let mut call = Vec::new();
         for _ in 0..n.max(1) {
             let c = db::connect(url).await?;
             // The statement the server runs for IdentifyCaller by number, verbatim.
             by_number.push(c.prepare(callers_store::identify::BY_NUMBER).await?);
-            call_handling.push(c.prepare(callers_store::call_handling::SELECT).await?);
+            call.push(c.prepare(callers_store::identify::CALL_BY_NUMBER).await?);
             clients.push(c);
         }
         Ok(Arc::new(RawClients {
             clients,
             by_number,
-            call_handling,
+            call,
         }))
     }
 
@@ -425,24 +425,22 @@ pub fn raw_by_number(raw: Arc<RawClients>, samples: Arc<Vec<NumberSample>>) -> D
     })
 }
 
-/// Every statement the server sends for one IdentifyCaller by number, as it sends them: the
-/// call-handling read and the lookup, pipelined on one connection. What the service costs
-/// beyond this is its own work (gRPC, parsing, ranking).
-pub fn raw_sequence(raw: Arc<RawClients>, samples: Arc<Vec<NumberSample>>) -> Driver {
+/// What the server sends PostgreSQL for one IdentifyCaller by number: the lookup and the
+/// call-handling read in one statement (`CALL_BY_NUMBER`). What the service costs beyond this
+/// is its own work (gRPC, parsing, ranking).
+pub fn raw_call(raw: Arc<RawClients>, samples: Arc<Vec<NumberSample>>) -> Driver {
     Arc::new(move |w, rng| {
         let s = samples[rng.random_range(0..samples.len())].clone();
         let employee = format!("emp-{}", rng.random_range(0..5));
         let raw = raw.clone();
         Box::pin(async move {
             let i = w % raw.clients.len();
-            let c = &raw.clients[i];
             let limit = callers_store::identify::NUMBER_CANDIDATES;
-            let settings_params: [&(dyn ToSql + Sync); 2] = [&s.account, &employee];
-            let lookup_params: [&(dyn ToSql + Sync); 3] = [&s.account, &s.e164, &limit];
-            let settings = c.query_opt(&raw.call_handling[i], &settings_params);
-            let lookup = c.query(&raw.by_number[i], &lookup_params);
-            tokio::try_join!(settings, lookup)
-                .map(|_| "raw_sequence")
+            let params: [&(dyn ToSql + Sync); 4] = [&s.account, &s.e164, &limit, &employee];
+            raw.clients[i]
+                .query(&raw.call[i], &params)
+                .await
+                .map(|_| "raw_call")
                 .map_err(|e| e.to_string())
         })
     })

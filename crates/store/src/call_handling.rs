@@ -11,17 +11,34 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::Row;
 
-/// The settings with their employees aggregated in list order; `$2` (when not NULL) keeps only
-/// that employee's entry. Public for the benchmark's raw baseline (`crates/bench`).
-pub const SELECT: &str = "SELECT h.account_id, h.conversation_style, h.caller_id_transmission, \
+/// The settings with all their employees, aggregated in list order.
+const SELECT: &str = "SELECT h.account_id, h.conversation_style, h.caller_id_transmission, \
      h.phone_region, h.version, h.update_time, e.ids, e.styles, e.cids \
      FROM call_handling h LEFT JOIN LATERAL ( \
        SELECT array_agg(x.employee_id ORDER BY x.position) AS ids, \
               array_agg(x.conversation_style ORDER BY x.position) AS styles, \
               array_agg(x.caller_id_transmission ORDER BY x.position) AS cids \
-       FROM employee_call_handling x \
-       WHERE x.account_id = h.account_id AND ($2::text IS NULL OR x.employee_id = $2)) e ON true \
+       FROM employee_call_handling x WHERE x.account_id = h.account_id) e ON true \
      WHERE h.account_id = $1";
+
+/// The settings with one employee's entry, if it has one; the parameters' numbers are
+/// arguments so that `identify::CALL_BY_NUMBER` can embed it. A join on the primary key, not
+/// [`SELECT`]'s aggregation: this runs on every incoming call. Read by [`from_employee_row`].
+macro_rules! select_for_employee {
+    ($account:literal, $employee:literal) => {
+        concat!(
+            "SELECT h.account_id, h.conversation_style, h.caller_id_transmission, \
+             h.phone_region, h.version, h.update_time, x.employee_id, \
+             x.conversation_style AS employee_style, x.caller_id_transmission AS employee_cid \
+             FROM call_handling h LEFT JOIN employee_call_handling x \
+             ON x.account_id = h.account_id AND x.employee_id = ",
+            $employee,
+            " WHERE h.account_id = ",
+            $account
+        )
+    };
+}
+pub(crate) use select_for_employee;
 
 /// Stored code of an account style that is not set.
 const STYLE_NOT_SET: i16 = 0;
@@ -40,9 +57,6 @@ fn style_to_db(style: Option<ConversationStyle>) -> i16 {
 }
 
 fn from_row(row: &Row) -> Result<CallHandling, Error> {
-    let region: String = row.get(3);
-    let phone_region =
-        Region::parse(&region).map_err(|_| Error::Corrupt(format!("phone region {region:?}")))?;
     let ids: Option<Vec<String>> = row.get(6);
     let styles: Option<Vec<Option<i16>>> = row.get(7);
     let cids: Option<Vec<Option<bool>>> = row.get(8);
@@ -51,25 +65,56 @@ fn from_row(row: &Row) -> Result<CallHandling, Error> {
         .into_iter()
         .zip(styles.unwrap_or_default())
         .zip(cids.unwrap_or_default())
-        .map(|((employee_id, style), cid)| {
-            Ok(EmployeeOverride {
-                employee_id,
-                conversation_style: match style {
-                    Some(code) => style_from_db(code)?,
-                    None => None,
-                },
-                caller_id_transmission: cid,
-            })
-        })
+        .map(|((employee_id, style), cid)| employee(employee_id, style, cid))
         .collect::<Result<Vec<_>, Error>>()?;
+    settings_from_row(row, 0, employees)
+}
+
+/// The settings of a [`select_for_employee`] row whose columns start at `at`; `None` when the
+/// account has none (the columns are NULL).
+pub(crate) fn from_employee_row(row: &Row, at: usize) -> Result<Option<CallHandling>, Error> {
+    if row.get::<_, Option<&str>>(at).is_none() {
+        return Ok(None);
+    }
+    let employees = match row.get::<_, Option<String>>(at + 6) {
+        Some(id) => vec![employee(id, row.get(at + 7), row.get(at + 8))?],
+        None => Vec::new(),
+    };
+    settings_from_row(row, at, employees).map(Some)
+}
+
+fn employee(
+    employee_id: String,
+    style: Option<i16>,
+    cid: Option<bool>,
+) -> Result<EmployeeOverride, Error> {
+    Ok(EmployeeOverride {
+        employee_id,
+        conversation_style: match style {
+            Some(code) => style_from_db(code)?,
+            None => None,
+        },
+        caller_id_transmission: cid,
+    })
+}
+
+/// The account's own columns, which both statements read first.
+fn settings_from_row(
+    row: &Row,
+    at: usize,
+    employees: Vec<EmployeeOverride>,
+) -> Result<CallHandling, Error> {
+    let region: &str = row.get(at + 3);
+    let phone_region =
+        Region::parse(region).map_err(|_| Error::Corrupt(format!("phone region {region:?}")))?;
     Ok(CallHandling {
-        account_id: row.get(0),
-        conversation_style: style_from_db(row.get(1))?,
-        caller_id_transmission: row.get(2),
+        account_id: row.get(at),
+        conversation_style: style_from_db(row.get(at + 1))?,
+        caller_id_transmission: row.get(at + 2),
         phone_region,
         employees,
-        version: row.get(4),
-        update_time: row.get(5),
+        version: row.get(at + 4),
+        update_time: row.get(at + 5),
     })
 }
 
@@ -77,10 +122,9 @@ fn version_of(etag: &str) -> Option<i64> {
     etag.strip_prefix('"')?.strip_suffix('"')?.parse().ok()
 }
 
-pub(crate) async fn read(
+async fn read(
     client: &impl GenericClient,
     account: &str,
-    only_employee: Option<&str>,
     lock: bool,
 ) -> Result<Option<CallHandling>, Error> {
     let stmt = if lock {
@@ -90,8 +134,24 @@ pub(crate) async fn read(
     } else {
         client.prepare_cached(SELECT).await?
     };
-    let row = client.query_opt(&stmt, &[&account, &only_employee]).await?;
+    let row = client.query_opt(&stmt, &[&account]).await?;
     row.as_ref().map(from_row).transpose()
+}
+
+/// The settings with at most `employee`'s entry (none for an empty id: entries always have one).
+pub(crate) async fn read_for_employee(
+    client: &impl GenericClient,
+    account: &str,
+    employee: &str,
+) -> Result<Option<CallHandling>, Error> {
+    let stmt = client
+        .prepare_cached(select_for_employee!("$1", "$2"))
+        .await?;
+    let row = client.query_opt(&stmt, &[&account, &employee]).await?;
+    row.as_ref()
+        .map(|r| from_employee_row(r, 0))
+        .transpose()
+        .map(Option::flatten)
 }
 
 impl Store {
@@ -110,7 +170,7 @@ impl Store {
     /// The account's settings with all employee overrides; `NotFound` when none are stored.
     pub async fn get_call_handling(&self, account: &AccountId) -> Result<CallHandling, Error> {
         self.with_client(async |client| {
-            read(&*client, account.as_str(), None, false)
+            read(&*client, account.as_str(), false)
                 .await?
                 .ok_or(Error::NotFound(Entity::CallHandling))
         })
@@ -126,8 +186,7 @@ impl Store {
         employee_id: &str,
     ) -> Result<Option<CallHandling>, Error> {
         self.with_client(async |client| {
-            // An empty id matches no entry: entries always have one.
-            read(&*client, account.as_str(), Some(employee_id), false).await
+            read_for_employee(&*client, account.as_str(), employee_id).await
         })
         .await
     }
@@ -146,12 +205,12 @@ impl Store {
         let now = crate::db_time(now);
         self.with_client(async |client| {
             let tx = client.transaction().await?;
-            let current = match read(&tx, account.as_str(), None, true).await? {
+            let current = match read(&tx, account.as_str(), true).await? {
                 Some(c) => Some(c),
                 // Two first writers race: the loser's insert does nothing and waits for the
                 // winner, whose row it then locks and updates like any other.
                 None if try_create(&tx, account.as_str(), default_region, now).await? => None,
-                None => read(&tx, account.as_str(), None, true).await?,
+                None => read(&tx, account.as_str(), true).await?,
             };
             if let Some(etag) = etag {
                 let version = current.as_ref().map_or(0, |c| c.version);
@@ -303,7 +362,17 @@ mod tests {
 
         let one = store.call_handling_for_employee(&a, "e1").await.unwrap();
         let one = one.unwrap();
-        assert_eq!(one.employees.len(), 1);
+        assert_eq!(one.employees, read.employees[1..], "e1's entry, as stored");
+        assert_eq!(
+            CallHandling {
+                employees: read.employees.clone(),
+                ..one.clone()
+            },
+            read,
+            "the account's own settings"
+        );
+        let two = store.call_handling_for_employee(&a, "e2").await.unwrap();
+        assert_eq!(two.unwrap().employees, read.employees[..1]);
         assert_eq!(
             recognition(Some(&one), "e1"),
             recognition(Some(&read), "e1")

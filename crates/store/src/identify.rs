@@ -1,7 +1,7 @@
 //! Incoming-call lookups: contacts by E.164 number (one index probe) and by folded name
 //! (trigram index) or phonetic key (GIN index), merged and ranked.
 
-use crate::call_handling;
+use crate::call_handling::{self, select_for_employee};
 use crate::contacts::{contact_from_row, select_contact};
 use crate::{Error, Store};
 use callers_domain::AccountId;
@@ -13,6 +13,7 @@ use deadpool_postgres::{GenericClient, Object};
 use std::cmp::Ordering;
 use std::collections::HashSet;
 use tokio_postgres::Row;
+use uuid::Uuid;
 
 /// What a match was found by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,15 +56,39 @@ const NAME_CANDIDATES: i64 = 50;
 const SET_NAME_SEARCH: &str = "SET LOCAL pg_trgm.word_similarity_threshold = 0.5; \
      SET LOCAL plan_cache_mode = force_generic_plan";
 
-/// `$1` account, `$2` E.164, `$3` candidate limit. The ids come from one probe of
-/// `contact_phone_numbers_e164_idx`; the contacts from their primary key. Public so the
-/// benchmark's raw baseline (`crates/bench`) runs exactly this statement.
-pub const BY_NUMBER: &str = concat!(
-    select_contact!(),
-    "WHERE c.account_id = $1 AND c.contact_id = ANY(ARRAY( \
-       SELECT p.contact_id FROM contact_phone_numbers p \
-       WHERE p.account_id = $1 AND p.e164 = $2 LIMIT $3))"
+/// The contacts on a number, for [`BY_NUMBER`] and [`CALL_BY_NUMBER`]: the ids come from one
+/// probe of `contact_phone_numbers_e164_idx`, the contacts from their primary key.
+macro_rules! by_number {
+    () => {
+        concat!(
+            select_contact!(),
+            "WHERE c.account_id = $1 AND c.contact_id = ANY(ARRAY( \
+               SELECT p.contact_id FROM contact_phone_numbers p \
+               WHERE p.account_id = $1 AND p.e164 = $2 LIMIT $3))"
+        )
+    };
+}
+
+/// `$1` account, `$2` E.164, `$3` candidate limit. Public so the benchmark's raw baseline
+/// (`crates/bench`) runs exactly this statement.
+pub const BY_NUMBER: &str = by_number!();
+
+/// [`BY_NUMBER`] and, with `$4` the employee, the account's call-handling settings for that
+/// employee, in one statement: what an incoming call with a number needs. One row per contact
+/// (contact columns first, as `contact_from_row` reads them, NULL when the number finds
+/// nobody), each with the settings from column [`SETTINGS_AT`] on (NULL when the account has
+/// none). Two pipelined statements cost PostgreSQL two executions and the server two answers
+/// to wait for (BENCHMARKS.md). Public for the benchmark's `raw_sequence`.
+pub const CALL_BY_NUMBER: &str = concat!(
+    "SELECT c.*, s.* FROM (SELECT 1) o \
+     LEFT JOIN LATERAL (",
+    by_number!(),
+    ") c ON true LEFT JOIN LATERAL (",
+    select_for_employee!("$1", "$4"),
+    ") s ON true"
 );
+/// The first settings column of [`CALL_BY_NUMBER`]: after the 22 contact columns.
+const SETTINGS_AT: usize = 22;
 
 /// `$1` account, `$2` query words, `$3` their Kölner Phonetik codes (aligned with the words;
 /// empty where a code says too little), `$4` candidate limit.
@@ -169,8 +194,8 @@ impl Store {
 
     /// An incoming call, in one round trip where possible: the settings of `account` for
     /// `employee_id` (see [`Store::call_handling_for_employee`]) and the lookup
-    /// ([`Store::identify`]) are pipelined on one connection, the lookup with the number as read
-    /// in `default_region`. Only when the account's region is another one that reads
+    /// ([`Store::identify`]) with the number as read in `default_region`, one statement for the
+    /// settings and the number ([`CALL_BY_NUMBER`]), pipelined with the name's. Only when the account's region is another one that reads
     /// `raw_number` differently is the lookup repeated. A number that cannot be read identifies
     /// nobody.
     pub async fn identify_call(
@@ -212,7 +237,8 @@ impl Store {
 }
 
 /// The candidate rows for `number` and `name`, and with `settings_for` the call-handling
-/// settings for that employee, all statements pipelined. With a name it runs in a read-only
+/// settings for that employee (with a number in the number's statement), all statements
+/// pipelined. With a name it runs in a read-only
 /// transaction (one snapshot, and the name path's `SET LOCAL`); the number path alone is one
 /// statement, which sees one snapshot without one: BEGIN and COMMIT would be two of its three
 /// round trips on the hottest path (crates/bench measures the difference).
@@ -242,20 +268,36 @@ async fn statements(
     number: Option<&E164>,
     name: &NameQuery,
 ) -> Result<(Option<CallHandling>, Vec<Row>), Error> {
-    let settings = async {
-        match settings_for {
-            Some(employee) => call_handling::read(client, account, Some(employee), false).await,
-            None => Ok(None),
-        }
-    };
     let by_number = async {
-        let Some(number) = number else {
-            return Ok::<_, Error>(Vec::new());
-        };
-        let stmt = client.prepare_cached(BY_NUMBER).await?;
-        Ok(client
-            .query(&stmt, &[&account, &number.as_str(), &NUMBER_CANDIDATES])
-            .await?)
+        match (settings_for, number) {
+            (Some(employee), Some(number)) => {
+                let stmt = client.prepare_cached(CALL_BY_NUMBER).await?;
+                let mut rows = client
+                    .query(
+                        &stmt,
+                        &[&account, &number.as_str(), &NUMBER_CANDIDATES, &employee],
+                    )
+                    .await?;
+                let settings = match rows.first() {
+                    Some(row) => call_handling::from_employee_row(row, SETTINGS_AT)?,
+                    None => None,
+                };
+                rows.retain(|row| row.get::<_, Option<Uuid>>(1).is_some());
+                Ok::<_, Error>((settings, rows))
+            }
+            (Some(employee), None) => Ok((
+                call_handling::read_for_employee(client, account, employee).await?,
+                Vec::new(),
+            )),
+            (None, Some(number)) => {
+                let stmt = client.prepare_cached(BY_NUMBER).await?;
+                let rows = client
+                    .query(&stmt, &[&account, &number.as_str(), &NUMBER_CANDIDATES])
+                    .await?;
+                Ok((None, rows))
+            }
+            (None, None) => Ok((None, Vec::new())),
+        }
     };
     let by_name = async {
         if name.words.is_empty() {
@@ -270,7 +312,7 @@ async fn statements(
             )
             .await?)
     };
-    let (settings, mut rows, name_rows) = tokio::try_join!(settings, by_number, by_name)?;
+    let ((settings, mut rows), name_rows) = tokio::try_join!(by_number, by_name)?;
     rows.extend(name_rows);
     Ok((settings, rows))
 }
@@ -361,6 +403,84 @@ mod tests {
         callers_domain::phone::normalize(s, &Region::germany())
             .unwrap()
             .unwrap()
+    }
+
+    /// The hot path reads settings and contacts in one statement: whatever the number finds
+    /// (several contacts, nobody, nothing readable), the settings are the employee's, exactly
+    /// as `call_handling_for_employee` reads them, and the contacts those the number finds.
+    #[tokio::test]
+    async fn an_incoming_call_gets_the_employees_settings_whatever_the_number_finds() {
+        use callers_domain::call_handling::{
+            CallHandlingPatch, Field, RawCallHandling, RawEmployee,
+        };
+        let (store, _db) = fresh_store().await;
+        let a = acc("a");
+        let de = Region::germany();
+        let now = Utc::now();
+        let mut ids = HashSet::new();
+        for last in ["Müller", "Schmidt"] {
+            let c = contact("Hans", last, "", &["030 1234567"]);
+            ids.insert(
+                store
+                    .create_contact(&a, &c, None, now)
+                    .await
+                    .unwrap()
+                    .contact_id,
+            );
+        }
+        let call = async |employee: &str, number: &str| {
+            store
+                .identify_call(&a, employee, number, "", 10, &de)
+                .await
+                .unwrap()
+        };
+        let found = |c: &CallLookup| -> HashSet<Uuid> {
+            c.matches.iter().map(|m| m.contact.contact_id).collect()
+        };
+
+        let none = call("e1", "030 1234567").await;
+        assert_eq!(none.settings, None, "the account has no settings yet");
+        assert_eq!(found(&none), ids);
+
+        let employee = |id: &str, style, cid| RawEmployee {
+            employee_id: id.into(),
+            conversation_style: style,
+            caller_id_transmission: cid,
+        };
+        let raw = RawCallHandling {
+            conversation_style: 1,
+            caller_id_transmission: true,
+            employees: vec![employee("e2", 2, None), employee("e1", 0, Some(false))],
+            ..Default::default()
+        };
+        let mask = [
+            Field::ConversationStyle,
+            Field::CallerIdTransmission,
+            Field::Employees,
+        ];
+        let p = CallHandlingPatch::parse(&raw, &mask, &de, "call_handling").unwrap();
+        store
+            .update_call_handling(&a, &p, None, &de, now)
+            .await
+            .unwrap();
+
+        for employee in ["e1", "e2", "e3", ""] {
+            let want = store
+                .call_handling_for_employee(&a, employee)
+                .await
+                .unwrap();
+            let entries = want.as_ref().unwrap().employees.len();
+            assert_eq!(entries, usize::from(employee == "e1" || employee == "e2"));
+            for (number, contacts) in [
+                ("030 1234567", ids.clone()),
+                ("030 7654321", HashSet::new()),
+                ("not a number", HashSet::new()),
+            ] {
+                let got = call(employee, number).await;
+                assert_eq!(got.settings, want, "{employee:?} {number}");
+                assert_eq!(found(&got), contacts, "{employee:?} {number}");
+            }
+        }
     }
 
     #[tokio::test]
@@ -578,12 +698,21 @@ mod tests {
         assert!(count > 100_000, "{count}");
 
         let number_args = "'big', '+49301234567', 500";
+        let call_args = "'big', '+49301234567', 500, 'e1'";
         let name_args = "'big', ARRAY['hans','mueller'], ARRAY['068','657'], 200";
         // The number path runs with whatever plan the session would choose; the name path
         // with its own settings (the generic plan), which must win over the session's mode.
         let cases = [
             ("number", "force_custom_plan", "", BY_NUMBER, number_args),
             ("number", "force_generic_plan", "", BY_NUMBER, number_args),
+            ("number", "force_custom_plan", "", CALL_BY_NUMBER, call_args),
+            (
+                "number",
+                "force_generic_plan",
+                "",
+                CALL_BY_NUMBER,
+                call_args,
+            ),
             (
                 "name",
                 "force_custom_plan",
