@@ -78,7 +78,7 @@ pub const BY_NUMBER: &str = by_number!();
 /// (contact columns first, as `contact_from_row` reads them, NULL when the number finds
 /// nobody), each with the settings from column [`SETTINGS_AT`] on (NULL when the account has
 /// none). Two pipelined statements cost PostgreSQL two executions and the server two answers
-/// to wait for (BENCHMARKS.md). Public for the benchmark's `raw_sequence`.
+/// to wait for (BENCHMARKS.md). Public for the benchmark's `raw_call`.
 pub const CALL_BY_NUMBER: &str = concat!(
     "SELECT c.*, s.* FROM (SELECT 1) o \
      LEFT JOIN LATERAL (",
@@ -87,7 +87,8 @@ pub const CALL_BY_NUMBER: &str = concat!(
     select_for_employee!("$1", "$4"),
     ") s ON true"
 );
-/// The first settings column of [`CALL_BY_NUMBER`]: after the 22 contact columns.
+/// The first settings column of [`CALL_BY_NUMBER`]: after the 22 contact columns (a wrong
+/// value fails the test `an_incoming_call_gets_the_employees_settings_whatever_the_number_finds`).
 const SETTINGS_AT: usize = 22;
 
 /// `$1` account, `$2` query words, `$3` their Kölner Phonetik codes (aligned with the words;
@@ -195,8 +196,9 @@ impl Store {
     /// An incoming call, in one round trip where possible: the settings of `account` for
     /// `employee_id` (see [`Store::call_handling_for_employee`]) and the lookup
     /// ([`Store::identify`]) with the number as read in `default_region`, one statement for the
-    /// settings and the number ([`CALL_BY_NUMBER`]), pipelined with the name's. Only when the account's region is another one that reads
-    /// `raw_number` differently is the lookup repeated. A number that cannot be read identifies
+    /// settings and the number ([`CALL_BY_NUMBER`]), pipelined with the name's. Only when the
+    /// account's region is another one that reads `raw_number` differently is the lookup
+    /// repeated. A number that cannot be read identifies
     /// nobody.
     pub async fn identify_call(
         &self,
@@ -238,10 +240,10 @@ impl Store {
 
 /// The candidate rows for `number` and `name`, and with `settings_for` the call-handling
 /// settings for that employee (with a number in the number's statement), all statements
-/// pipelined. With a name it runs in a read-only
-/// transaction (one snapshot, and the name path's `SET LOCAL`); the number path alone is one
-/// statement, which sees one snapshot without one: BEGIN and COMMIT would be two of its three
-/// round trips on the hottest path (crates/bench measures the difference).
+/// pipelined. With a name it runs in a read-only transaction (one snapshot, and the name
+/// path's `SET LOCAL`); the number path alone is one statement, which sees one snapshot
+/// without one: BEGIN and COMMIT would be two of its three round trips on the hottest path
+/// (crates/bench measures the difference).
 async fn lookup(
     client: &mut Object,
     account: &str,
