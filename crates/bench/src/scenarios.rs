@@ -378,7 +378,8 @@ impl RawClients {
         let mut call = Vec::new();
         for _ in 0..n.max(1) {
             let c = db::connect(url).await?;
-            // The statement the server runs for IdentifyCaller by number, verbatim.
+            // The lookup the server runs for IdentifyCaller by number, verbatim: alone, and
+            // inside the statement the server sends.
             by_number.push(c.prepare(callers_store::identify::BY_NUMBER).await?);
             call.push(c.prepare(callers_store::identify::CALL_BY_NUMBER).await?);
             clients.push(c);
