@@ -31,7 +31,7 @@ fn record(h: &mut Histogram<u64>, d: Duration) {
     let _ = h.record(us);
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Latency {
     pub count: u64,
     pub mean_ms: f64,
@@ -57,7 +57,7 @@ impl Latency {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Stats {
     pub name: String,
     /// Concurrent clients (closed loop) or the in-flight cap (paced).

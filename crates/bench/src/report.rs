@@ -138,6 +138,23 @@ fn find<'a>(runs: &'a [Stats], name: &str, c: usize) -> Option<&'a Stats> {
     runs.iter().find(|r| r.name == name && r.concurrency == c)
 }
 
+/// Share of the machine busy with anything else above which a run measured the machine more
+/// than the service (quiet runs on the benchmark machine: 0–7 %; with a compiler beside: 18–63 %).
+const DISTURBED_SHARE: f64 = 0.10;
+
+/// What a verdict resting on `runs` must say when one of them shared the machine.
+fn disturbance(runs: &[&Stats]) -> String {
+    let worst = runs.iter().map(|s| s.foreign_cpu_share).fold(0.0, f64::max);
+    if worst > DISTURBED_SHARE {
+        format!(
+            "; disturbed (rest of machine {:.0} %): repeat the run",
+            worst * 100.0
+        )
+    } else {
+        String::new()
+    }
+}
+
 /// The goals of issue 7, judged on what was measured.
 pub fn goals(r: &Results) -> Vec<Goal> {
     let mut out = Vec::new();
@@ -151,14 +168,16 @@ pub fn goals(r: &Results) -> Vec<Goal> {
             out.push(Goal {
                 goal: "identify-by-number ≥ 0.5 × raw at 32 clients".into(),
                 measured: format!(
-                    "{:.0}/s ÷ {:.0}/s = {ratio:.2}",
-                    s.throughput, raw.throughput
+                    "{:.0}/s ÷ {:.0}/s = {ratio:.2}{}",
+                    s.throughput,
+                    raw.throughput,
+                    disturbance(&[s, raw])
                 ),
                 met: ratio >= 0.5,
             });
             out.push(Goal {
                 goal: "identify-by-number p99 ≤ 5 ms at 32 clients".into(),
-                measured: format!("{:.2} ms", s.latency.p99_ms),
+                measured: format!("{:.2} ms{}", s.latency.p99_ms, disturbance(&[s])),
                 met: s.latency.p99_ms <= 5.0,
             });
         }
@@ -168,7 +187,7 @@ pub fn goals(r: &Results) -> Vec<Goal> {
                     "identify-by-name p99 ≤ 25 ms ({} contacts, {} clients)",
                     load.name_account_contacts, s.concurrency
                 ),
-                measured: format!("{:.2} ms", s.latency.p99_ms),
+                measured: format!("{:.2} ms{}", s.latency.p99_ms, disturbance(&[s])),
                 met: s.latency.p99_ms <= 25.0,
             });
         }
@@ -197,8 +216,11 @@ pub fn goals(r: &Results) -> Vec<Goal> {
         out.push(Goal {
             goal: "lookup p99 during purge ≤ 1.2 × without".into(),
             measured: format!(
-                "{:.2} ms ÷ {:.2} ms = {:.2}",
-                p.lookups_during.latency.p99_ms, p.lookups_without.latency.p99_ms, p.p99_ratio
+                "{:.2} ms ÷ {:.2} ms = {:.2}{}",
+                p.lookups_during.latency.p99_ms,
+                p.lookups_without.latency.p99_ms,
+                p.p99_ratio,
+                disturbance(&[&p.lookups_during, &p.lookups_without])
             ),
             met: p.p99_ratio <= 1.2,
         });
@@ -365,4 +387,46 @@ pub fn markdown(r: &Results) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(name: &str, throughput: f64, rest_of_machine: f64) -> Stats {
+        Stats {
+            name: name.into(),
+            concurrency: 32,
+            throughput,
+            foreign_cpu_share: rest_of_machine,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_verdict_on_a_run_that_shared_the_machine_says_so() {
+        let results = |rest| Results {
+            load: Some(LoadReport {
+                runs: vec![
+                    run("identify_by_number", 5000.0, rest),
+                    run("raw_by_number", 9000.0, 0.02),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let quiet = goals(&results(0.04));
+        assert_eq!(quiet.len(), 2);
+        assert!(
+            quiet.iter().all(|g| !g.measured.contains("disturbed")),
+            "{quiet:?}"
+        );
+        let noisy = goals(&results(0.33));
+        assert!(
+            noisy
+                .iter()
+                .all(|g| g.measured.contains("disturbed (rest of machine 33 %)")),
+            "{noisy:?}"
+        );
+    }
 }
