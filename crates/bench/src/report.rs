@@ -326,7 +326,7 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(s, "\nservice ÷ raw (throughput):\n");
         for svc in load.runs.iter().filter(|r| r.name == "identify_by_number") {
             let c = svc.concurrency;
-            if let (Some(raw), Some(seq)) = (
+            if let (Some(raw), Some(call)) = (
                 find(&load.runs, "raw_by_number", c),
                 find(&load.runs, "raw_call", c),
             ) {
@@ -334,7 +334,7 @@ pub fn markdown(r: &Results) -> String {
                     s,
                     "- {c} clients: ÷ raw statement {:.2}, ÷ the server's statements (raw_call) {:.2}; server RSS peak {} MiB",
                     svc.throughput / raw.throughput.max(1e-9),
-                    svc.throughput / seq.throughput.max(1e-9),
+                    svc.throughput / call.throughput.max(1e-9),
                     svc.server_rss_peak_kib.unwrap_or(0) / 1024
                 );
             }

@@ -31,7 +31,9 @@ pub fn fold(s: &str) -> String {
 /// ranking of one lookup folds some hundred of them.
 fn fold_ascii(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    push_folded(&mut out, &mut false, &s.to_ascii_lowercase());
+    push_folded(&mut out, &mut false, s);
+    // Lower-casing ASCII keeps what is alphanumeric: done on the output, in place.
+    out.make_ascii_lowercase();
     out
 }
 
