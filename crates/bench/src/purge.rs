@@ -4,7 +4,8 @@
 //! 1. copy W: the `callers-purge` binary alone, its batches timed by watching `purge_runs`;
 //! 2. copy D: one bare `DELETE` of the same rows (the worker's cutoff), nothing else running;
 //! 3. copy L: a server on it, identify-by-number at a fixed rate without the purge, then the
-//!    same load while the worker runs.
+//!    same load while one PostgreSQL backend spins in a loop that reads nothing (the control:
+//!    what any busy process costs the lookups on this machine), then while the worker runs.
 
 use crate::db::{self, Db};
 use crate::load::{self, Pace, Stats};
@@ -67,10 +68,19 @@ pub struct PurgeReport {
     /// bare DELETE time ÷ worker time: the worker's speed relative to the bare DELETE.
     pub speed_ratio: f64,
     pub lookups_without: Stats,
+    /// The control: the same lookups while one backend loops without touching any table.
+    pub lookups_busy_backend: Stats,
     pub lookups_during: Stats,
     pub worker_under_load: WorkerRun,
     pub p99_ratio: f64,
+    /// p99 with the busy backend ÷ p99 without.
+    pub busy_backend_p99_ratio: f64,
 }
+
+/// A PL/pgSQL loop that keeps one backend on a CPU, with no I/O, no lock and no table, until
+/// it is cancelled.
+const SPIN: &str = "SET statement_timeout = 0; \
+     DO $$ DECLARE i bigint := 0; BEGIN LOOP i := i + 1; END LOOP; END $$";
 
 const POLL: Duration = Duration::from_millis(2);
 
@@ -261,6 +271,26 @@ pub async fn run(db: &Db, base: &str, o: &PurgeOptions) -> anyhow::Result<PurgeR
             Some(&server),
         )
         .await;
+        let spinner = db::connect(&url).await?;
+        let cancel = spinner.cancel_token();
+        let spin = tokio::spawn(async move { spinner.batch_execute(SPIN).await });
+        let busy = load::paced(
+            "identify_by_number paced, one busy backend",
+            Pace {
+                rate: o.lookup_rate,
+                max_in_flight: o.max_in_flight,
+                max: Duration::from_secs_f64(o.lookup_secs),
+            },
+            o.seed + 2,
+            driver.clone(),
+            never.1.clone(),
+            Some(&server),
+        )
+        .await;
+        cancel.cancel_query(tokio_postgres::NoTls).await?;
+        if spin.await?.is_ok() {
+            bail!("the busy backend's loop ended before it was cancelled");
+        }
         let (done_tx, done_rx) = watch::channel(false);
         let bin = o.purge_bin.clone();
         let log = o.log_dir.join("purge-under-load.log");
@@ -285,11 +315,11 @@ pub async fn run(db: &Db, base: &str, o: &PurgeOptions) -> anyhow::Result<PurgeR
         )
         .await;
         let loaded = worker.await??;
-        anyhow::Ok((without, during, loaded))
+        anyhow::Ok((without, busy, during, loaded))
     }
     .await;
     server.stop().await?;
-    let (without, during, loaded) = result?;
+    let (without, busy, during, loaded) = result?;
     if !o.keep_copies {
         for c in &copies {
             db.drop_database(c).await?;
@@ -304,7 +334,9 @@ pub async fn run(db: &Db, base: &str, o: &PurgeOptions) -> anyhow::Result<PurgeR
         bare_delete_secs,
         bare_delete_rows: rows,
         p99_ratio: during.latency.p99_ms / without.latency.p99_ms.max(1e-9),
+        busy_backend_p99_ratio: busy.latency.p99_ms / without.latency.p99_ms.max(1e-9),
         lookups_without: without,
+        lookups_busy_backend: busy,
         lookups_during: during,
         worker_under_load: loaded,
     };
