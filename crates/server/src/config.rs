@@ -79,6 +79,10 @@ pub struct ServeArgs {
     /// Maximum database connections of this replica.
     #[arg(long, env = "CALLERS_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: usize,
+    /// Connections, besides the pool, that identification by number shares between calls
+    /// (statements pipelined; PostgreSQL reads several per wake-up); 0 uses the pool for it.
+    #[arg(long, env = "CALLERS_DB_SHARED_CONNECTIONS", default_value_t = 2)]
+    pub db_shared_connections: usize,
     /// How long a request waits for a free database connection before UNAVAILABLE.
     #[arg(long, env = "CALLERS_DB_WAIT_TIMEOUT_MS", default_value_t = 2000)]
     pub db_wait_timeout_ms: u64,

@@ -165,6 +165,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         &url,
         &PoolConfig {
             max_size: args.db_pool_size,
+            shared_connections: args.db_shared_connections,
             wait_timeout: Duration::from_millis(args.db_wait_timeout_ms),
             ..PoolConfig::default()
         },
@@ -189,6 +190,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         &url,
         &PoolConfig {
             max_size: 1,
+            shared_connections: 0,
             ..PoolConfig::default()
         },
     )?;

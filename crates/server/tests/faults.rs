@@ -13,6 +13,7 @@ use callers_faultproxy::FaultProxy;
 use callers_proto::v1 as pb;
 use callers_proto::v1::call_note_service_client::CallNoteServiceClient;
 use callers_proto::v1::contact_service_client::ContactServiceClient;
+use callers_proto::v1::identification_service_client::IdentificationServiceClient;
 use callers_store::testing::{TestDatabase, fresh_database};
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -773,6 +774,140 @@ async fn a_black_hole_ends_calls_by_their_deadline_and_dead_connections_are_repl
         ],
     );
     assert_logs_keep(&secrets_of(&jobs));
+    rig.app.shutdown().await;
+}
+
+/// IdentifyCaller with a number alone: the caller's contact ids, or the failure.
+async fn identify(
+    channel: &Channel,
+    number: &str,
+    deadline: Duration,
+) -> Result<Vec<String>, Status> {
+    let mut c = IdentificationServiceClient::new(channel.clone());
+    let r = bounded(
+        deadline,
+        c.identify_caller(with_deadline(
+            pb::IdentifyCallerRequest {
+                account_id: "shared".into(),
+                employee_id: "agent".into(),
+                caller_number: number.into(),
+                ..Default::default()
+            },
+            deadline,
+        )),
+    )
+    .await?;
+    Ok(r.matches
+        .into_iter()
+        .filter_map(|m| m.contact.map(|c| c.contact_id))
+        .collect())
+}
+
+/// `n` concurrent identifications that must all find `want`.
+async fn all_identify(channel: &Channel, number: &str, want: &str, n: usize) {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (channel, number) = (channel.clone(), number.to_owned());
+            tokio::spawn(async move { identify(&channel, &number, Duration::from_secs(5)).await })
+        })
+        .collect();
+    for t in tasks {
+        let found = t.await.unwrap().expect("identification after recovery");
+        assert_eq!(found, [want], "the caller is found again");
+    }
+}
+
+/// Identification by number runs on the connections calls share (crates/store/src/shared.rs),
+/// not the pool: resets and a black hole end its calls by their deadline with a fault code,
+/// and then it finds the caller again, on new connections, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identification_on_shared_connections_ends_in_time_and_recovers() {
+    let rig = rig().await;
+    let channel = rig.app.channel.clone();
+    let job = Job::new("shared", "Shared", 0);
+    let mut contacts = ContactServiceClient::new(channel.clone());
+    let id = contacts
+        .create_contact(pb::CreateContactRequest {
+            account_id: "shared".into(),
+            contact: Some(job.contact()),
+            request_id: Uuid::new_v4().to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .contact_id;
+    all_identify(&channel, &job.number, &id, 16).await;
+
+    // Every connection reset: calls fail at worst, and the next ones connect anew.
+    let before = rig.proxy.accepted();
+    rig.proxy.reset_all();
+    let mut seen = Seen::default();
+    for _ in 0..8 {
+        match identify(&channel, &job.number, Duration::from_secs(1)).await {
+            Ok(found) => assert_eq!(found, [id.as_str()]),
+            Err(s) => seen.failed(&s),
+        }
+    }
+    all_identify(&channel, &job.number, &id, 16).await;
+    assert!(
+        rig.proxy.accepted() > before,
+        "no new connection after the resets"
+    );
+
+    // A short hole while the shared connections sit idle kills them silently: the check of an
+    // idle connection finds that out, so no call fails for it.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    rig.proxy.set_black_hole(true);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    rig.proxy.set_black_hole(false);
+    for _ in 0..4 {
+        let found = identify(&channel, &job.number, Duration::from_secs(4)).await;
+        assert_eq!(found.expect("a call after a silent hole"), [id.as_str()]);
+    }
+
+    // A black hole swallows the shared connections with calls on them.
+    rig.proxy.set_black_hole(true);
+    let tasks: Vec<_> = (0..6u64)
+        .map(|i| {
+            let (channel, number) = (channel.clone(), job.number.clone());
+            tokio::spawn(async move {
+                identify(&channel, &number, Duration::from_millis(500 + 150 * i)).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => panic!("an identification succeeded through a black hole"),
+            Err(s) => seen.failed(&s),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    rig.proxy.set_black_hole(false);
+    let back = Instant::now();
+    loop {
+        match identify(&channel, &job.number, Duration::from_secs(2)).await {
+            Ok(found) => {
+                assert_eq!(found, [id.as_str()]);
+                break;
+            }
+            Err(s) => seen.failed(&s),
+        }
+        assert!(
+            back.elapsed() < RECOVERY,
+            "identification not back {RECOVERY:?} after the hole"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let recovered = back.elapsed();
+    all_identify(&channel, &job.number, &id, 16).await;
+    report(
+        "shared_connections",
+        &[
+            ("failed_calls", format!("{:?}", seen.codes)),
+            ("recovered_in", format!("{recovered:?}")),
+        ],
+    );
+    assert_logs_keep(&secrets_of(std::slice::from_ref(&job)));
     rig.app.shutdown().await;
 }
 

@@ -1,6 +1,7 @@
 //! Call-handling settings per account and employee: read, and field-masked upsert under an
 //! etag, the employee overrides written as one ordered list.
 
+use crate::shared::Conn;
 use crate::{Entity, Error, Store};
 use callers_domain::AccountId;
 use callers_domain::call_handling::{
@@ -140,15 +141,15 @@ async fn read(
 
 /// The settings with at most `employee`'s entry (none for an empty id: entries always have one).
 pub(crate) async fn read_for_employee(
-    client: &impl GenericClient,
+    client: &impl Conn,
     account: &str,
     employee: &str,
 ) -> Result<Option<CallHandling>, Error> {
     let stmt = client
         .prepare_cached(select_for_employee!("$1", "$2"))
         .await?;
-    let row = client.query_opt(&stmt, &[&account, &employee]).await?;
-    row.as_ref()
+    let rows = client.query(&stmt, &[&account, &employee]).await?;
+    rows.first()
         .map(|r| from_employee_row(r, 0))
         .transpose()
         .map(Option::flatten)
@@ -186,7 +187,7 @@ impl Store {
         employee_id: &str,
     ) -> Result<Option<CallHandling>, Error> {
         self.with_client(async |client| {
-            read_for_employee(&*client, account.as_str(), employee_id).await
+            read_for_employee(&**client, account.as_str(), employee_id).await
         })
         .await
     }

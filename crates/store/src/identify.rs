@@ -3,13 +3,14 @@
 
 use crate::call_handling::{self, select_for_employee};
 use crate::contacts::{contact_from_row, select_contact};
+use crate::shared::Conn;
 use crate::{Error, Store};
 use callers_domain::AccountId;
 use callers_domain::call_handling::CallHandling;
 use callers_domain::contact::Contact;
 use callers_domain::names;
 use callers_domain::phone::{self, E164, Region};
-use deadpool_postgres::{GenericClient, Object};
+use deadpool_postgres::{ClientWrapper, Object};
 use std::cmp::Ordering;
 use std::collections::HashSet;
 use tokio_postgres::Row;
@@ -210,31 +211,95 @@ impl Store {
     ) -> Result<CallLookup, Error> {
         let name = NameQuery::new(caller_name);
         let read_in = |region: &Region| phone::normalize(raw_number, region).ok().flatten();
-        let mut number = read_in(default_region);
-        self.with_client(async |client| {
-            let account = account.as_str();
-            let (settings, mut rows) =
-                lookup(client, account, Some(employee_id), number.as_ref(), &name).await?;
-            let region = settings
-                .as_ref()
-                .map_or(*default_region, |s| s.phone_region);
-            if region != *default_region {
-                let in_region = read_in(&region);
-                if in_region != number {
-                    number = in_region;
-                    rows = lookup(client, account, None, number.as_ref(), &name)
-                        .await?
-                        .1;
-                }
+        let account = account.as_str();
+        let number = read_in(default_region);
+        let (settings, rows, number) = match &self.shared {
+            // A number alone is one statement: it can share a connection with other calls.
+            Some(shared) if name.words.is_empty() && number.is_some() => {
+                shared
+                    .run(async |c| {
+                        let via = &mut Via::Shared(c);
+                        in_region(
+                            via,
+                            account,
+                            employee_id,
+                            number,
+                            &name,
+                            default_region,
+                            read_in,
+                        )
+                        .await
+                    })
+                    .await?
             }
-            Ok(CallLookup {
-                matches: rank(contacts(&rows)?, number.as_ref(), &name.words, limit),
-                settings,
-                number,
-            })
+            _ => {
+                self.with_client(async |client| {
+                    let via = &mut Via::Pool(client);
+                    in_region(
+                        via,
+                        account,
+                        employee_id,
+                        number,
+                        &name,
+                        default_region,
+                        read_in,
+                    )
+                    .await
+                })
+                .await?
+            }
+        };
+        Ok(CallLookup {
+            matches: rank(contacts(&rows)?, number.as_ref(), &name.words, limit),
+            settings,
+            number,
         })
-        .await
     }
+}
+
+/// Candidate rows with the employee's settings: what [`lookup`] or [`by_number`] returns.
+type Found = (Option<CallHandling>, Vec<Row>);
+
+/// The connection a lookup runs on: a pooled one (any lookup), or a shared one (a number alone).
+enum Via<'a> {
+    Pool(&'a mut Object),
+    Shared(&'a ClientWrapper),
+}
+
+/// Looks up with `employee_id` and `number` (as read in the default region), and once more
+/// without settings when the account's own region reads the number differently.
+async fn in_region(
+    via: &mut Via<'_>,
+    account: &str,
+    employee_id: &str,
+    mut number: Option<E164>,
+    name: &NameQuery,
+    default_region: &Region,
+    read_in: impl Fn(&Region) -> Option<E164>,
+) -> Result<(Option<CallHandling>, Vec<Row>, Option<E164>), Error> {
+    async fn find(
+        via: &mut Via<'_>,
+        account: &str,
+        settings_for: Option<&str>,
+        number: Option<&E164>,
+        name: &NameQuery,
+    ) -> Result<Found, Error> {
+        match via {
+            Via::Pool(client) => lookup(client, account, settings_for, number, name).await,
+            Via::Shared(client) => by_number(*client, account, settings_for, number).await,
+        }
+    }
+    let (settings, mut rows) = find(via, account, Some(employee_id), number.as_ref(), name).await?;
+    if let Some(region) = settings.as_ref().map(|s| s.phone_region)
+        && region != *default_region
+    {
+        let in_region = read_in(&region);
+        if in_region != number {
+            number = in_region;
+            rows = find(via, account, None, number.as_ref(), name).await?.1;
+        }
+    }
+    Ok((settings, rows, number))
 }
 
 /// The candidate rows for `number` and `name`, and with `settings_for` the call-handling
@@ -249,12 +314,12 @@ async fn lookup(
     settings_for: Option<&str>,
     number: Option<&E164>,
     name: &NameQuery,
-) -> Result<(Option<CallHandling>, Vec<Row>), Error> {
+) -> Result<Found, Error> {
     if number.is_none() && name.words.is_empty() && settings_for.is_none() {
         return Ok((None, Vec::new()));
     }
     if name.words.is_empty() {
-        return statements(&*client, account, settings_for, number, name).await;
+        return statements(&**client, account, settings_for, number, name).await;
     }
     let tx = client.build_transaction().read_only(true).start().await?;
     let found = statements(&tx, account, settings_for, number, name).await?;
@@ -263,43 +328,12 @@ async fn lookup(
 }
 
 async fn statements(
-    client: &impl GenericClient,
+    client: &impl Conn,
     account: &str,
     settings_for: Option<&str>,
     number: Option<&E164>,
     name: &NameQuery,
-) -> Result<(Option<CallHandling>, Vec<Row>), Error> {
-    let by_number = async {
-        match (settings_for, number) {
-            (Some(employee), Some(number)) => {
-                let stmt = client.prepare_cached(CALL_BY_NUMBER).await?;
-                let mut rows = client
-                    .query(
-                        &stmt,
-                        &[&account, &number.as_str(), &NUMBER_CANDIDATES, &employee],
-                    )
-                    .await?;
-                let settings = match rows.first() {
-                    Some(row) => call_handling::from_employee_row(row, SETTINGS_AT)?,
-                    None => None,
-                };
-                rows.retain(|row| row.get::<_, Option<Uuid>>(1).is_some());
-                Ok::<_, Error>((settings, rows))
-            }
-            (Some(employee), None) => Ok((
-                call_handling::read_for_employee(client, account, employee).await?,
-                Vec::new(),
-            )),
-            (None, Some(number)) => {
-                let stmt = client.prepare_cached(BY_NUMBER).await?;
-                let rows = client
-                    .query(&stmt, &[&account, &number.as_str(), &NUMBER_CANDIDATES])
-                    .await?;
-                Ok((None, rows))
-            }
-            (None, None) => Ok((None, Vec::new())),
-        }
-    };
+) -> Result<Found, Error> {
     let by_name = async {
         if name.words.is_empty() {
             return Ok::<_, Error>(Vec::new());
@@ -313,9 +347,49 @@ async fn statements(
             )
             .await?)
     };
-    let ((settings, mut rows), name_rows) = tokio::try_join!(by_number, by_name)?;
+    let ((settings, mut rows), name_rows) =
+        tokio::try_join!(by_number(client, account, settings_for, number), by_name)?;
     rows.extend(name_rows);
     Ok((settings, rows))
+}
+
+/// The number's part of a lookup, with `settings_for` that employee's call-handling settings:
+/// one statement, on a pooled, a transaction's or a shared connection.
+async fn by_number(
+    client: &impl Conn,
+    account: &str,
+    settings_for: Option<&str>,
+    number: Option<&E164>,
+) -> Result<Found, Error> {
+    match (settings_for, number) {
+        (Some(employee), Some(number)) => {
+            let stmt = client.prepare_cached(CALL_BY_NUMBER).await?;
+            let mut rows = client
+                .query(
+                    &stmt,
+                    &[&account, &number.as_str(), &NUMBER_CANDIDATES, &employee],
+                )
+                .await?;
+            let settings = match rows.first() {
+                Some(row) => call_handling::from_employee_row(row, SETTINGS_AT)?,
+                None => None,
+            };
+            rows.retain(|row| row.get::<_, Option<Uuid>>(1).is_some());
+            Ok((settings, rows))
+        }
+        (Some(employee), None) => Ok((
+            call_handling::read_for_employee(client, account, employee).await?,
+            Vec::new(),
+        )),
+        (None, Some(number)) => {
+            let stmt = client.prepare_cached(BY_NUMBER).await?;
+            let rows = client
+                .query(&stmt, &[&account, &number.as_str(), &NUMBER_CANDIDATES])
+                .await?;
+            Ok((None, rows))
+        }
+        (None, None) => Ok((None, Vec::new())),
+    }
 }
 
 /// Scores every candidate and keeps the best `limit`. Tiers never overlap: number and name
@@ -376,6 +450,7 @@ mod tests {
     use crate::testing::fresh_store;
     use callers_domain::contact::{NewContact, Origin, RawContact, RawPhone};
     use chrono::Utc;
+    use deadpool_postgres::GenericClient;
     use serde_json::Value;
 
     fn acc(s: &str) -> AccountId {
@@ -408,13 +483,21 @@ mod tests {
 
     /// The hot path reads settings and contacts in one statement: whatever the number finds
     /// (several contacts, nobody, nothing readable), the settings are the employee's, exactly
-    /// as `call_handling_for_employee` reads them, and the contacts those the number finds.
+    /// as `call_handling_for_employee` reads them, and the contacts those the number finds;
+    /// on a shared connection (the default) and a pooled one alike.
     #[tokio::test]
     async fn an_incoming_call_gets_the_employees_settings_whatever_the_number_finds() {
         use callers_domain::call_handling::{
             CallHandlingPatch, Field, RawCallHandling, RawEmployee,
         };
-        let (store, _db) = fresh_store().await;
+        let (store, db) = fresh_store().await;
+        assert!(store.shared.is_some(), "shared connections are the default");
+        let pooled = crate::PoolConfig {
+            shared_connections: 0,
+            ..Default::default()
+        };
+        let pooled = Store::connect(db.url(), &pooled).unwrap();
+        assert!(pooled.shared.is_none());
         let a = acc("a");
         let de = Region::germany();
         let now = Utc::now();
@@ -430,10 +513,16 @@ mod tests {
             );
         }
         let call = async |employee: &str, number: &str| {
-            store
-                .identify_call(&a, employee, number, "", 10, &de)
-                .await
-                .unwrap()
+            let shared = store.identify_call(&a, employee, number, "", 10, &de);
+            let pooled = pooled.identify_call(&a, employee, number, "", 10, &de);
+            let (shared, pooled) = (shared.await.unwrap(), pooled.await.unwrap());
+            assert_eq!(shared.settings, pooled.settings, "{employee:?} {number}");
+            assert_eq!(shared.number, pooled.number, "{employee:?} {number}");
+            let ids = |c: &CallLookup| -> Vec<Uuid> {
+                c.matches.iter().map(|m| m.contact.contact_id).collect()
+            };
+            assert_eq!(ids(&shared), ids(&pooled), "{employee:?} {number}");
+            shared
         };
         let found = |c: &CallLookup| -> HashSet<Uuid> {
             c.matches.iter().map(|m| m.contact.contact_id).collect()
@@ -481,6 +570,61 @@ mod tests {
                 assert_eq!(got.settings, want, "{employee:?} {number}");
                 assert_eq!(found(&got), contacts, "{employee:?} {number}");
             }
+        }
+    }
+
+    /// The database ends the shared connections (a restart, an administrator): each fails at
+    /// most the one call it was carrying, as UNAVAILABLE, and the next call on it connects
+    /// anew; nothing needs restarting.
+    #[tokio::test]
+    async fn shared_connections_the_database_ended_are_replaced_by_the_next_call() {
+        let (store, db) = fresh_store().await;
+        let a = acc("a");
+        let de = Region::germany();
+        let c = contact("Hans", "Müller", "", &["030 1234567"]);
+        let id = store
+            .create_contact(&a, &c, None, Utc::now())
+            .await
+            .unwrap()
+            .contact_id;
+        let lanes = crate::PoolConfig::default().shared_connections;
+        let call = async || {
+            store
+                .identify_call(&a, "e1", "030 1234567", "", 10, &de)
+                .await
+        };
+        for _ in 0..lanes {
+            assert_eq!(call().await.unwrap().matches[0].contact.contact_id, id);
+        }
+        let (admin, conn) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let ended: i64 = admin
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                   AND backend_type = 'client backend'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(ended >= lanes as i64, "the shared connections were open");
+        let mut failed = 0;
+        for _ in 0..3 * lanes {
+            match call().await {
+                Ok(found) => assert_eq!(found.matches[0].contact.contact_id, id),
+                Err(Error::Unavailable(_)) => failed += 1,
+                Err(e) => panic!("a lost connection surfaced as {e:?}"),
+            }
+        }
+        assert!(
+            failed <= lanes,
+            "{failed} failures: a connection failed more than once"
+        );
+        for _ in 0..lanes {
+            assert_eq!(call().await.unwrap().matches[0].contact.contact_id, id);
         }
     }
 

@@ -10,6 +10,7 @@ pub mod identify;
 mod migrate;
 mod pool;
 pub mod purge;
+mod shared;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 mod tls;

@@ -1,6 +1,7 @@
 //! The connection pool and the `Store` handle every query goes through.
 
 use crate::Error;
+use crate::shared::Shared;
 use deadpool_postgres::{
     Hook, HookError, Manager, ManagerConfig, Metrics, Object, Pool, RecyclingMethod, Runtime,
 };
@@ -26,6 +27,9 @@ pub struct PoolConfig {
     /// How long sent data may stay unacknowledged before the kernel drops the connection
     /// (`TCP_USER_TIMEOUT`): a partition then ends in an error instead of a hang.
     pub tcp_user_timeout: Duration,
+    /// Connections, besides the pool, that identification by number shares between calls
+    /// (`crate::shared`); 0 sends those lookups through the pool too.
+    pub shared_connections: usize,
 }
 
 impl Default for PoolConfig {
@@ -38,6 +42,7 @@ impl Default for PoolConfig {
             check_timeout: Duration::from_secs(1),
             check_after_idle: Duration::from_millis(500),
             tcp_user_timeout: Duration::from_secs(15),
+            shared_connections: 2,
         }
     }
 }
@@ -45,6 +50,7 @@ impl Default for PoolConfig {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: Pool,
+    pub(crate) shared: Option<Arc<Shared>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -75,7 +81,9 @@ impl Store {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let mgr = match crate::tls::connector(&pg)? {
+        let tls = crate::tls::connector(&pg)?;
+        let shared = Shared::new(cfg, pg.clone(), tls.clone()).map(Arc::new);
+        let mgr = match tls {
             Some(tls) => Manager::from_config(pg, tls, manager_config),
             None => Manager::from_config(pg, NoTls, manager_config),
         };
@@ -88,7 +96,7 @@ impl Store {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| Error::Unavailable(Box::new(e)))?;
-        Ok(Store { pool })
+        Ok(Store { pool, shared })
     }
 
     /// One round trip: used by health checks.
