@@ -326,8 +326,12 @@ async fn load_runs(
             if !service || wanted(Scenario::IdentifyByNumber) {
                 let d = scenarios::raw_by_number(raw.clone(), samples.clone());
                 runs.push(run_one("raw_by_number", c, warmup, duration, o.seed, d, None).await);
-                let d = scenarios::raw_call(raw.clone(), samples.clone());
+                let d = scenarios::raw_call(raw.clone(), samples.clone(), None);
                 runs.push(run_one("raw_call", c, warmup, duration, o.seed, d, None).await);
+                // On as many connections as the server shares by default.
+                let shared = callers_store::PoolConfig::default().shared_connections;
+                let d = scenarios::raw_call(raw.clone(), samples.clone(), Some(shared));
+                runs.push(run_one("raw_call_shared", c, warmup, duration, o.seed, d, None).await);
             }
         }
         if let Some(ch) = &channels {

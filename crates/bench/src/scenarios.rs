@@ -429,19 +429,34 @@ pub fn raw_by_number(raw: Arc<RawClients>, samples: Arc<Vec<NumberSample>>) -> D
 /// What the server sends PostgreSQL for one IdentifyCaller by number: the lookup and the
 /// call-handling read in one statement (`CALL_BY_NUMBER`). What the service costs beyond this
 /// is its own work (gRPC, parsing, ranking).
-pub fn raw_call(raw: Arc<RawClients>, samples: Arc<Vec<NumberSample>>) -> Driver {
+///
+/// With `shared`, the clients use only that many connections, concurrently: tokio-postgres
+/// pipelines the statements of a connection's clients (one write for those waiting, the
+/// backend reads them in one go).
+pub fn raw_call(
+    raw: Arc<RawClients>,
+    samples: Arc<Vec<NumberSample>>,
+    shared: Option<usize>,
+) -> Driver {
+    let name = if shared.is_some() {
+        "raw_call_shared"
+    } else {
+        "raw_call"
+    };
     Arc::new(move |w, rng| {
         let s = samples[rng.random_range(0..samples.len())].clone();
         let employee = format!("emp-{}", rng.random_range(0..5));
         let raw = raw.clone();
         Box::pin(async move {
-            let i = w % raw.clients.len();
+            let i = w % shared
+                .unwrap_or(raw.clients.len())
+                .clamp(1, raw.clients.len());
             let limit = callers_store::identify::NUMBER_CANDIDATES;
             let params: [&(dyn ToSql + Sync); 4] = [&s.account, &s.e164, &limit, &employee];
             raw.clients[i]
                 .query(&raw.call[i], &params)
                 .await
-                .map(|_| "raw_call")
+                .map(|_| name)
                 .map_err(|e| e.to_string())
         })
     })
