@@ -76,12 +76,11 @@ impl Conn for Transaction<'_> {
     }
 }
 
-/// The shared connections, used in turn. Each is made on first use and made anew when it
+/// The shared connections; a call takes the one with the fewest calls on it. Each is made on first use and made anew when it
 /// closed (an error, the database restarting), failed the check after sitting idle (as pooled
 /// connections do, `PoolConfig::check_after_idle`), or a call gave up on it midway.
 pub(crate) struct Shared {
     lanes: Vec<Lane>,
-    next: AtomicUsize,
     pg: tokio_postgres::Config,
     tls: Option<MakeRustlsConnect>,
     cfg: PoolConfig,
@@ -140,23 +139,24 @@ impl Shared {
             lanes: (0..cfg.shared_connections)
                 .map(|_| Lane::default())
                 .collect(),
-            next: AtomicUsize::new(0),
             pg,
             tls,
             cfg: cfg.clone(),
         })
     }
 
-    /// Runs `work` on the next shared connection. A call that gives up midway (a deadline, a
-    /// dropped request) leaves the connection to the calls still on it, but no new call gets
-    /// it: its statement may never be answered (a network partition).
+    /// Runs `work` on the least busy shared connection. A call that gives up midway (a
+    /// deadline, a dropped request) leaves the connection to the calls still on it, but no new
+    /// call gets it: its statement may never be answered (a network partition).
     pub(crate) async fn run<T>(
         &self,
         work: impl AsyncFnOnce(&ClientWrapper) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let lane = (0..self.lanes.len())
-            .map(|i| &self.lanes[(start + i) % self.lanes.len()])
+        // The first of the least busy: under light load calls keep to one connection, whose
+        // backend stays warm, instead of waking each in turn.
+        let lane = self
+            .lanes
+            .iter()
             .min_by_key(|l| l.in_flight.load(Ordering::Relaxed))
             .expect("at least one lane");
         lane.in_flight.fetch_add(1, Ordering::Relaxed);
