@@ -1,8 +1,8 @@
 //! Shared connections for the hottest read, IdentifyCaller by number: a few connections that
 //! many calls use at once instead of one pooled connection per call. tokio-postgres pipelines
 //! the statements of the calls waiting on a connection (one write), and the backend reads them
-//! in one go instead of sleeping and waking per statement: PostgreSQL spends about a quarter
-//! less CPU per lookup (BENCHMARKS.md, `raw_call_shared`). Only single statements outside a
+//! in one go instead of sleeping and waking per statement: PostgreSQL spends a quarter to a
+//! third less CPU per lookup (BENCHMARKS.md, round 5). Only single statements outside a
 //! transaction run here; everything else takes a pooled connection.
 
 use crate::{Error, PoolConfig};
