@@ -76,7 +76,7 @@ pub struct ServeArgs {
     /// purge worker's `--retention-days`, since `purge_time` is computed from it.
     #[arg(long, env = "CALLERS_RETENTION_DAYS", default_value_t = 180)]
     pub retention_days: u32,
-    /// Maximum database connections of this replica.
+    /// Pooled database connections of this replica (the shared ones come on top).
     #[arg(long, env = "CALLERS_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: usize,
     /// Connections, besides the pool, that identification by number shares between calls

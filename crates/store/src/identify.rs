@@ -199,7 +199,8 @@ impl Store {
     /// ([`Store::identify`]) with the number as read in `default_region`, one statement for the
     /// settings and the number ([`CALL_BY_NUMBER`]), pipelined with the name's. Only when the
     /// account's region is another one that reads `raw_number` differently is the lookup
-    /// repeated. A number that cannot be read identifies nobody.
+    /// repeated. A number that cannot be read identifies nobody. A number without a name runs
+    /// on a shared connection (`crate::shared`), anything else on a pooled one.
     pub async fn identify_call(
         &self,
         account: &AccountId,
