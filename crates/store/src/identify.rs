@@ -211,43 +211,25 @@ impl Store {
         default_region: &Region,
     ) -> Result<CallLookup, Error> {
         let name = NameQuery::new(caller_name);
-        let read_in = |region: &Region| phone::normalize(raw_number, region).ok().flatten();
-        let account = account.as_str();
-        let number = read_in(default_region);
+        let call = Call {
+            account: account.as_str(),
+            employee_id,
+            raw_number,
+            name: &name,
+            default_region,
+        };
+        let number = call.number_in(default_region);
         let (settings, rows, number) = match &self.shared {
             // A number alone is one statement: it can share a connection with other calls.
             Some(shared) if name.words.is_empty() && number.is_some() => {
-                shared
-                    .run(async |c| {
-                        let via = &mut Via::Shared(c);
-                        in_region(
-                            via,
-                            account,
-                            employee_id,
-                            number,
-                            &name,
-                            default_region,
-                            read_in,
-                        )
-                        .await
-                    })
-                    .await?
+                let found =
+                    shared.run(async |c| in_region(&mut Via::Shared(c), &call, number).await);
+                found.await?
             }
             _ => {
-                self.with_client(async |client| {
-                    let via = &mut Via::Pool(client);
-                    in_region(
-                        via,
-                        account,
-                        employee_id,
-                        number,
-                        &name,
-                        default_region,
-                        read_in,
-                    )
-                    .await
-                })
-                .await?
+                let found =
+                    self.with_client(async |c| in_region(&mut Via::Pool(c), &call, number).await);
+                found.await?
             }
         };
         Ok(CallLookup {
@@ -267,16 +249,28 @@ enum Via<'a> {
     Shared(&'a ClientWrapper),
 }
 
-/// Looks up with `employee_id` and `number` (as read in the default region), and once more
+/// What an incoming call looks up, whichever connection it runs on.
+struct Call<'a> {
+    account: &'a str,
+    employee_id: &'a str,
+    raw_number: &'a str,
+    name: &'a NameQuery,
+    default_region: &'a Region,
+}
+
+impl Call<'_> {
+    /// The caller's number as read in `region`; `None` when it cannot be read there.
+    fn number_in(&self, region: &Region) -> Option<E164> {
+        phone::normalize(self.raw_number, region).ok().flatten()
+    }
+}
+
+/// Looks up with the employee and `number` (as read in the default region), and once more
 /// without settings when the account's own region reads the number differently.
 async fn in_region(
     via: &mut Via<'_>,
-    account: &str,
-    employee_id: &str,
+    call: &Call<'_>,
     mut number: Option<E164>,
-    name: &NameQuery,
-    default_region: &Region,
-    read_in: impl Fn(&Region) -> Option<E164>,
 ) -> Result<(Option<CallHandling>, Vec<Row>, Option<E164>), Error> {
     async fn find(
         via: &mut Via<'_>,
@@ -290,11 +284,13 @@ async fn in_region(
             Via::Shared(client) => by_number(*client, account, settings_for, number).await,
         }
     }
-    let (settings, mut rows) = find(via, account, Some(employee_id), number.as_ref(), name).await?;
+    let (account, name) = (call.account, call.name);
+    let (settings, mut rows) =
+        find(via, account, Some(call.employee_id), number.as_ref(), name).await?;
     if let Some(region) = settings.as_ref().map(|s| s.phone_region)
-        && region != *default_region
+        && region != *call.default_region
     {
-        let in_region = read_in(&region);
+        let in_region = call.number_in(&region);
         if in_region != number {
             number = in_region;
             rows = find(via, account, None, number.as_ref(), name).await?.1;
