@@ -163,10 +163,16 @@ impl Shared {
         let mut unfinished = Unfinished(lane, None);
         let client = match lane.take_turn(self.cfg.check_after_idle) {
             Some((c, false)) => c,
-            Some((c, true)) if self.alive(&c).await => c,
             Some((c, true)) => {
-                lane.discard(&c);
-                self.connect(lane).await?
+                // Given up during the check, the connection is forgotten like after a statement.
+                unfinished.1 = Some(c.clone());
+                if self.alive(&c).await {
+                    c
+                } else {
+                    lane.discard(&c);
+                    unfinished.1 = None;
+                    self.connect(lane).await?
+                }
             }
             None => self.connect(lane).await?,
         };
