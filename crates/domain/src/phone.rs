@@ -6,9 +6,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+use phonenumber::ParseError;
 use phonenumber::country::Id;
 use phonenumber::metadata::DATABASE;
-use phonenumber::{Mode, ParseError};
 
 /// Longest input (after trimming) that is parsed at all; real numbers with separators fit easily.
 const MAX_INPUT_CHARS: usize = 64;
@@ -117,6 +117,15 @@ impl AsRef<str> for E164 {
 /// `(030) 12 34 56-78`, `+49 (0)30 1234567`, `0049 30 1234567`, `tel:+49-30-1234567` and the like;
 /// rejects letters, garbage and numbers the library does not consider valid.
 pub fn normalize(input: &str, region: &Region) -> Result<Option<E164>, PhoneError> {
+    read(input, region)?.map(Reading::validate).transpose()
+}
+
+/// Reads a number as [`normalize`] does, but leaves out the validity check, two thirds of the
+/// work (a dozen of the library's patterns per number; BENCHMARKS.md, round 6). A lookup needs
+/// no more: only valid numbers are ever stored, so a reading that is not valid finds nobody
+/// either way. [`Reading::validate`] completes it; [`Reading::stored_as`] recognises it in a
+/// stored number.
+pub fn read(input: &str, region: &Region) -> Result<Option<Reading>, PhoneError> {
     let input = input.trim();
     if input.chars().nth(MAX_INPUT_CHARS).is_some() {
         return Err(PhoneError::TooLong);
@@ -133,17 +142,50 @@ pub fn normalize(input: &str, region: &Region) -> Result<Option<E164>, PhoneErro
         ParseError::NoNumber => PhoneError::NotANumber,
         _ => PhoneError::Invalid,
     })?;
-    if !number.is_valid() {
-        return Err(PhoneError::Invalid);
-    }
-    let e164 = number.format().mode(Mode::E164).to_string();
+    // What the library's E.164 formatter writes, without its search of the national formats
+    // first, which E.164 never uses (the test below compares the two).
+    let e164 = format!("+{}{}", number.country().code(), number.national());
     // The library's output is the stored key; never store anything but `+` and digits.
     let well_formed =
         e164.len() > 1 && e164.starts_with('+') && e164[1..].bytes().all(|b| b.is_ascii_digit());
     if !well_formed {
         return Err(PhoneError::Invalid);
     }
-    Ok(Some(E164(e164)))
+    Ok(Some(Reading { e164, number }))
+}
+
+/// A number as [`read`] found it: E.164 in form, not yet known to be valid.
+#[derive(Clone, Debug)]
+pub struct Reading {
+    e164: String,
+    number: phonenumber::PhoneNumber,
+}
+
+impl Reading {
+    /// The E.164 form, to look the number up with.
+    pub fn as_str(&self) -> &str {
+        &self.e164
+    }
+
+    /// The number, if the library considers it valid.
+    pub fn validate(self) -> Result<E164, PhoneError> {
+        if !self.number.is_valid() {
+            return Err(PhoneError::Invalid);
+        }
+        Ok(E164(self.e164))
+    }
+
+    /// `stored` when it is this number: a stored number passed [`normalize`], so no check is
+    /// needed.
+    pub fn stored_as(&self, stored: &E164) -> Option<E164> {
+        (stored.0 == self.e164).then(|| stored.clone())
+    }
+}
+
+impl PartialEq for Reading {
+    fn eq(&self, other: &Self) -> bool {
+        self.e164 == other.e164
+    }
 }
 
 /// Reduces typed input to an optional leading `+` and digits, so that the parser (which has had
@@ -226,6 +268,52 @@ mod tests {
             let got = normalize(input, &de()).unwrap_or_else(|e| panic!("{input:?}: {e}"));
             assert_eq!(got.as_ref().map(E164::as_str), Some(*expected), "{input:?}");
         }
+    }
+
+    #[test]
+    fn the_e164_form_is_what_the_library_formats() {
+        let inputs = [
+            ("DE", "+49 30 1234567"),
+            ("DE", "(030) 12 34 56-78"),
+            ("DE", "0171 1234567"),
+            ("DE", "+43 1 5123456"),
+            ("DE", "+1 212 555 0123"),
+            ("AT", "01 5123456"),
+            ("CH", "044 668 18 00"),
+            ("GB", "020 7946 0958"),
+        ];
+        for (region, input) in inputs {
+            let region = Region::parse(region).unwrap();
+            let reading = read(input, &region).unwrap().unwrap();
+            let dialable = dialable(input).unwrap();
+            let library = phonenumber::parse(Some(region.0), &dialable).unwrap();
+            let formatted = library.format().mode(phonenumber::Mode::E164).to_string();
+            assert_eq!(reading.as_str(), formatted, "{input:?}");
+            assert_eq!(
+                reading.validate().map(E164::into_string),
+                Ok(formatted),
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_reading_is_checked_only_when_validated() {
+        for input in ["12", "123"] {
+            let reading = read(input, &de())
+                .unwrap_or_else(|e| panic!("{input:?}: {e}"))
+                .unwrap();
+            assert!(reading.as_str().starts_with('+'), "{input:?}");
+            assert_eq!(reading.clone().validate(), Err(PhoneError::Invalid));
+            assert_eq!(normalize(input, &de()), Err(PhoneError::Invalid));
+        }
+        let reading = read("030 1234567", &de()).unwrap().unwrap();
+        let stored = normalize("+49 30 1234567", &de()).unwrap().unwrap();
+        let other = normalize("+49 30 1234568", &de()).unwrap().unwrap();
+        assert_eq!(reading.stored_as(&stored), Some(stored.clone()));
+        assert_eq!(reading.stored_as(&other), None);
+        assert_eq!(read("anonymous", &de()), Ok(None));
+        assert_eq!(read("030 CALL ME", &de()), Err(PhoneError::NotANumber));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use callers_domain::AccountId;
 use callers_domain::call_handling::CallHandling;
 use callers_domain::contact::Contact;
 use callers_domain::names;
-use callers_domain::phone::{self, E164, Region};
+use callers_domain::phone::{self, E164, Reading, Region};
 use deadpool_postgres::{ClientWrapper, Object};
 use std::cmp::Ordering;
 use std::collections::HashSet;
@@ -188,6 +188,7 @@ impl Store {
     ) -> Result<Vec<CallerMatch>, Error> {
         let name = NameQuery::new(caller_name);
         self.with_client(async |client| {
+            let number = number.map(E164::as_str);
             let (_, rows) = lookup(client, account.as_str(), None, number, &name).await?;
             Ok(rank(contacts(&rows)?, number, &name.words, limit))
         })
@@ -232,8 +233,15 @@ impl Store {
                 found.await?
             }
         };
+        let contacts = contacts(&rows)?;
+        let number = number.and_then(|n| confirmed(n, &contacts));
         Ok(CallLookup {
-            matches: rank(contacts(&rows)?, number.as_ref(), &name.words, limit),
+            matches: rank(
+                contacts,
+                number.as_ref().map(E164::as_str),
+                &name.words,
+                limit,
+            ),
             settings,
             number,
         })
@@ -259,10 +267,23 @@ struct Call<'a> {
 }
 
 impl Call<'_> {
-    /// The caller's number as read in `region`; `None` when it cannot be read there.
-    fn number_in(&self, region: &Region) -> Option<E164> {
-        phone::normalize(self.raw_number, region).ok().flatten()
+    /// The caller's number as read in `region`; `None` when it cannot be read there. Not
+    /// checked for validity: see [`confirmed`].
+    fn number_in(&self, region: &Region) -> Option<Reading> {
+        phone::read(self.raw_number, region).ok().flatten()
     }
+}
+
+/// The caller's number as the call reports it: a number a candidate has stored is valid (only
+/// valid numbers are stored), any other is checked; one that is not valid is no number, and
+/// could not have found anybody. This spares the validity check on the hottest path, a lookup
+/// that finds the caller.
+fn confirmed(number: Reading, candidates: &[Contact]) -> Option<E164> {
+    let stored = candidates
+        .iter()
+        .flat_map(|c| &c.fields.phone_numbers)
+        .find_map(|p| number.stored_as(&p.e164));
+    stored.or_else(|| number.validate().ok())
 }
 
 /// Looks up with the employee and `number` (as read in the default region), and once more
@@ -270,13 +291,13 @@ impl Call<'_> {
 async fn in_region(
     via: &mut Via<'_>,
     call: &Call<'_>,
-    mut number: Option<E164>,
-) -> Result<(Option<CallHandling>, Vec<Row>, Option<E164>), Error> {
+    mut number: Option<Reading>,
+) -> Result<(Option<CallHandling>, Vec<Row>, Option<Reading>), Error> {
     async fn find(
         via: &mut Via<'_>,
         account: &str,
         settings_for: Option<&str>,
-        number: Option<&E164>,
+        number: Option<&str>,
         name: &NameQuery,
     ) -> Result<Found, Error> {
         match via {
@@ -286,17 +307,21 @@ async fn in_region(
     }
     let (account, name) = (call.account, call.name);
     let (settings, mut rows) =
-        find(via, account, Some(call.employee_id), number.as_ref(), name).await?;
+        find(via, account, Some(call.employee_id), as_str(&number), name).await?;
     if let Some(region) = settings.as_ref().map(|s| s.phone_region)
         && region != *call.default_region
     {
         let in_region = call.number_in(&region);
         if in_region != number {
             number = in_region;
-            rows = find(via, account, None, number.as_ref(), name).await?.1;
+            rows = find(via, account, None, as_str(&number), name).await?.1;
         }
     }
     Ok((settings, rows, number))
+}
+
+fn as_str(number: &Option<Reading>) -> Option<&str> {
+    number.as_ref().map(Reading::as_str)
 }
 
 /// The candidate rows for `number` and `name`, and with `settings_for` the call-handling
@@ -309,7 +334,7 @@ async fn lookup(
     client: &mut Object,
     account: &str,
     settings_for: Option<&str>,
-    number: Option<&E164>,
+    number: Option<&str>,
     name: &NameQuery,
 ) -> Result<Found, Error> {
     if number.is_none() && name.words.is_empty() && settings_for.is_none() {
@@ -328,7 +353,7 @@ async fn statements(
     client: &impl Conn,
     account: &str,
     settings_for: Option<&str>,
-    number: Option<&E164>,
+    number: Option<&str>,
     name: &NameQuery,
 ) -> Result<Found, Error> {
     let by_name = async {
@@ -356,16 +381,13 @@ async fn by_number(
     client: &impl Conn,
     account: &str,
     settings_for: Option<&str>,
-    number: Option<&E164>,
+    number: Option<&str>,
 ) -> Result<Found, Error> {
     match (settings_for, number) {
         (Some(employee), Some(number)) => {
             let stmt = client.prepare_cached(CALL_BY_NUMBER).await?;
             let mut rows = client
-                .query(
-                    &stmt,
-                    &[&account, &number.as_str(), &NUMBER_CANDIDATES, &employee],
-                )
+                .query(&stmt, &[&account, &number, &NUMBER_CANDIDATES, &employee])
                 .await?;
             let settings = match rows.first() {
                 Some(row) => call_handling::from_employee_row(row, SETTINGS_AT)?,
@@ -381,7 +403,7 @@ async fn by_number(
         (None, Some(number)) => {
             let stmt = client.prepare_cached(BY_NUMBER).await?;
             let rows = client
-                .query(&stmt, &[&account, &number.as_str(), &NUMBER_CANDIDATES])
+                .query(&stmt, &[&account, &number, &NUMBER_CANDIDATES])
                 .await?;
             Ok((None, rows))
         }
@@ -395,7 +417,7 @@ async fn by_number(
 /// [`names::name_score`]. Ties go to the contact active most recently.
 fn rank(
     contacts: Vec<Contact>,
-    number: Option<&E164>,
+    number: Option<&str>,
     words: &[String],
     limit: usize,
 ) -> Vec<CallerMatch> {
@@ -406,7 +428,8 @@ fn rank(
         .filter(|c| seen.insert(c.contact_id))
         .filter_map(|contact| {
             let f = &contact.fields;
-            let by_number = number.is_some_and(|n| f.phone_numbers.iter().any(|p| &p.e164 == n));
+            let by_number =
+                number.is_some_and(|n| f.phone_numbers.iter().any(|p| p.e164.as_str() == n));
             let name = matcher.score(&f.first_name, &f.last_name, &f.company);
             let by_name = name >= MIN_NAME_SCORE;
             let (matched_by, score) = match (by_number, by_name) {
@@ -558,14 +581,19 @@ mod tests {
                 .unwrap();
             let entries = want.as_ref().unwrap().employees.len();
             assert_eq!(entries, usize::from(employee == "e1" || employee == "e2"));
-            for (number, contacts) in [
-                ("030 1234567", ids.clone()),
-                ("030 7654321", HashSet::new()),
-                ("not a number", HashSet::new()),
+            // The number is reported only when valid, found or not ("123" parses, but is
+            // not a valid number: it is looked up unchecked and must not come back as one).
+            for (number, contacts, reported) in [
+                ("030 1234567", ids.clone(), Some("+49301234567")),
+                ("030 7654321", HashSet::new(), Some("+49307654321")),
+                ("123", HashSet::new(), None),
+                ("not a number", HashSet::new(), None),
             ] {
                 let got = call(employee, number).await;
                 assert_eq!(got.settings, want, "{employee:?} {number}");
                 assert_eq!(found(&got), contacts, "{employee:?} {number}");
+                let got = got.number.as_ref().map(E164::as_str);
+                assert_eq!(got, reported, "{employee:?} {number}");
             }
         }
     }
@@ -1101,7 +1129,7 @@ mod tests {
         let ids: Vec<_> = contacts.iter().map(|c| c.contact_id).collect();
         let mut twice = contacts.clone();
         twice.extend(contacts);
-        let got = rank(twice, Some(&n), &words, 10);
+        let got = rank(twice, Some(n.as_str()), &words, 10);
         let seen: Vec<_> = got
             .iter()
             .map(|m| (m.contact.contact_id, m.matched_by))
@@ -1116,6 +1144,6 @@ mod tests {
             ]
         );
         assert!(got[0].score >= 0.92 && got[1].score >= 0.7 && got[3].score <= 0.65);
-        assert_eq!(rank(Vec::new(), Some(&n), &words, 10), Vec::new());
+        assert_eq!(rank(Vec::new(), Some(n.as_str()), &words, 10), Vec::new());
     }
 }
