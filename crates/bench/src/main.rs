@@ -377,10 +377,12 @@ async fn load_runs(
 }
 
 /// Single-thread timings of domain work the server does per call, in microseconds: the
-/// number normalisation of every IdentifyCaller, and the name scoring of one candidate.
+/// number's reading of every IdentifyCaller (without the validity check, which only a number
+/// that finds nobody pays since round 6), the whole normalisation, and the name scoring of one
+/// candidate.
 fn micro(samples: &[scenarios::NumberSample], names: &[String]) -> Vec<(String, f64)> {
     use callers_domain::names;
-    use callers_domain::phone::{Region, normalize};
+    use callers_domain::phone::{Region, normalize, read};
     let region = Region::germany();
     let time = |n: usize, f: &mut dyn FnMut(usize)| {
         let t = std::time::Instant::now();
@@ -390,6 +392,10 @@ fn micro(samples: &[scenarios::NumberSample], names: &[String]) -> Vec<(String, 
         t.elapsed().as_secs_f64() * 1e6 / n as f64
     };
     let n = 20_000;
+    let read_us = time(n, &mut |i| {
+        let s = &samples[i % samples.len()];
+        std::hint::black_box(read(&s.written, &region).ok());
+    });
     let normalize_us = time(n, &mut |i| {
         let s = &samples[i % samples.len()];
         std::hint::black_box(normalize(&s.written, &region).ok());
@@ -406,6 +412,7 @@ fn micro(samples: &[scenarios::NumberSample], names: &[String]) -> Vec<(String, 
         ));
     });
     vec![
+        ("phone::read".into(), read_us),
         ("phone::normalize".into(), normalize_us),
         ("names::name_score (one candidate)".into(), score_us),
     ]
