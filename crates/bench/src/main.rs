@@ -236,6 +236,7 @@ async fn run_on(
             seed: o.seed,
             reseed: o.reseed,
             server_bin: server_bin()?,
+            server_args: o.server_arg.clone(),
             purge_bin: purge_bin()?,
             log_dir: log_dir.to_owned(),
             keep_copies: o.keep_copies,

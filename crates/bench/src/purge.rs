@@ -32,6 +32,8 @@ pub struct PurgeOptions {
     pub seed: u64,
     pub reseed: bool,
     pub server_bin: PathBuf,
+    /// `--server-arg`s, as the load benchmark passes them.
+    pub server_args: Vec<String>,
     pub purge_bin: PathBuf,
     pub log_dir: PathBuf,
     pub keep_copies: bool,
@@ -236,7 +238,7 @@ pub async fn run(db: &Db, base: &str, o: &PurgeOptions) -> anyhow::Result<PurgeR
         copies[2]
     );
     let url = db.url_for(&copies[2]);
-    let server = Server::start(&o.server_bin, &url, &o.log_dir, &[]).await?;
+    let server = Server::start(&o.server_bin, &url, &o.log_dir, &o.server_args).await?;
     let result = async {
         let client = db::connect(&url).await?;
         let samples = Arc::new(scenarios::number_samples(&client, 5_000, 0.1, o.seed).await?);
