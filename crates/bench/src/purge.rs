@@ -4,8 +4,9 @@
 //! 1. copy W: the `callers-purge` binary alone, its batches timed by watching `purge_runs`;
 //! 2. copy D: one bare `DELETE` of the same rows (the worker's cutoff), nothing else running;
 //! 3. copy L: a server on it, identify-by-number at a fixed rate without the purge, then the
-//!    same load while one PostgreSQL backend spins in a loop that reads nothing (the control:
-//!    what any busy process costs the lookups on this machine), then while the worker runs.
+//!    same load beside each of two controls — one PostgreSQL backend spinning in a loop that
+//!    reads nothing (what any busy process costs the lookups on this machine), one writing a
+//!    table nobody reads (what any writer costs them) — then while the worker runs.
 
 use crate::db::{self, Db};
 use crate::load::{self, Pace, Stats};
@@ -72,17 +73,32 @@ pub struct PurgeReport {
     pub lookups_without: Stats,
     /// The control: the same lookups while one backend loops without touching any table.
     pub lookups_busy_backend: Stats,
+    /// The second control: the same lookups while one backend writes a table nobody reads.
+    pub lookups_writing_backend: Stats,
     pub lookups_during: Stats,
     pub worker_under_load: WorkerRun,
     pub p99_ratio: f64,
     /// p99 with the busy backend ÷ p99 without.
     pub busy_backend_p99_ratio: f64,
+    /// p99 with the writing backend ÷ p99 without.
+    pub writing_backend_p99_ratio: f64,
 }
 
 /// A PL/pgSQL loop that keeps one backend on a CPU, with no I/O, no lock and no table, until
 /// it is cancelled.
-const SPIN: &str = "SET statement_timeout = 0; \
-     DO $$ DECLARE i bigint := 0; BEGIN LOOP i := i + 1; END LOOP; END $$";
+const SPIN: &str = "DO $$ DECLARE i bigint := 0; BEGIN LOOP i := i + 1; END LOOP; END $$";
+
+/// A loop that writes as a purge does, committing every few hundred rows (WAL, dirty buffers,
+/// dead tuples), to a table no lookup reads, until it is cancelled; the table stays a few
+/// pages long. On its own in the query so that it may commit.
+const WRITE: &str = "DO $$ BEGIN \
+       CREATE TABLE bench_scratch (id int, pad text); COMMIT; \
+       LOOP \
+         INSERT INTO bench_scratch SELECT g, repeat('x', 200) FROM generate_series(1, 500) g; \
+         COMMIT; \
+         DELETE FROM bench_scratch; COMMIT; \
+       END LOOP; \
+     END $$";
 
 const POLL: Duration = Duration::from_millis(2);
 
@@ -273,26 +289,35 @@ pub async fn run(db: &Db, base: &str, o: &PurgeOptions) -> anyhow::Result<PurgeR
             Some(&server),
         )
         .await;
-        let spinner = db::connect(&url).await?;
-        let cancel = spinner.cancel_token();
-        let spin = tokio::spawn(async move { spinner.batch_execute(SPIN).await });
-        let busy = load::paced(
-            "identify_by_number paced, one busy backend",
-            Pace {
-                rate: o.lookup_rate,
-                max_in_flight: o.max_in_flight,
-                max: Duration::from_secs_f64(o.lookup_secs),
-            },
+        let pace = Pace {
+            rate: o.lookup_rate,
+            max_in_flight: o.max_in_flight,
+            max: Duration::from_secs_f64(o.lookup_secs),
+        };
+        let busy = beside(
+            &url,
+            SPIN,
+            "one busy backend",
+            pace,
             o.seed + 2,
-            driver.clone(),
-            never.1.clone(),
-            Some(&server),
-        )
-        .await;
-        cancel.cancel_query(tokio_postgres::NoTls).await?;
-        if spin.await?.is_ok() {
-            bail!("the busy backend's loop ended before it was cancelled");
-        }
+            &driver,
+            &server,
+        );
+        let busy = busy.await?;
+        let writing = beside(
+            &url,
+            WRITE,
+            "one writing backend",
+            pace,
+            o.seed + 3,
+            &driver,
+            &server,
+        );
+        let writing = writing.await?;
+        db::connect(&url)
+            .await?
+            .batch_execute("DROP TABLE bench_scratch")
+            .await?;
         let (done_tx, done_rx) = watch::channel(false);
         let bin = o.purge_bin.clone();
         let log = o.log_dir.join("purge-under-load.log");
@@ -317,11 +342,11 @@ pub async fn run(db: &Db, base: &str, o: &PurgeOptions) -> anyhow::Result<PurgeR
         )
         .await;
         let loaded = worker.await??;
-        anyhow::Ok((without, busy, during, loaded))
+        anyhow::Ok((without, busy, writing, during, loaded))
     }
     .await;
     server.stop().await?;
-    let (without, busy, during, loaded) = result?;
+    let (without, busy, writing, during, loaded) = result?;
     if !o.keep_copies {
         for c in &copies {
             db.drop_database(c).await?;
@@ -337,10 +362,37 @@ pub async fn run(db: &Db, base: &str, o: &PurgeOptions) -> anyhow::Result<PurgeR
         bare_delete_rows: rows,
         p99_ratio: during.latency.p99_ms / without.latency.p99_ms.max(1e-9),
         busy_backend_p99_ratio: busy.latency.p99_ms / without.latency.p99_ms.max(1e-9),
+        writing_backend_p99_ratio: writing.latency.p99_ms / without.latency.p99_ms.max(1e-9),
         lookups_without: without,
         lookups_busy_backend: busy,
+        lookups_writing_backend: writing,
         lookups_during: during,
         worker_under_load: loaded,
     };
     Ok(report)
+}
+
+/// The lookups at `pace` while one more backend runs `control` (a loop) on `url`; the loop is
+/// cancelled when they end, and must not have ended before.
+async fn beside(
+    url: &str,
+    control: &'static str,
+    what: &str,
+    pace: Pace,
+    seed: u64,
+    driver: &load::Driver,
+    server: &Server,
+) -> anyhow::Result<Stats> {
+    let backend = db::connect(url).await?;
+    backend.batch_execute("SET statement_timeout = 0").await?;
+    let cancel = backend.cancel_token();
+    let running = tokio::spawn(async move { backend.batch_execute(control).await });
+    let never = watch::channel(false);
+    let name = format!("identify_by_number paced, {what}");
+    let stats = load::paced(&name, pace, seed, driver.clone(), never.1, Some(server)).await;
+    cancel.cancel_query(tokio_postgres::NoTls).await?;
+    if running.await?.is_ok() {
+        bail!("the control loop ({what}) ended before it was cancelled");
+    }
+    Ok(stats)
 }

@@ -216,14 +216,17 @@ pub fn goals(r: &Results) -> Vec<Goal> {
         out.push(Goal {
             goal: "lookup p99 during purge ≤ 1.2 × without".into(),
             measured: format!(
-                "{:.2} ms ÷ {:.2} ms = {:.2} (beside one busy backend that reads nothing: {:.2}){}",
+                "{:.2} ms ÷ {:.2} ms = {:.2} (beside one busy backend that reads nothing: {:.2}; \
+                 beside one writing a table nobody reads: {:.2}){}",
                 p.lookups_during.latency.p99_ms,
                 p.lookups_without.latency.p99_ms,
                 p.p99_ratio,
                 p.busy_backend_p99_ratio,
+                p.writing_backend_p99_ratio,
                 disturbance(&[
                     &p.lookups_during,
                     &p.lookups_busy_backend,
+                    &p.lookups_writing_backend,
                     &p.lookups_without
                 ])
             ),
@@ -380,6 +383,7 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(s, "{HEADER}");
         let _ = writeln!(s, "{}", row(&p.lookups_without));
         let _ = writeln!(s, "{}", row(&p.lookups_busy_backend));
+        let _ = writeln!(s, "{}", row(&p.lookups_writing_backend));
         let _ = writeln!(s, "{}", row(&p.lookups_during));
     }
     let _ = writeln!(s, "\n## Goals\n\n| goal | measured | met |\n|---|---|---|");
