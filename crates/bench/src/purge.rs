@@ -276,24 +276,20 @@ pub async fn run(db: &Db, base: &str, o: &PurgeOptions) -> anyhow::Result<PurgeR
             Some(&server),
         )
         .await;
+        let pace = Pace {
+            rate: o.lookup_rate,
+            max_in_flight: o.max_in_flight,
+            max: Duration::from_secs_f64(o.lookup_secs),
+        };
         let without = load::paced(
             "identify_by_number paced, no purge",
-            Pace {
-                rate: o.lookup_rate,
-                max_in_flight: o.max_in_flight,
-                max: Duration::from_secs_f64(o.lookup_secs),
-            },
+            pace,
             o.seed,
             driver.clone(),
             never.1.clone(),
             Some(&server),
         )
         .await;
-        let pace = Pace {
-            rate: o.lookup_rate,
-            max_in_flight: o.max_in_flight,
-            max: Duration::from_secs_f64(o.lookup_secs),
-        };
         let busy = beside(
             &url,
             SPIN,
