@@ -76,9 +76,10 @@ impl Conn for Transaction<'_> {
     }
 }
 
-/// The shared connections; a call takes the one with the fewest calls on it. Each is made on first use and made anew when it
-/// closed (an error, the database restarting), failed the check after sitting idle (as pooled
-/// connections do, `PoolConfig::check_after_idle`), or a call gave up on it midway.
+/// The shared connections; a call takes the one with the fewest calls on it. Each is made on
+/// first use and made anew when it closed (an error, the database restarting), failed the check
+/// after sitting idle (as pooled connections do, `PoolConfig::check_after_idle`), or a call gave
+/// up on it midway.
 pub(crate) struct Shared {
     lanes: Vec<Lane>,
     pg: tokio_postgres::Config,
