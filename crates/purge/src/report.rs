@@ -69,16 +69,13 @@ fn prometheus_text(s: &Summary) -> String {
         "Batches of the last run.",
         s.batches as f64,
     );
-    gauge(
-        "callers_purge_idempotency_keys_deleted",
-        "Expired idempotency keys the last run dropped.",
-        s.idempotency_keys_deleted as f64,
-    );
-    gauge(
-        "callers_purge_audit_rows_deleted",
-        "Old audit rows the last run dropped.",
-        s.audit_rows_deleted as f64,
-    );
+    for (done, n) in &s.housekept {
+        gauge(
+            &format!("callers_purge_{done}"),
+            "Rows the last run's housekeeping chore of this name worked on.",
+            *n as f64,
+        );
+    }
     let _ = writeln!(
         t,
         "# HELP callers_purge_outcome The last run's outcome (1 for the one that happened).\n\

@@ -3,7 +3,7 @@
 use crate::config::Settings;
 use anyhow::Context;
 use callers_domain::Clock;
-use callers_store::purge::{PurgeLock, PurgeSession, RunOutcome, RunPlan};
+use callers_store::purge::{self, Chore, PurgeLock, PurgeSession, RunOutcome, RunPlan};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -54,8 +54,12 @@ pub struct Summary {
     pub would_delete: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub would_delete_by_account: Option<BTreeMap<String, u64>>,
-    pub idempotency_keys_deleted: u64,
-    pub audit_rows_deleted: u64,
+    /// Per housekeeping chore, `<name>_deleted`: the rows it worked on.
+    #[serde(flatten)]
+    pub housekept: BTreeMap<String, u64>,
+    /// A dry run's counts per chore, `<name>`: the rows a run would work on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_housekeep: Option<BTreeMap<String, u64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -82,8 +86,11 @@ impl Summary {
             deleted_by_account: BTreeMap::new(),
             would_delete: None,
             would_delete_by_account: None,
-            idempotency_keys_deleted: 0,
-            audit_rows_deleted: 0,
+            housekept: housekeeping(settings)
+                .iter()
+                .map(|(chore, _)| (done_key(chore), 0))
+                .collect(),
+            would_housekeep: None,
             error: None,
         }
     }
@@ -134,9 +141,18 @@ async fn dry_run(
         .count_due(plan.cutoff)
         .await
         .context("counting due contacts")?;
+    let mut would = BTreeMap::new();
+    for (chore, keep) in housekeeping(settings) {
+        let n = session
+            .count_chore(&chore, plan.as_of - keep)
+            .await
+            .with_context(|| format!("counting {}", chore.name))?;
+        would.insert(chore.name.to_owned(), n);
+    }
     session.close().await;
     summary.would_delete = Some(due.values().sum());
     summary.would_delete_by_account = Some(due);
+    summary.would_housekeep = Some(would);
     Ok(Outcome::Succeeded)
 }
 
@@ -205,15 +221,14 @@ async fn purge(
         _ => tracing::info!(
             run_id = %plan.run_id,
             deleted = summary.deleted,
-            idempotency_keys_deleted = summary.idempotency_keys_deleted,
-            audit_rows_deleted = summary.audit_rows_deleted,
+            housekept = ?summary.housekept,
             "purge finished"
         ),
     }
     Ok(outcome)
 }
 
-/// The batches: contacts first, then expired idempotency keys, then old audit rows.
+/// The batches: contacts first, then the housekeeping chores.
 async fn work(
     lock: &PurgeLock,
     plan: &RunPlan,
@@ -248,42 +263,42 @@ async fn work(
         pause(settings.batch_pause, stop).await;
     }
 
-    let keys_before = plan.start_time - settings.idempotency_retention;
-    let mut progress = Progress::new("idempotency_keys", settings.progress_every);
-    loop {
-        if *stop.borrow() {
-            return Ok(Outcome::Interrupted);
+    for (chore, keep) in housekeeping(settings) {
+        let before = plan.start_time - keep;
+        let key = done_key(&chore);
+        let mut progress = Progress::new(chore.name, settings.progress_every);
+        loop {
+            if *stop.borrow() {
+                return Ok(Outcome::Interrupted);
+            }
+            let n = lock
+                .housekeep(&chore, before, limit)
+                .await
+                .with_context(|| format!("housekeeping: {}", chore.name))?;
+            let done = summary.housekept.entry(key.clone()).or_default();
+            *done += n;
+            progress.tick(*done);
+            if n < u64::from(limit) {
+                break;
+            }
+            pause(settings.batch_pause, stop).await;
         }
-        let n = lock
-            .delete_idempotency_keys(keys_before, limit)
-            .await
-            .context("deleting expired idempotency keys")?;
-        summary.idempotency_keys_deleted += n;
-        progress.tick(summary.idempotency_keys_deleted);
-        if n < u64::from(limit) {
-            break;
-        }
-        pause(settings.batch_pause, stop).await;
-    }
-
-    let audit_before = plan.start_time - settings.audit_retention;
-    let mut progress = Progress::new("audit", settings.progress_every);
-    loop {
-        if *stop.borrow() {
-            return Ok(Outcome::Interrupted);
-        }
-        let n = lock
-            .delete_audit(audit_before, limit)
-            .await
-            .context("deleting old audit rows")?;
-        summary.audit_rows_deleted += n;
-        progress.tick(summary.audit_rows_deleted);
-        if n < u64::from(limit) {
-            break;
-        }
-        pause(settings.batch_pause, stop).await;
     }
     Ok(Outcome::Succeeded)
+}
+
+/// The housekeeping chores, in the order a run does them after the contacts, each with how
+/// long its rows are kept. A new chore is a line here (and its statements in the store).
+pub fn housekeeping(settings: &Settings) -> [(Chore, chrono::Duration); 2] {
+    [
+        (purge::IDEMPOTENCY_KEYS, settings.idempotency_retention),
+        (purge::AUDIT_ROWS, settings.audit_retention),
+    ]
+}
+
+/// The summary's and the metrics' name of what a chore did.
+pub fn done_key(chore: &Chore) -> String {
+    format!("{}_deleted", chore.name)
 }
 
 /// Waits between batches; a stop request cuts the wait short.

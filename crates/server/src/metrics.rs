@@ -10,7 +10,7 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Serves Prometheus text on `addr` (any path) and samples the pool every few seconds.
+/// Serves Prometheus text on `addr` (any path) and samples the connections every few seconds.
 pub fn install(addr: SocketAddr, store: Store) -> anyhow::Result<()> {
     PrometheusBuilder::new()
         .with_http_listener(addr)
@@ -22,12 +22,13 @@ pub fn install(addr: SocketAddr, store: Store) -> anyhow::Result<()> {
     gauge!("callers_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     tokio::spawn(async move {
         loop {
-            let (size, available, waiting) = store.pool_status();
-            let in_use = size.saturating_sub(available);
+            // Pooled and shared connections together: both count against the database.
+            let c = store.connections();
+            let in_use = c.open.saturating_sub(c.idle);
             gauge!("callers_db_pool_connections", "state" => "in_use").set(in_use as f64);
-            gauge!("callers_db_pool_connections", "state" => "idle").set(available as f64);
-            gauge!("callers_db_pool_max_connections").set(store.pool_max_size() as f64);
-            gauge!("callers_db_pool_waiting").set(waiting as f64);
+            gauge!("callers_db_pool_connections", "state" => "idle").set(c.idle as f64);
+            gauge!("callers_db_pool_max_connections").set(c.max as f64);
+            gauge!("callers_db_pool_waiting").set(c.waiting as f64);
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
     });

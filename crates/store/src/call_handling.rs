@@ -1,7 +1,8 @@
 //! Call-handling settings per account and employee: read, and field-masked upsert under an
 //! etag, the employee overrides written as one ordered list.
 
-use crate::shared::Conn;
+use crate::exec::Conn;
+use crate::row::row_struct;
 use crate::{Entity, Error, Store};
 use callers_domain::AccountId;
 use callers_domain::call_handling::{
@@ -9,28 +10,36 @@ use callers_domain::call_handling::{
 };
 use callers_domain::phone::Region;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{GenericClient, Transaction};
-use tokio_postgres::Row;
 
-/// The settings with all their employees, aggregated in list order.
-const SELECT: &str = "SELECT h.account_id, h.conversation_style, h.caller_id_transmission, \
-     h.phone_region, h.version, h.update_time, e.ids, e.styles, e.cids \
-     FROM call_handling h LEFT JOIN LATERAL ( \
-       SELECT array_agg(x.employee_id ORDER BY x.position) AS ids, \
-              array_agg(x.conversation_style ORDER BY x.position) AS styles, \
-              array_agg(x.caller_id_transmission ORDER BY x.position) AS cids \
-       FROM employee_call_handling x WHERE x.account_id = h.account_id) e ON true \
-     WHERE h.account_id = $1";
+/// The settings with all their employees, aggregated in list order: [`SettingsRow`].
+macro_rules! select_settings {
+    () => {
+        "SELECT h.account_id, h.conversation_style, h.caller_id_transmission, h.phone_region, \
+         h.version, h.update_time, e.employee_ids, e.employee_styles, e.employee_cids \
+         FROM call_handling h LEFT JOIN LATERAL ( \
+           SELECT array_agg(x.employee_id ORDER BY x.position) AS employee_ids, \
+                  array_agg(x.conversation_style ORDER BY x.position) AS employee_styles, \
+                  array_agg(x.caller_id_transmission ORDER BY x.position) AS employee_cids \
+           FROM employee_call_handling x WHERE x.account_id = h.account_id) e ON true \
+         WHERE h.account_id = $1"
+    };
+}
+const SELECT: &str = select_settings!();
+const SELECT_FOR_UPDATE: &str = concat!(select_settings!(), " FOR UPDATE OF h");
 
 /// The settings with one employee's entry, if it has one; the parameters' numbers are
-/// arguments so that `identify::CALL_BY_NUMBER` can embed it. A join on the primary key, not
-/// [`SELECT`]'s aggregation: this runs on every incoming call. Read by [`from_employee_row`].
+/// arguments so that `identify::CALL_BY_NUMBER` can embed it, and the columns carry a
+/// `settings_` prefix so they never meet a contact's there. A join on the primary key, not
+/// [`SELECT`]'s aggregation: this runs on every incoming call. Read by [`EmployeeSettingsRow`].
 macro_rules! select_for_employee {
     ($account:literal, $employee:literal) => {
         concat!(
-            "SELECT h.account_id, h.conversation_style, h.caller_id_transmission, \
-             h.phone_region, h.version, h.update_time, x.employee_id, \
-             x.conversation_style AS employee_style, x.caller_id_transmission AS employee_cid \
+            "SELECT h.account_id AS settings_account_id, \
+             h.conversation_style AS settings_style, h.caller_id_transmission AS settings_cid, \
+             h.phone_region AS settings_region, h.version AS settings_version, \
+             h.update_time AS settings_update_time, x.employee_id AS settings_employee_id, \
+             x.conversation_style AS settings_employee_style, \
+             x.caller_id_transmission AS settings_employee_cid \
              FROM call_handling h LEFT JOIN employee_call_handling x \
              ON x.account_id = h.account_id AND x.employee_id = ",
             $employee,
@@ -40,6 +49,24 @@ macro_rules! select_for_employee {
     };
 }
 pub(crate) use select_for_employee;
+
+/// The columns a write sets, for insert and update alike, in the order of [`write`]'s values.
+macro_rules! settings_columns {
+    () => {
+        "(account_id, conversation_style, caller_id_transmission, phone_region, version, \
+         update_time)"
+    };
+}
+const INSERT: &str = concat!(
+    "INSERT INTO call_handling ",
+    settings_columns!(),
+    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (account_id) DO NOTHING"
+);
+const UPDATE: &str = concat!(
+    "UPDATE call_handling SET ",
+    settings_columns!(),
+    " = ($1, $2, $3, $4, $5, $6) WHERE account_id = $1"
+);
 
 /// Stored code of an account style that is not set.
 const STYLE_NOT_SET: i16 = 0;
@@ -57,31 +84,104 @@ fn style_to_db(style: Option<ConversationStyle>) -> i16 {
     style.map_or(STYLE_NOT_SET, |s| s.code() as i16)
 }
 
-fn from_row(row: &Row) -> Result<CallHandling, Error> {
-    let ids: Option<Vec<String>> = row.get(6);
-    let styles: Option<Vec<Option<i16>>> = row.get(7);
-    let cids: Option<Vec<Option<bool>>> = row.get(8);
-    let employees = ids
-        .unwrap_or_default()
-        .into_iter()
-        .zip(styles.unwrap_or_default())
-        .zip(cids.unwrap_or_default())
-        .map(|((employee_id, style), cid)| employee(employee_id, style, cid))
-        .collect::<Result<Vec<_>, Error>>()?;
-    settings_from_row(row, 0, employees)
+fn region_from_db(region: &str) -> Result<Region, Error> {
+    Region::parse(region).map_err(|_| Error::Corrupt(format!("phone region {region:?}")))
 }
 
-/// The settings of a [`select_for_employee`] row whose columns start at `at`; `None` when the
-/// account has none (the columns are NULL).
-pub(crate) fn from_employee_row(row: &Row, at: usize) -> Result<Option<CallHandling>, Error> {
-    if row.get::<_, Option<&str>>(at).is_none() {
-        return Ok(None);
+row_struct! {
+    /// The settings with all employees, as [`SELECT`] reads them.
+    struct SettingsRow {
+        account_id: String,
+        conversation_style: i16,
+        caller_id_transmission: bool,
+        phone_region: String,
+        version: i64,
+        update_time: DateTime<Utc>,
+        employee_ids: Option<Vec<String>>,
+        employee_styles: Option<Vec<Option<i16>>>,
+        employee_cids: Option<Vec<Option<bool>>>,
     }
-    let employees = match row.get::<_, Option<String>>(at + 6) {
-        Some(id) => vec![employee(id, row.get(at + 7), row.get(at + 8))?],
-        None => Vec::new(),
-    };
-    settings_from_row(row, at, employees).map(Some)
+}
+
+impl TryFrom<SettingsRow> for CallHandling {
+    type Error = Error;
+
+    fn try_from(r: SettingsRow) -> Result<CallHandling, Error> {
+        let employees = r
+            .employee_ids
+            .unwrap_or_default()
+            .into_iter()
+            .zip(r.employee_styles.unwrap_or_default())
+            .zip(r.employee_cids.unwrap_or_default())
+            .map(|((employee_id, style), cid)| employee(employee_id, style, cid))
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(CallHandling {
+            account_id: r.account_id,
+            conversation_style: style_from_db(r.conversation_style)?,
+            caller_id_transmission: r.caller_id_transmission,
+            phone_region: region_from_db(&r.phone_region)?,
+            employees,
+            version: r.version,
+            update_time: r.update_time,
+        })
+    }
+}
+
+row_struct! {
+    /// The settings with at most one employee, as [`select_for_employee`] reads them: every
+    /// column NULL when the account has none.
+    struct EmployeeSettingsRow {
+        settings_account_id: Option<String>,
+        settings_style: Option<i16>,
+        settings_cid: Option<bool>,
+        settings_region: Option<String>,
+        settings_version: Option<i64>,
+        settings_update_time: Option<DateTime<Utc>>,
+        settings_employee_id: Option<String>,
+        settings_employee_style: Option<i16>,
+        settings_employee_cid: Option<bool>,
+    }
+}
+
+impl EmployeeSettingsRow {
+    /// `None` when the account has no settings.
+    pub(crate) fn settings(self) -> Result<Option<CallHandling>, Error> {
+        let (
+            Some(account_id),
+            Some(style),
+            Some(cid),
+            Some(region),
+            Some(version),
+            Some(update_time),
+        ) = (
+            self.settings_account_id,
+            self.settings_style,
+            self.settings_cid,
+            self.settings_region,
+            self.settings_version,
+            self.settings_update_time,
+        )
+        else {
+            return Ok(None);
+        };
+        let employees = match self.settings_employee_id {
+            Some(id) => vec![employee(
+                id,
+                self.settings_employee_style,
+                self.settings_employee_cid,
+            )?],
+            None => Vec::new(),
+        };
+        Ok(Some(CallHandling {
+            account_id,
+            conversation_style: style_from_db(style)?,
+            caller_id_transmission: cid,
+            phone_region: region_from_db(&region)?,
+            employees,
+            version,
+            update_time,
+        }))
+    }
 }
 
 fn employee(
@@ -99,79 +199,55 @@ fn employee(
     })
 }
 
-/// The account's own columns, which both statements read first.
-fn settings_from_row(
-    row: &Row,
-    at: usize,
-    employees: Vec<EmployeeOverride>,
-) -> Result<CallHandling, Error> {
-    let region: &str = row.get(at + 3);
-    let phone_region =
-        Region::parse(region).map_err(|_| Error::Corrupt(format!("phone region {region:?}")))?;
-    Ok(CallHandling {
-        account_id: row.get(at),
-        conversation_style: style_from_db(row.get(at + 1))?,
-        caller_id_transmission: row.get(at + 2),
-        phone_region,
-        employees,
-        version: row.get(at + 4),
-        update_time: row.get(at + 5),
-    })
-}
-
-fn version_of(etag: &str) -> Option<i64> {
-    etag.strip_prefix('"')?.strip_suffix('"')?.parse().ok()
-}
-
-async fn read(
-    client: &impl GenericClient,
-    account: &str,
-    lock: bool,
-) -> Result<Option<CallHandling>, Error> {
-    let stmt = if lock {
-        client
-            .prepare_cached(&format!("{SELECT} FOR UPDATE OF h"))
-            .await?
-    } else {
-        client.prepare_cached(SELECT).await?
-    };
-    let row = client.query_opt(&stmt, &[&account]).await?;
-    row.as_ref().map(from_row).transpose()
+async fn read(db: Conn<'_>, account: &str, lock: bool) -> Result<Option<CallHandling>, Error> {
+    let sql = if lock { SELECT_FOR_UPDATE } else { SELECT };
+    db.row::<SettingsRow>(sql, &[&account])
+        .await?
+        .map(CallHandling::try_from)
+        .transpose()
 }
 
 /// The settings with at most `employee`'s entry (none for an empty id: entries always have one).
 pub(crate) async fn read_for_employee(
-    client: &impl Conn,
+    db: Conn<'_>,
     account: &str,
     employee: &str,
 ) -> Result<Option<CallHandling>, Error> {
-    let stmt = client
-        .prepare_cached(select_for_employee!("$1", "$2"))
-        .await?;
-    let rows = client.query(&stmt, &[&account, &employee]).await?;
-    rows.first()
-        .map(|r| from_employee_row(r, 0))
-        .transpose()
-        .map(Option::flatten)
+    match db
+        .row::<EmployeeSettingsRow>(select_for_employee!("$1", "$2"), &[&account, &employee])
+        .await?
+    {
+        Some(row) => row.settings(),
+        None => Ok(None),
+    }
+}
+
+row_struct! {
+    struct RegionRow {
+        phone_region: String,
+    }
 }
 
 impl Store {
     /// The account's phone region, when it has settings stored.
     pub async fn phone_region(&self, account: &AccountId) -> Result<Option<String>, Error> {
-        self.with_client(async |client| {
-            let stmt = client
-                .prepare_cached("SELECT phone_region FROM call_handling WHERE account_id = $1")
-                .await?;
-            let row = client.query_opt(&stmt, &[&account.as_str()]).await?;
-            Ok(row.map(|r| r.get(0)))
-        })
-        .await
+        let row: Option<RegionRow> = self
+            .pooled(async |s| {
+                s.conn()
+                    .row(
+                        "SELECT phone_region FROM call_handling WHERE account_id = $1",
+                        &[&account.as_str()],
+                    )
+                    .await
+            })
+            .await?;
+        Ok(row.map(|r| r.phone_region))
     }
 
     /// The account's settings with all employee overrides; `NotFound` when none are stored.
     pub async fn get_call_handling(&self, account: &AccountId) -> Result<CallHandling, Error> {
-        self.with_client(async |client| {
-            read(&*client, account.as_str(), false)
+        self.pooled(async |s| {
+            read(s.conn(), account.as_str(), false)
                 .await?
                 .ok_or(Error::NotFound(Entity::CallHandling))
         })
@@ -186,10 +262,8 @@ impl Store {
         account: &AccountId,
         employee_id: &str,
     ) -> Result<Option<CallHandling>, Error> {
-        self.with_client(async |client| {
-            read_for_employee(&**client, account.as_str(), employee_id).await
-        })
-        .await
+        self.pooled(async |s| read_for_employee(s.conn(), account.as_str(), employee_id).await)
+            .await
     }
 
     /// Applies a field-masked change, creating the settings (from [`CallHandling::initial`] with
@@ -204,29 +278,30 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<CallHandling, Error> {
         let now = crate::db_time(now);
-        self.with_client(async |client| {
-            let tx = client.transaction().await?;
-            let current = match read(&tx, account.as_str(), true).await? {
+        self.pooled(async |s| {
+            let tx = s.transaction().await?;
+            let db = tx.conn();
+            let initial = CallHandling::initial(account.as_str(), *default_region, now);
+            let current = match read(db, account.as_str(), true).await? {
                 Some(c) => Some(c),
                 // Two first writers race: the loser's insert does nothing and waits for the
                 // winner, whose row it then locks and updates like any other.
-                None if try_create(&tx, account.as_str(), default_region, now).await? => None,
-                None => read(&tx, account.as_str(), true).await?,
+                None if write(db, INSERT, &initial).await? == 1 => None,
+                None => read(db, account.as_str(), true).await?,
             };
             if let Some(etag) = etag {
                 let version = current.as_ref().map_or(0, |c| c.version);
-                if version_of(etag) != Some(version) || version == 0 {
+                if crate::contacts::version_of(etag) != Some(version) || version == 0 {
                     return Err(Error::EtagMismatch);
                 }
             }
-            let mut settings = current
-                .unwrap_or_else(|| CallHandling::initial(account.as_str(), *default_region, now));
+            let mut settings = current.unwrap_or(initial);
             patch.apply(&mut settings);
             settings.version += 1;
             settings.update_time = now;
-            write(&tx, &settings).await?;
+            write(db, UPDATE, &settings).await?;
             if patch.employees.is_some() {
-                replace_employees(&tx, &settings).await?;
+                replace_employees(db, &settings).await?;
             }
             tx.commit().await?;
             Ok(settings)
@@ -235,35 +310,10 @@ impl Store {
     }
 }
 
-/// Inserts a version-0 placeholder row; `false` when another transaction created one first.
-async fn try_create(
-    tx: &Transaction<'_>,
-    account: &str,
-    region: &Region,
-    now: DateTime<Utc>,
-) -> Result<bool, Error> {
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO call_handling (account_id, conversation_style, caller_id_transmission, \
-             phone_region, version, update_time) VALUES ($1, $2, false, $3, 0, $4) \
-             ON CONFLICT (account_id) DO NOTHING",
-        )
-        .await?;
-    let n = tx
-        .execute(&stmt, &[&account, &STYLE_NOT_SET, &region.as_str(), &now])
-        .await?;
-    Ok(n == 1)
-}
-
-async fn write(tx: &Transaction<'_>, s: &CallHandling) -> Result<(), Error> {
-    let stmt = tx
-        .prepare_cached(
-            "UPDATE call_handling SET conversation_style = $2, caller_id_transmission = $3, \
-             phone_region = $4, version = $5, update_time = $6 WHERE account_id = $1",
-        )
-        .await?;
+/// Runs [`INSERT`] or [`UPDATE`] with the settings' own columns.
+async fn write(tx: Conn<'_>, sql: &str, s: &CallHandling) -> Result<u64, Error> {
     tx.execute(
-        &stmt,
+        sql,
         &[
             &s.account_id,
             &style_to_db(s.conversation_style),
@@ -273,15 +323,15 @@ async fn write(tx: &Transaction<'_>, s: &CallHandling) -> Result<(), Error> {
             &s.update_time,
         ],
     )
-    .await?;
-    Ok(())
+    .await
 }
 
-async fn replace_employees(tx: &Transaction<'_>, s: &CallHandling) -> Result<(), Error> {
-    let delete = tx
-        .prepare_cached("DELETE FROM employee_call_handling WHERE account_id = $1")
-        .await?;
-    tx.execute(&delete, &[&s.account_id]).await?;
+async fn replace_employees(tx: Conn<'_>, s: &CallHandling) -> Result<(), Error> {
+    tx.execute(
+        "DELETE FROM employee_call_handling WHERE account_id = $1",
+        &[&s.account_id],
+    )
+    .await?;
     if s.employees.is_empty() {
         return Ok(());
     }
@@ -297,15 +347,13 @@ async fn replace_employees(tx: &Transaction<'_>, s: &CallHandling) -> Result<(),
         .iter()
         .map(|e| e.caller_id_transmission)
         .collect();
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO employee_call_handling \
-             (account_id, employee_id, position, conversation_style, caller_id_transmission) \
-             SELECT $1, * FROM unnest($2::text[], $3::int[], $4::smallint[], $5::boolean[])",
-        )
-        .await?;
-    tx.execute(&insert, &[&s.account_id, &ids, &positions, &styles, &cids])
-        .await?;
+    tx.execute(
+        "INSERT INTO employee_call_handling \
+         (account_id, employee_id, position, conversation_style, caller_id_transmission) \
+         SELECT $1, * FROM unnest($2::text[], $3::int[], $4::smallint[], $5::boolean[])",
+        &[&s.account_id, &ids, &positions, &styles, &cids],
+    )
+    .await?;
     Ok(())
 }
 

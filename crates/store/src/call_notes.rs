@@ -5,69 +5,94 @@
 //! of `message_deliveries (account_id, message_id)` makes a second delivery impossible even if
 //! that order were broken.
 
-use crate::contacts::{get_contact, insert_contact, replayed_id};
-use crate::idempotency::{self, Claim, IdempotencyKey};
+use crate::contacts::{get_contact, insert_contact};
+use crate::exec::Conn;
+use crate::idempotency::{IdempotencyKey, Replay};
+use crate::row::row_struct;
 use crate::{Entity, Error, Store, keyset_page};
 use callers_domain::AccountId;
 use callers_domain::call_note::{CallNote, Caller, MessageDelivery, NewCallNote};
 use callers_domain::contact::Contact;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{GenericClient, Transaction};
-use tokio_postgres::Row;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 macro_rules! select_note {
     () => {
         "SELECT n.account_id, n.call_note_id, n.contact_id, n.employee_id, n.agent_id, \
          n.caller_first_name, n.caller_last_name, n.caller_company, n.caller_number, n.subject, \
-         n.body, n.call_time, n.create_time, d.ids, d.texts, d.times, d.agents \
+         n.body, n.call_time, n.create_time, d.delivered_ids, d.delivered_texts, \
+         d.delivered_times, d.delivered_agents \
          FROM call_notes n LEFT JOIN LATERAL ( \
-           SELECT array_agg(m.message_id ORDER BY m.deliver_time, m.message_id) AS ids, \
-                  array_agg(m.text ORDER BY m.deliver_time, m.message_id) AS texts, \
-                  array_agg(m.deliver_time ORDER BY m.deliver_time, m.message_id) AS times, \
-                  array_agg(m.agent_id ORDER BY m.deliver_time, m.message_id) AS agents \
+           SELECT array_agg(m.message_id ORDER BY m.deliver_time, m.message_id) AS delivered_ids, \
+                  array_agg(m.text ORDER BY m.deliver_time, m.message_id) AS delivered_texts, \
+                  array_agg(m.deliver_time ORDER BY m.deliver_time, m.message_id) \
+                    AS delivered_times, \
+                  array_agg(m.agent_id ORDER BY m.deliver_time, m.message_id) AS delivered_agents \
            FROM message_deliveries m \
            WHERE m.account_id = n.account_id AND m.call_note_id = n.call_note_id) d ON true "
     };
 }
 
-fn note_from_row(row: &Row) -> CallNote {
-    let ids: Option<Vec<Uuid>> = row.get(13);
-    let texts: Option<Vec<String>> = row.get(14);
-    let times: Option<Vec<DateTime<Utc>>> = row.get(15);
-    let agents: Option<Vec<String>> = row.get(16);
-    let deliveries = ids
-        .unwrap_or_default()
-        .into_iter()
-        .zip(texts.unwrap_or_default())
-        .zip(times.unwrap_or_default())
-        .zip(agents.unwrap_or_default())
-        .map(
-            |(((message_id, text), deliver_time), agent_id)| MessageDelivery {
-                message_id,
-                text,
-                deliver_time,
-                agent_id,
+row_struct! {
+    /// A call note as [`select_note`] reads it.
+    struct NoteRow {
+        account_id: String,
+        call_note_id: Uuid,
+        contact_id: Option<Uuid>,
+        employee_id: String,
+        agent_id: String,
+        caller_first_name: String,
+        caller_last_name: String,
+        caller_company: String,
+        caller_number: String,
+        subject: String,
+        body: String,
+        call_time: DateTime<Utc>,
+        create_time: DateTime<Utc>,
+        delivered_ids: Option<Vec<Uuid>>,
+        delivered_texts: Option<Vec<String>>,
+        delivered_times: Option<Vec<DateTime<Utc>>>,
+        delivered_agents: Option<Vec<String>>,
+    }
+}
+
+impl From<NoteRow> for CallNote {
+    fn from(r: NoteRow) -> CallNote {
+        let deliveries = r
+            .delivered_ids
+            .unwrap_or_default()
+            .into_iter()
+            .zip(r.delivered_texts.unwrap_or_default())
+            .zip(r.delivered_times.unwrap_or_default())
+            .zip(r.delivered_agents.unwrap_or_default())
+            .map(
+                |(((message_id, text), deliver_time), agent_id)| MessageDelivery {
+                    message_id,
+                    text,
+                    deliver_time,
+                    agent_id,
+                },
+            )
+            .collect();
+        CallNote {
+            account_id: r.account_id,
+            call_note_id: r.call_note_id,
+            contact_id: r.contact_id,
+            employee_id: r.employee_id,
+            agent_id: r.agent_id,
+            caller: Caller {
+                first_name: r.caller_first_name,
+                last_name: r.caller_last_name,
+                company: r.caller_company,
+                number: r.caller_number,
             },
-        )
-        .collect();
-    CallNote {
-        account_id: row.get(0),
-        call_note_id: row.get(1),
-        contact_id: row.get(2),
-        employee_id: row.get(3),
-        agent_id: row.get(4),
-        caller: Caller {
-            first_name: row.get(5),
-            last_name: row.get(6),
-            company: row.get(7),
-            number: row.get(8),
-        },
-        subject: row.get(9),
-        text: row.get(10),
-        call_time: row.get(11),
-        create_time: row.get(12),
-        deliveries,
+            subject: r.subject,
+            text: r.body,
+            call_time: r.call_time,
+            create_time: r.create_time,
+            deliveries,
+        }
     }
 }
 
@@ -104,6 +129,101 @@ pub struct NotePage {
     pub next_after: Option<NotePosition>,
 }
 
+/// The columns of a call note, in the order of the insert's values.
+const INSERT_NOTE: &str = "INSERT INTO call_notes (account_id, call_note_id, contact_id, \
+     employee_id, agent_id, caller_first_name, caller_last_name, caller_company, caller_number, \
+     subject, body, call_time, create_time) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+
+/// What a replay of CreateCallNote reads back.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct CreatedIds {
+    call_note_id: Uuid,
+    contact_id: Option<Uuid>,
+    contact_created: bool,
+}
+
+impl Replay for Created {
+    type Ids = CreatedIds;
+
+    fn ids(&self) -> CreatedIds {
+        CreatedIds {
+            call_note_id: self.call_note.call_note_id,
+            contact_id: self.call_note.contact_id,
+            contact_created: self.contact_created,
+        }
+    }
+
+    async fn replay(db: Conn<'_>, account: &str, ids: CreatedIds) -> Result<Self, Error> {
+        let call_note = get_note(db, account, ids.call_note_id).await?;
+        // The contact may have been deleted since; the note then says so by its cleared link.
+        let contact = match call_note.contact_id {
+            Some(id) => match get_contact(db, account, id).await {
+                Ok(c) => Some(c),
+                Err(Error::NotFound(_)) => None,
+                Err(e) => return Err(e),
+            },
+            None => None,
+        };
+        Ok(Created {
+            call_note,
+            contact,
+            contact_created: ids.contact_created,
+        })
+    }
+}
+
+/// What a replay of DeliverCallerMessage reads back.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct DeliveredIds {
+    call_note_id: Uuid,
+    contact_id: Uuid,
+}
+
+impl Replay for Delivered {
+    type Ids = DeliveredIds;
+
+    fn ids(&self) -> DeliveredIds {
+        DeliveredIds {
+            call_note_id: self.call_note.call_note_id,
+            contact_id: self.contact.contact_id,
+        }
+    }
+
+    async fn replay(db: Conn<'_>, account: &str, ids: DeliveredIds) -> Result<Self, Error> {
+        Ok(Delivered {
+            call_note: get_note(db, account, ids.call_note_id).await?,
+            contact: get_contact(db, account, ids.contact_id).await?,
+        })
+    }
+}
+
+row_struct! {
+    /// The contact's pending message, locked for delivery.
+    struct PendingRow {
+        message_id: Option<Uuid>,
+        message_text: Option<String>,
+    }
+}
+
+row_struct! {
+    struct LinkRow {
+        contact_id: Option<Uuid>,
+    }
+}
+
+row_struct! {
+    struct DeliveredInRow {
+        call_note_id: Uuid,
+    }
+}
+
+row_struct! {
+    struct ContactIdRow {
+        contact_id: Uuid,
+    }
+}
+
 impl Store {
     /// Writes a call note. With `contact_id` it is linked to that contact; without, to the one
     /// contact the caller's number and name identify, else to a new caller contact.
@@ -116,25 +236,18 @@ impl Store {
     ) -> Result<Created, Error> {
         let now = crate::db_time(now);
         let acc = account.as_str();
-        self.with_client(async |client| {
-            let tx = client.transaction().await?;
-            if let Some(key) = key
-                && let Claim::Replay(result) = idempotency::claim(&tx, acc, key, now).await?
-            {
-                drop(tx);
-                return replay_created(&*client, acc, &result).await;
-            }
+        self.write_once(acc, key, now, async |tx| {
             let (contact, contact_created) = match note.contact_id {
-                Some(id) => (Some(touch_contact(&tx, acc, id, now).await?), false),
-                None => match find_caller(&tx, acc, note).await? {
-                    Some(id) => (Some(touch_contact(&tx, acc, id, now).await?), false),
+                Some(id) => (Some(touch_contact(tx, acc, id, now).await?), false),
+                None => match find_caller(tx, acc, note).await? {
+                    Some(id) => (Some(touch_contact(tx, acc, id, now).await?), false),
                     None => match note.new_caller_contact() {
-                        Some(new) => (Some(insert_contact(&tx, acc, &new, now).await?), true),
+                        Some(new) => (Some(insert_contact(tx, acc, &new, now).await?), true),
                         None => (None, false),
                     },
                 },
             };
-            let call_note = CallNote {
+            let n = CallNote {
                 account_id: acc.to_owned(),
                 call_note_id: Uuid::now_v7(),
                 contact_id: contact.as_ref().map(|c| c.contact_id),
@@ -147,17 +260,8 @@ impl Store {
                 create_time: now,
                 deliveries: Vec::new(),
             };
-            let stmt = tx
-                .prepare_cached(
-                    "INSERT INTO call_notes (account_id, call_note_id, contact_id, employee_id, \
-                     agent_id, caller_first_name, caller_last_name, caller_company, caller_number, \
-                     subject, body, call_time, create_time) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                )
-                .await?;
-            let n = &call_note;
             tx.execute(
-                &stmt,
+                INSERT_NOTE,
                 &[
                     &n.account_id,
                     &n.call_note_id,
@@ -175,17 +279,8 @@ impl Store {
                 ],
             )
             .await?;
-            if let Some(key) = key {
-                let result = serde_json::json!({
-                    "call_note_id": call_note.call_note_id,
-                    "contact_id": call_note.contact_id,
-                    "contact_created": contact_created,
-                });
-                idempotency::record(&tx, acc, key, result).await?;
-            }
-            tx.commit().await?;
             Ok(Created {
-                call_note,
+                call_note: n,
                 contact,
                 contact_created,
             })
@@ -194,7 +289,7 @@ impl Store {
     }
 
     pub async fn get_call_note(&self, account: &AccountId, id: Uuid) -> Result<CallNote, Error> {
-        self.with_client(async |client| get_note(&*client, account.as_str(), id).await)
+        self.pooled(async |s| get_note(s.conn(), account.as_str(), id).await)
             .await
     }
 
@@ -207,41 +302,39 @@ impl Store {
         after: Option<NotePosition>,
         limit: usize,
     ) -> Result<NotePage, Error> {
-        self.with_client(async |client| {
-            let stmt = client
-                .prepare_cached(concat!(
-                    select_note!(),
-                    "WHERE n.account_id = $1 \
-                     AND ($2::uuid IS NULL OR n.contact_id = $2) \
-                     AND ($3::text IS NULL OR n.employee_id = $3) \
-                     AND ($4::timestamptz IS NULL OR (n.call_time, n.call_note_id) < ($4, $5)) \
-                     ORDER BY n.call_time DESC, n.call_note_id DESC LIMIT $6"
-                ))
-                .await?;
-            let (after_time, after_id) = after.unzip();
-            let fetch = (limit + 1) as i64;
-            let rows = client
-                .query(
-                    &stmt,
-                    &[
-                        &account.as_str(),
-                        &contact_id,
-                        &employee_id,
-                        &after_time,
-                        &after_id,
-                        &fetch,
-                    ],
-                )
-                .await?;
-            let call_notes: Vec<CallNote> = rows.iter().map(note_from_row).collect();
-            let (call_notes, next_after) =
-                keyset_page(call_notes, limit, |n| (n.call_time, n.call_note_id));
-            Ok(NotePage {
-                call_notes,
-                next_after,
+        let (after_time, after_id) = after.unzip();
+        let fetch = (limit + 1) as i64;
+        let rows: Vec<NoteRow> = self
+            .pooled(async |s| {
+                s.conn()
+                    .rows(
+                        concat!(
+                            select_note!(),
+                            "WHERE n.account_id = $1 \
+                             AND ($2::uuid IS NULL OR n.contact_id = $2) \
+                             AND ($3::text IS NULL OR n.employee_id = $3) \
+                             AND ($4::timestamptz IS NULL OR (n.call_time, n.call_note_id) < ($4, $5)) \
+                             ORDER BY n.call_time DESC, n.call_note_id DESC LIMIT $6"
+                        ),
+                        &[
+                            &account.as_str(),
+                            &contact_id,
+                            &employee_id,
+                            &after_time,
+                            &after_id,
+                            &fetch,
+                        ],
+                    )
+                    .await
             })
+            .await?;
+        let call_notes: Vec<CallNote> = rows.into_iter().map(CallNote::from).collect();
+        let (call_notes, next_after) =
+            keyset_page(call_notes, limit, |n| (n.call_time, n.call_note_id));
+        Ok(NotePage {
+            call_notes,
+            next_after,
         })
-        .await
     }
 
     /// Delivers the pending caller message into a call note, exactly once: records it in the
@@ -255,166 +348,106 @@ impl Store {
     ) -> Result<Delivered, Error> {
         let now = crate::db_time(now);
         let acc = account.as_str();
-        self.with_client(async |client| {
-            let tx = client.transaction().await?;
-            if let Some(key) = key
-                && let Claim::Replay(result) = idempotency::claim(&tx, acc, key, now).await?
-            {
-                drop(tx);
-                let note_id = replayed_id(&result, "call_note_id")?;
-                let contact_id = replayed_id(&result, "contact_id")?;
-                return Ok(Delivered {
-                    call_note: get_note(&*client, acc, note_id).await?,
-                    contact: get_contact(&*client, acc, contact_id).await?,
-                });
-            }
+        self.write_once(acc, key, now, async |tx| {
             // Lock order: contact, then note (CreateCallNote takes only the contact).
-            let lock_contact = tx
-                .prepare_cached(
+            let pending: PendingRow = tx
+                .row(
                     "SELECT message_id, message_text FROM contacts \
                      WHERE account_id = $1 AND contact_id = $2 FOR UPDATE",
+                    &[&acc, &d.contact_id],
                 )
-                .await?;
-            let row = tx
-                .query_opt(&lock_contact, &[&acc, &d.contact_id])
                 .await?
                 .ok_or(Error::NotFound(Entity::Contact))?;
-            let pending: Option<Uuid> = row.get(0);
-            let text: Option<String> = row.get(1);
-            let lock_note = tx
-                .prepare_cached(
+            let linked = tx
+                .row::<LinkRow>(
                     "SELECT contact_id FROM call_notes \
                      WHERE account_id = $1 AND call_note_id = $2 FOR UPDATE",
+                    &[&acc, &d.call_note_id],
                 )
-                .await?;
-            let linked: Option<Uuid> = tx
-                .query_opt(&lock_note, &[&acc, &d.call_note_id])
                 .await?
                 .ok_or(Error::NotFound(Entity::CallNote))?
-                .get(0);
+                .contact_id;
             if linked.is_some_and(|c| c != d.contact_id) {
                 return Err(Error::CallNoteOfOtherContact);
             }
-            if pending != Some(d.message_id) {
-                let find = tx
-                    .prepare_cached(
+            if pending.message_id != Some(d.message_id) {
+                let delivered_in = tx
+                    .row::<DeliveredInRow>(
                         "SELECT call_note_id FROM message_deliveries \
                          WHERE account_id = $1 AND message_id = $2",
+                        &[&acc, &d.message_id],
                     )
-                    .await?;
-                let delivered_in = tx
-                    .query_opt(&find, &[&acc, &d.message_id])
                     .await?
-                    .map(|r| r.get(0));
+                    .map(|r| r.call_note_id);
                 return Err(Error::MessageNotPending { delivered_in });
             }
-            let record = tx
-                .prepare_cached(
-                    "INSERT INTO message_deliveries \
-                     (account_id, message_id, call_note_id, text, deliver_time, agent_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .await?;
             tx.execute(
-                &record,
+                "INSERT INTO message_deliveries \
+                 (account_id, message_id, call_note_id, text, deliver_time, agent_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
                 &[
                     &acc,
                     &d.message_id,
                     &d.call_note_id,
-                    &text.unwrap_or_default(),
+                    &pending.message_text.unwrap_or_default(),
                     &now,
                     &d.agent_id,
                 ],
             )
             .await?;
-            let clear = tx
-                .prepare_cached(
-                    "UPDATE contacts SET message_id = NULL, message_text = NULL, \
-                     message_create_time = NULL, last_activity_time = $3, version = version + 1 \
-                     WHERE account_id = $1 AND contact_id = $2",
+            tx.execute(
+                "UPDATE contacts SET message_id = NULL, message_text = NULL, \
+                 message_create_time = NULL, last_activity_time = $3, version = version + 1 \
+                 WHERE account_id = $1 AND contact_id = $2",
+                &[&acc, &d.contact_id, &now],
+            )
+            .await?;
+            if linked.is_none() {
+                tx.execute(
+                    "UPDATE call_notes SET contact_id = $3 \
+                     WHERE account_id = $1 AND call_note_id = $2",
+                    &[&acc, &d.call_note_id, &d.contact_id],
                 )
                 .await?;
-            tx.execute(&clear, &[&acc, &d.contact_id, &now]).await?;
-            if linked.is_none() {
-                let link = tx
-                    .prepare_cached(
-                        "UPDATE call_notes SET contact_id = $3 \
-                         WHERE account_id = $1 AND call_note_id = $2",
-                    )
-                    .await?;
-                tx.execute(&link, &[&acc, &d.call_note_id, &d.contact_id])
-                    .await?;
             }
-            if let Some(key) = key {
-                let result = serde_json::json!({
-                    "call_note_id": d.call_note_id,
-                    "contact_id": d.contact_id,
-                });
-                idempotency::record(&tx, acc, key, result).await?;
-            }
-            let call_note = get_note(&tx, acc, d.call_note_id).await?;
-            let contact = get_contact(&tx, acc, d.contact_id).await?;
-            tx.commit().await?;
-            Ok(Delivered { call_note, contact })
+            Ok(Delivered {
+                call_note: get_note(tx, acc, d.call_note_id).await?,
+                contact: get_contact(tx, acc, d.contact_id).await?,
+            })
         })
         .await
     }
 }
 
-async fn replay_created(
-    client: &impl GenericClient,
-    acc: &str,
-    result: &serde_json::Value,
-) -> Result<Created, Error> {
-    let note_id = replayed_id(result, "call_note_id")?;
-    let call_note = get_note(client, acc, note_id).await?;
-    // The contact may have been deleted since; the note then says so by its cleared link.
-    let contact = match call_note.contact_id {
-        Some(id) => match get_contact(client, acc, id).await {
-            Ok(c) => Some(c),
-            Err(Error::NotFound(_)) => None,
-            Err(e) => return Err(e),
-        },
-        None => None,
-    };
-    Ok(Created {
-        call_note,
-        contact,
-        contact_created: result
-            .get("contact_created")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false),
-    })
-}
-
-async fn get_note(client: &impl GenericClient, acc: &str, id: Uuid) -> Result<CallNote, Error> {
-    let stmt = client
-        .prepare_cached(concat!(
-            select_note!(),
-            "WHERE n.account_id = $1 AND n.call_note_id = $2"
-        ))
-        .await?;
-    let row = client
-        .query_opt(&stmt, &[&acc, &id])
+async fn get_note(db: Conn<'_>, acc: &str, id: Uuid) -> Result<CallNote, Error> {
+    Ok(db
+        .row::<NoteRow>(
+            concat!(
+                select_note!(),
+                "WHERE n.account_id = $1 AND n.call_note_id = $2"
+            ),
+            &[&acc, &id],
+        )
         .await?
-        .ok_or(Error::NotFound(Entity::CallNote))?;
-    Ok(note_from_row(&row))
+        .ok_or(Error::NotFound(Entity::CallNote))?
+        .into())
 }
 
 /// Links a call note to a contact: its last activity moves to now.
 async fn touch_contact(
-    tx: &Transaction<'_>,
+    tx: Conn<'_>,
     acc: &str,
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Contact, Error> {
-    let stmt = tx
-        .prepare_cached(
+    let touched = tx
+        .execute(
             "UPDATE contacts SET last_activity_time = $3, version = version + 1 \
              WHERE account_id = $1 AND contact_id = $2",
+            &[&acc, &id, &now],
         )
         .await?;
-    if tx.execute(&stmt, &[&acc, &id, &now]).await? == 0 {
+    if touched == 0 {
         return Err(Error::NotFound(Entity::Contact));
     }
     get_contact(tx, acc, id).await
@@ -424,46 +457,41 @@ async fn touch_contact(
 /// With a number, the contact must have it (and, when a name was given, that name); without a
 /// number, the folded name must match exactly. Anything ambiguous makes a new contact rather
 /// than risk telling one caller another's message.
-async fn find_caller(
-    tx: &Transaction<'_>,
-    acc: &str,
-    note: &NewCallNote,
-) -> Result<Option<Uuid>, Error> {
+async fn find_caller(tx: Conn<'_>, acc: &str, note: &NewCallNote) -> Result<Option<Uuid>, Error> {
     let name = note.caller_search_text();
     let e164 = note.caller_e164.as_ref().map(|e| e.as_str());
     if e164.is_none() && name.is_empty() {
         return Ok(None);
     }
     // Two notes about one new caller at once must not both create a contact.
-    let serialise = tx
-        .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .await?;
     let lock_key = format!("callnote-match/{acc}/{}/{name}", e164.unwrap_or(""));
-    tx.execute(&serialise, &[&lock_key]).await?;
-    let rows = match e164 {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&lock_key],
+    )
+    .await?;
+    let found: Vec<ContactIdRow> = match e164 {
         Some(e164) => {
-            let stmt = tx
-                .prepare_cached(
-                    "SELECT DISTINCT c.contact_id FROM contact_phone_numbers p \
-                     JOIN contacts c ON c.account_id = p.account_id AND c.contact_id = p.contact_id \
-                     WHERE p.account_id = $1 AND p.e164 = $2 AND ($3 = '' OR c.search_text = $3) \
-                     LIMIT 2",
-                )
-                .await?;
-            tx.query(&stmt, &[&acc, &e164, &name]).await?
+            tx.rows(
+                "SELECT DISTINCT c.contact_id FROM contact_phone_numbers p \
+                 JOIN contacts c ON c.account_id = p.account_id AND c.contact_id = p.contact_id \
+                 WHERE p.account_id = $1 AND p.e164 = $2 AND ($3 = '' OR c.search_text = $3) \
+                 LIMIT 2",
+                &[&acc, &e164, &name],
+            )
+            .await?
         }
         None => {
-            let stmt = tx
-                .prepare_cached(
-                    "SELECT contact_id FROM contacts \
-                     WHERE account_id = $1 AND search_text = $2 LIMIT 2",
-                )
-                .await?;
-            tx.query(&stmt, &[&acc, &name]).await?
+            tx.rows(
+                "SELECT contact_id FROM contacts \
+                 WHERE account_id = $1 AND search_text = $2 LIMIT 2",
+                &[&acc, &name],
+            )
+            .await?
         }
     };
-    Ok(match rows.as_slice() {
-        [one] => Some(one.get(0)),
+    Ok(match found.as_slice() {
+        [one] => Some(one.contact_id),
         _ => None,
     })
 }

@@ -1,7 +1,9 @@
 //! Contacts and their phone numbers: create (with request-id replay), read, field-masked
 //! update under an etag, delete, and keyset-paged lists.
 
-use crate::idempotency::{self, Claim, IdempotencyKey};
+use crate::exec::Conn;
+use crate::idempotency::{IdempotencyKey, Replay};
+use crate::row::row_struct;
 use crate::{Entity, Error, Store, keyset_page};
 use callers_domain::contact::{
     CallerMessage, Categories, Contact, ContactFields, ContactPatch, NewContact, Origin,
@@ -10,11 +12,11 @@ use callers_domain::contact::{
 use callers_domain::phone::E164;
 use callers_domain::{AccountId, Violations};
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{GenericClient, Transaction};
+use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-/// The columns `contact_from_row` reads, phone numbers aggregated in position order.
+/// The columns [`ContactRow`] reads, phone numbers aggregated in position order.
 macro_rules! select_contact {
     () => {
         "SELECT c.account_id, c.contact_id, c.categories, c.salutation, c.title, c.first_name, \
@@ -33,51 +35,172 @@ macro_rules! select_contact {
 #[allow(unused_imports)]
 pub(crate) use select_contact;
 
-pub(crate) fn contact_from_row(row: &Row) -> Result<Contact, Error> {
-    let origin: i16 = row.get(11);
-    let numbers: Option<Vec<String>> = row.get(19);
-    let e164s: Option<Vec<String>> = row.get(20);
-    let types: Option<Vec<i16>> = row.get(21);
-    let phone_numbers = numbers
-        .unwrap_or_default()
-        .into_iter()
-        .zip(e164s.unwrap_or_default())
-        .zip(types.unwrap_or_default())
-        .map(|((number, e164), t)| PhoneEntry {
-            number,
-            e164: E164::from_trusted(e164),
-            kind: PhoneType::from_code(i32::from(t)).unwrap_or(PhoneType::Unspecified),
+row_struct! {
+    /// A contact as [`select_contact`] reads it.
+    struct ContactRow {
+        account_id: String,
+        contact_id: Uuid,
+        categories: Vec<String>,
+        salutation: String,
+        title: String,
+        first_name: String,
+        last_name: String,
+        company: String,
+        email: String,
+        handling_instruction: String,
+        keep_permanently: bool,
+        origin: i16,
+        message_id: Option<Uuid>,
+        message_text: Option<String>,
+        message_create_time: Option<DateTime<Utc>>,
+        create_time: DateTime<Utc>,
+        update_time: DateTime<Utc>,
+        last_activity_time: DateTime<Utc>,
+        version: i64,
+        numbers: Option<Vec<String>>,
+        e164s: Option<Vec<String>>,
+        types: Option<Vec<i16>>,
+    }
+}
+
+impl TryFrom<ContactRow> for Contact {
+    type Error = Error;
+
+    fn try_from(r: ContactRow) -> Result<Contact, Error> {
+        let phone_numbers = r
+            .numbers
+            .unwrap_or_default()
+            .into_iter()
+            .zip(r.e164s.unwrap_or_default())
+            .zip(r.types.unwrap_or_default())
+            .map(|((number, e164), t)| PhoneEntry {
+                number,
+                e164: E164::from_trusted(e164),
+                kind: PhoneType::from_code(i32::from(t)).unwrap_or(PhoneType::Unspecified),
+            })
+            .collect();
+        let caller_message = match (r.message_id, r.message_text, r.message_create_time) {
+            (Some(message_id), Some(text), Some(create_time)) => Some(CallerMessage {
+                message_id,
+                text,
+                create_time,
+            }),
+            (None, _, _) => None,
+            _ => return Err(Error::Corrupt("caller message without text or time".into())),
+        };
+        Ok(Contact {
+            account_id: r.account_id,
+            contact_id: r.contact_id,
+            fields: ContactFields {
+                categories: Categories::from_stored(r.categories),
+                salutation: r.salutation,
+                title: r.title,
+                first_name: r.first_name,
+                last_name: r.last_name,
+                company: r.company,
+                email: r.email,
+                phone_numbers,
+                handling_instruction: r.handling_instruction,
+                keep_permanently: r.keep_permanently,
+            },
+            caller_message,
+            origin: Origin::from_code(i32::from(r.origin))
+                .ok_or_else(|| Error::Corrupt(format!("origin code {}", r.origin)))?,
+            create_time: r.create_time,
+            update_time: r.update_time,
+            last_activity_time: r.last_activity_time,
+            version: r.version,
         })
-        .collect();
-    let message_id: Option<Uuid> = row.get(12);
-    let caller_message = message_id.map(|message_id| CallerMessage {
-        message_id,
-        text: row.get(13),
-        create_time: row.get(14),
-    });
-    Ok(Contact {
-        account_id: row.get(0),
-        contact_id: row.get(1),
-        fields: ContactFields {
-            categories: Categories::from_stored(row.get(2)),
-            salutation: row.get(3),
-            title: row.get(4),
-            first_name: row.get(5),
-            last_name: row.get(6),
-            company: row.get(7),
-            email: row.get(8),
-            phone_numbers,
-            handling_instruction: row.get(9),
-            keep_permanently: row.get(10),
-        },
-        caller_message,
-        origin: Origin::from_code(i32::from(origin))
-            .ok_or_else(|| Error::Corrupt(format!("origin code {origin}")))?,
-        create_time: row.get(15),
-        update_time: row.get(16),
-        last_activity_time: row.get(17),
-        version: row.get(18),
-    })
+    }
+}
+
+/// A contact of a [`select_contact`] row.
+pub(crate) fn contact_from_row(row: &Row) -> Result<Contact, Error> {
+    ContactRow::try_from(row)?.try_into()
+}
+
+/// The columns a write sets, in the order of [`contact_values`]: one list for insert and update.
+macro_rules! contact_columns {
+    () => {
+        "account_id, contact_id, categories, salutation, title, first_name, last_name, company, \
+         email, handling_instruction, keep_permanently, origin, message_id, message_text, \
+         message_create_time, create_time, update_time, last_activity_time, version, search_text"
+    };
+}
+macro_rules! contact_placeholders {
+    () => {
+        "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20"
+    };
+}
+const INSERT_CONTACT: &str = concat!(
+    "INSERT INTO contacts (",
+    contact_columns!(),
+    ") VALUES (",
+    contact_placeholders!(),
+    ")"
+);
+const UPDATE_CONTACT: &str = concat!(
+    "UPDATE contacts SET (",
+    contact_columns!(),
+    ") = (",
+    contact_placeholders!(),
+    ") WHERE account_id = $1 AND contact_id = $2"
+);
+
+/// What a write stores of a contact, in the order of [`contact_columns`].
+struct ContactValues<'a> {
+    contact: &'a Contact,
+    categories: &'a [String],
+    origin: i16,
+    search_text: String,
+}
+
+impl<'a> ContactValues<'a> {
+    fn of(contact: &'a Contact) -> Self {
+        ContactValues {
+            contact,
+            categories: contact.fields.categories.as_slice(),
+            origin: contact.origin.code() as i16,
+            search_text: contact.fields.search_text(),
+        }
+    }
+
+    /// Runs `sql` ([`INSERT_CONTACT`] or [`UPDATE_CONTACT`]) with these values.
+    async fn write(&self, tx: Conn<'_>, sql: &str) -> Result<u64, Error> {
+        let (c, f) = (self.contact, &self.contact.fields);
+        let m = c.caller_message.as_ref();
+        let (message_id, text, time) = (
+            m.map(|m| m.message_id),
+            m.map(|m| m.text.as_str()),
+            m.map(|m| m.create_time),
+        );
+        tx.execute(
+            sql,
+            &[
+                &c.account_id,
+                &c.contact_id,
+                &self.categories,
+                &f.salutation,
+                &f.title,
+                &f.first_name,
+                &f.last_name,
+                &f.company,
+                &f.email,
+                &f.handling_instruction,
+                &f.keep_permanently,
+                &self.origin,
+                &message_id,
+                &text,
+                &time,
+                &c.create_time,
+                &c.update_time,
+                &c.last_activity_time,
+                &c.version,
+                &self.search_text,
+            ],
+        )
+        .await
+    }
 }
 
 /// One page of a list and the key to continue after it (`None` on the last page).
@@ -93,8 +216,36 @@ pub struct ExpiringPage {
     pub next_after: Option<(DateTime<Utc>, Uuid)>,
 }
 
-fn version_of(etag: &str) -> Option<i64> {
+pub(crate) fn version_of(etag: &str) -> Option<i64> {
     etag.strip_prefix('"')?.strip_suffix('"')?.parse().ok()
+}
+
+/// What a replay of CreateContact reads back.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ContactIds {
+    contact_id: Uuid,
+}
+
+impl Replay for Contact {
+    type Ids = ContactIds;
+
+    fn ids(&self) -> ContactIds {
+        ContactIds {
+            contact_id: self.contact_id,
+        }
+    }
+
+    async fn replay(db: Conn<'_>, account: &str, ids: ContactIds) -> Result<Self, Error> {
+        get_contact(db, account, ids.contact_id).await
+    }
+}
+
+row_struct! {
+    /// What DeleteContact learns: whether the contact was there, and whether it went.
+    struct Deleted {
+        found: i64,
+        deleted: i64,
+    }
 }
 
 impl Store {
@@ -107,29 +258,15 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Contact, Error> {
         let now = crate::db_time(now);
-        self.with_client(async |client| {
-            let tx = client.transaction().await?;
-            if let Some(key) = key
-                && let Claim::Replay(result) =
-                    idempotency::claim(&tx, account.as_str(), key, now).await?
-            {
-                drop(tx);
-                let id = replayed_id(&result, "contact_id")?;
-                return get_contact(&*client, account.as_str(), id).await;
-            }
-            let contact = insert_contact(&tx, account.as_str(), new, now).await?;
-            if let Some(key) = key {
-                let result = serde_json::json!({ "contact_id": contact.contact_id });
-                idempotency::record(&tx, account.as_str(), key, result).await?;
-            }
-            tx.commit().await?;
-            Ok(contact)
+        let acc = account.as_str();
+        self.write_once(acc, key, now, async |tx| {
+            insert_contact(tx, acc, new, now).await
         })
         .await
     }
 
     pub async fn get_contact(&self, account: &AccountId, id: Uuid) -> Result<Contact, Error> {
-        self.with_client(async |client| get_contact(&*client, account.as_str(), id).await)
+        self.pooled(async |s| get_contact(s.conn(), account.as_str(), id).await)
             .await
     }
 
@@ -143,19 +280,20 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Contact, Error> {
         let now = crate::db_time(now);
-        self.with_client(async |client| {
-            let tx = client.transaction().await?;
-            let lock = tx
-                .prepare_cached(concat!(
-                    select_contact!(),
-                    "WHERE c.account_id = $1 AND c.contact_id = $2 FOR UPDATE OF c"
-                ))
-                .await?;
-            let row = tx
-                .query_opt(&lock, &[&account.as_str(), &id])
+        self.pooled(async |s| {
+            let tx = s.transaction().await?;
+            let mut contact: Contact = tx
+                .conn()
+                .row::<ContactRow>(
+                    concat!(
+                        select_contact!(),
+                        "WHERE c.account_id = $1 AND c.contact_id = $2 FOR UPDATE OF c"
+                    ),
+                    &[&account.as_str(), &id],
+                )
                 .await?
-                .ok_or(Error::NotFound(Entity::Contact))?;
-            let mut contact = contact_from_row(&row)?;
+                .ok_or(Error::NotFound(Entity::Contact))?
+                .try_into()?;
             if let Some(etag) = etag
                 && version_of(etag) != Some(contact.version)
             {
@@ -183,9 +321,11 @@ impl Store {
             contact.version += 1;
             contact.update_time = now;
             contact.last_activity_time = now;
-            write_contact(&tx, &contact).await?;
+            ContactValues::of(&contact)
+                .write(tx.conn(), UPDATE_CONTACT)
+                .await?;
             if patch.phone_numbers.is_some() {
-                replace_phone_numbers(&tx, &contact).await?;
+                replace_phone_numbers(tx.conn(), &contact).await?;
             }
             tx.commit().await?;
             Ok(contact)
@@ -200,32 +340,32 @@ impl Store {
         id: Uuid,
         etag: Option<&str>,
     ) -> Result<(), Error> {
-        self.with_client(async |client| {
-            let expected = match etag {
-                Some(e) => Some(version_of(e).ok_or(Error::EtagMismatch)?),
-                None => None,
-            };
-            let stmt = client
-                .prepare_cached(
-                    "WITH target AS (SELECT version FROM contacts \
-                       WHERE account_id = $1 AND contact_id = $2), \
-                     deleted AS (DELETE FROM contacts c USING target \
-                       WHERE c.account_id = $1 AND c.contact_id = $2 \
-                       AND ($3::bigint IS NULL OR target.version = $3) RETURNING 1) \
-                     SELECT (SELECT count(*) FROM target), (SELECT count(*) FROM deleted)",
-                )
-                .await?;
-            let row = client
-                .query_one(&stmt, &[&account.as_str(), &id, &expected])
-                .await?;
-            let (found, deleted): (i64, i64) = (row.get(0), row.get(1));
-            match (found, deleted) {
-                (0, _) => Err(Error::NotFound(Entity::Contact)),
-                (_, 0) => Err(Error::EtagMismatch),
-                _ => Ok(()),
-            }
-        })
-        .await
+        let expected = match etag {
+            Some(e) => Some(version_of(e).ok_or(Error::EtagMismatch)?),
+            None => None,
+        };
+        let outcome = self
+            .pooled(async |s| {
+                s.conn()
+                    .row::<Deleted>(
+                        "WITH target AS (SELECT version FROM contacts \
+                           WHERE account_id = $1 AND contact_id = $2), \
+                         deleted AS (DELETE FROM contacts c USING target \
+                           WHERE c.account_id = $1 AND c.contact_id = $2 \
+                           AND ($3::bigint IS NULL OR target.version = $3) RETURNING 1) \
+                         SELECT (SELECT count(*) FROM target) AS found, \
+                                (SELECT count(*) FROM deleted) AS deleted",
+                        &[&account.as_str(), &id, &expected],
+                    )
+                    .await
+            })
+            .await?
+            .ok_or_else(|| Error::Corrupt("no row from the delete".into()))?;
+        match (outcome.found, outcome.deleted) {
+            (0, _) => Err(Error::NotFound(Entity::Contact)),
+            (_, 0) => Err(Error::EtagMismatch),
+            _ => Ok(()),
+        }
     }
 
     /// Contacts in id order (ids are time-ordered UUIDv7), after `after`, optionally of one
@@ -237,30 +377,27 @@ impl Store {
         after: Option<Uuid>,
         limit: usize,
     ) -> Result<ContactPage, Error> {
-        self.with_client(async |client| {
-            let stmt = client
-                .prepare_cached(concat!(
-                    select_contact!(),
-                    "WHERE c.account_id = $1 AND ($2::text IS NULL OR $2 = ANY(c.categories)) \
-                     AND ($3::uuid IS NULL OR c.contact_id > $3) \
-                     ORDER BY c.contact_id LIMIT $4"
-                ))
-                .await?;
-            let fetch = (limit + 1) as i64;
-            let rows = client
-                .query(&stmt, &[&account.as_str(), &category, &after, &fetch])
-                .await?;
-            let contacts = rows
-                .iter()
-                .map(contact_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            let (contacts, next_after) = keyset_page(contacts, limit, |c| c.contact_id);
-            Ok(ContactPage {
-                contacts,
-                next_after,
+        let fetch = (limit + 1) as i64;
+        let rows = self
+            .pooled(async |s| {
+                s.conn().rows(
+                    concat!(
+                        select_contact!(),
+                        "WHERE c.account_id = $1 AND ($2::text IS NULL OR $2 = ANY(c.categories)) \
+                         AND ($3::uuid IS NULL OR c.contact_id > $3) \
+                         ORDER BY c.contact_id LIMIT $4"
+                    ),
+                    &[&account.as_str(), &category, &after, &fetch],
+                )
+                .await
             })
+            .await?;
+        let contacts = contacts(rows)?;
+        let (contacts, next_after) = keyset_page(contacts, limit, |c| c.contact_id);
+        Ok(ContactPage {
+            contacts,
+            next_after,
         })
-        .await
     }
 
     /// Contacts subject to automatic deletion whose last activity is at or before
@@ -272,20 +409,17 @@ impl Store {
         after: Option<(DateTime<Utc>, Uuid)>,
         limit: usize,
     ) -> Result<ExpiringPage, Error> {
-        self.with_client(async |client| {
-            let stmt = client
-                .prepare_cached(concat!(
-                    select_contact!(),
-                    "WHERE c.account_id = $1 AND c.purge_candidate AND c.last_activity_time <= $2 \
-                     AND ($3::timestamptz IS NULL OR (c.last_activity_time, c.contact_id) > ($3, $4)) \
-                     ORDER BY c.last_activity_time, c.contact_id LIMIT $5"
-                ))
-                .await?;
-            let (after_time, after_id) = after.unzip();
-            let fetch = (limit + 1) as i64;
-            let rows = client
-                .query(
-                    &stmt,
+        let (after_time, after_id) = after.unzip();
+        let fetch = (limit + 1) as i64;
+        let rows = self
+            .pooled(async |s| {
+                s.conn().rows(
+                    concat!(
+                        select_contact!(),
+                        "WHERE c.account_id = $1 AND c.purge_candidate AND c.last_activity_time <= $2 \
+                         AND ($3::timestamptz IS NULL OR (c.last_activity_time, c.contact_id) > ($3, $4)) \
+                         ORDER BY c.last_activity_time, c.contact_id LIMIT $5"
+                    ),
                     &[
                         &account.as_str(),
                         &last_activity_until,
@@ -294,51 +428,40 @@ impl Store {
                         &fetch,
                     ],
                 )
-                .await?;
-            let contacts = rows
-                .iter()
-                .map(contact_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            let (contacts, next_after) =
-                keyset_page(contacts, limit, |c| (c.last_activity_time, c.contact_id));
-            Ok(ExpiringPage {
-                contacts,
-                next_after,
+                .await
             })
+            .await?;
+        let contacts = contacts(rows)?;
+        let (contacts, next_after) =
+            keyset_page(contacts, limit, |c| (c.last_activity_time, c.contact_id));
+        Ok(ExpiringPage {
+            contacts,
+            next_after,
         })
-        .await
     }
 }
 
-pub(crate) fn replayed_id(result: &serde_json::Value, key: &str) -> Result<Uuid, Error> {
-    result
-        .get(key)
-        .and_then(|v| v.as_str())
-        .and_then(|s| Uuid::try_parse(s).ok())
-        .ok_or_else(|| Error::Corrupt(format!("idempotency result without {key}")))
+/// The contacts of decoded rows.
+pub(crate) fn contacts(rows: Vec<ContactRow>) -> Result<Vec<Contact>, Error> {
+    rows.into_iter().map(Contact::try_from).collect()
 }
 
-pub(crate) async fn get_contact(
-    client: &impl GenericClient,
-    account: &str,
-    id: Uuid,
-) -> Result<Contact, Error> {
-    let stmt = client
-        .prepare_cached(concat!(
+pub(crate) async fn get_contact(db: Conn<'_>, account: &str, id: Uuid) -> Result<Contact, Error> {
+    db.row::<ContactRow>(
+        concat!(
             select_contact!(),
             "WHERE c.account_id = $1 AND c.contact_id = $2"
-        ))
-        .await?;
-    let row = client
-        .query_opt(&stmt, &[&account, &id])
-        .await?
-        .ok_or(Error::NotFound(Entity::Contact))?;
-    contact_from_row(&row)
+        ),
+        &[&account, &id],
+    )
+    .await?
+    .ok_or(Error::NotFound(Entity::Contact))?
+    .try_into()
 }
 
-/// Inserts a new contact with its numbers inside `tx`.
+/// Inserts a new contact with its numbers inside a transaction.
 pub(crate) async fn insert_contact(
-    tx: &Transaction<'_>,
+    tx: Conn<'_>,
     account: &str,
     new: &NewContact,
     now: DateTime<Utc>,
@@ -358,89 +481,14 @@ pub(crate) async fn insert_contact(
         last_activity_time: now,
         version: 1,
     };
-    let f = &contact.fields;
-    let m = contact.caller_message.as_ref();
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO contacts (account_id, contact_id, categories, salutation, title, \
-             first_name, last_name, company, email, handling_instruction, keep_permanently, \
-             origin, message_id, message_text, message_create_time, create_time, update_time, \
-             last_activity_time, version, search_text, phonetic_keys) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-             $16, $16, $16, $17, $18, $19)",
-        )
+    ContactValues::of(&contact)
+        .write(tx, INSERT_CONTACT)
         .await?;
-    tx.execute(
-        &stmt,
-        &[
-            &contact.account_id,
-            &contact.contact_id,
-            &f.categories.as_slice(),
-            &f.salutation,
-            &f.title,
-            &f.first_name,
-            &f.last_name,
-            &f.company,
-            &f.email,
-            &f.handling_instruction,
-            &f.keep_permanently,
-            &(contact.origin.code() as i16),
-            &m.map(|m| m.message_id),
-            &m.map(|m| m.text.as_str()),
-            &m.map(|m| m.create_time),
-            &now,
-            &contact.version,
-            &f.search_text(),
-            &f.phonetic_keys(),
-        ],
-    )
-    .await?;
     insert_phone_numbers(tx, &contact).await?;
     Ok(contact)
 }
 
-async fn write_contact(tx: &Transaction<'_>, c: &Contact) -> Result<(), Error> {
-    let f = &c.fields;
-    let m = c.caller_message.as_ref();
-    let stmt = tx
-        .prepare_cached(
-            "UPDATE contacts SET categories = $3, salutation = $4, title = $5, first_name = $6, \
-             last_name = $7, company = $8, email = $9, handling_instruction = $10, \
-             keep_permanently = $11, message_id = $12, message_text = $13, \
-             message_create_time = $14, update_time = $15, last_activity_time = $16, \
-             version = $17, search_text = $18, phonetic_keys = $19 \
-             WHERE account_id = $1 AND contact_id = $2",
-        )
-        .await?;
-    tx.execute(
-        &stmt,
-        &[
-            &c.account_id,
-            &c.contact_id,
-            &f.categories.as_slice(),
-            &f.salutation,
-            &f.title,
-            &f.first_name,
-            &f.last_name,
-            &f.company,
-            &f.email,
-            &f.handling_instruction,
-            &f.keep_permanently,
-            &m.map(|m| m.message_id),
-            &m.map(|m| m.text.as_str()),
-            &m.map(|m| m.create_time),
-            &c.update_time,
-            &c.last_activity_time,
-            &c.version,
-            &f.search_text(),
-            &f.phonetic_keys(),
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
-async fn insert_phone_numbers(tx: &Transaction<'_>, c: &Contact) -> Result<(), Error> {
+async fn insert_phone_numbers(tx: Conn<'_>, c: &Contact) -> Result<(), Error> {
     let phones = &c.fields.phone_numbers;
     if phones.is_empty() {
         return Ok(());
@@ -449,15 +497,10 @@ async fn insert_phone_numbers(tx: &Transaction<'_>, c: &Contact) -> Result<(), E
     let numbers: Vec<&str> = phones.iter().map(|p| p.number.as_str()).collect();
     let e164s: Vec<&str> = phones.iter().map(|p| p.e164.as_str()).collect();
     let types: Vec<i16> = phones.iter().map(|p| p.kind.code() as i16).collect();
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO contact_phone_numbers \
-             (account_id, contact_id, position, number, e164, phone_type) \
-             SELECT $1, $2, * FROM unnest($3::smallint[], $4::text[], $5::text[], $6::smallint[])",
-        )
-        .await?;
     tx.execute(
-        &stmt,
+        "INSERT INTO contact_phone_numbers \
+         (account_id, contact_id, position, number, e164, phone_type) \
+         SELECT $1, $2, * FROM unnest($3::smallint[], $4::text[], $5::text[], $6::smallint[])",
         &[
             &c.account_id,
             &c.contact_id,
@@ -471,12 +514,11 @@ async fn insert_phone_numbers(tx: &Transaction<'_>, c: &Contact) -> Result<(), E
     Ok(())
 }
 
-async fn replace_phone_numbers(tx: &Transaction<'_>, c: &Contact) -> Result<(), Error> {
-    let stmt = tx
-        .prepare_cached(
-            "DELETE FROM contact_phone_numbers WHERE account_id = $1 AND contact_id = $2",
-        )
-        .await?;
-    tx.execute(&stmt, &[&c.account_id, &c.contact_id]).await?;
+async fn replace_phone_numbers(tx: Conn<'_>, c: &Contact) -> Result<(), Error> {
+    tx.execute(
+        "DELETE FROM contact_phone_numbers WHERE account_id = $1 AND contact_id = $2",
+        &[&c.account_id, &c.contact_id],
+    )
+    .await?;
     insert_phone_numbers(tx, c).await
 }

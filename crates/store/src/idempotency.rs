@@ -1,9 +1,12 @@
 //! Request-id replay: a key is claimed inside the transaction of the write it guards, so a
 //! retry after a lost reply neither repeats nor loses the write. Only ids are stored.
 
-use crate::Error;
+use crate::exec::Conn;
+use crate::row::row_struct;
+use crate::{Error, Store};
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Transaction;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,31 +34,82 @@ pub struct IdempotencyKey {
     pub request_hash: Vec<u8>,
 }
 
-pub(crate) enum Claim {
+/// What an idempotent write produced, as a replay reads it back: the ids it keeps (and only
+/// ids), and how to read the resources they name as they are now.
+pub(crate) trait Replay: Sized + Send {
+    type Ids: Serialize + DeserializeOwned + Send;
+
+    fn ids(&self) -> Self::Ids;
+
+    fn replay(
+        db: Conn<'_>,
+        account: &str,
+        ids: Self::Ids,
+    ) -> impl Future<Output = Result<Self, Error>> + Send;
+}
+
+enum Claim {
     /// First use: go ahead and call [`record`] before committing.
     Claimed,
     /// Seen before with the same body: the ids the first call produced.
     Replay(serde_json::Value),
 }
 
+row_struct! {
+    struct KeyRow {
+        operation: String,
+        request_hash: Vec<u8>,
+        result: serde_json::Value,
+    }
+}
+
+impl Store {
+    /// The one sequence of every idempotent write: in one transaction, claim the request id,
+    /// then either replay the first call's result or `write`, record what it produced, and
+    /// commit. Without a key it is just the write in a transaction.
+    pub(crate) async fn write_once<T: Replay>(
+        &self,
+        account: &str,
+        key: Option<&IdempotencyKey>,
+        now: DateTime<Utc>,
+        write: impl AsyncFnOnce(Conn<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        self.pooled(async |s| {
+            let tx = s.transaction().await?;
+            if let Some(key) = key
+                && let Claim::Replay(result) = claim(tx.conn(), account, key, now).await?
+            {
+                drop(tx);
+                let ids = serde_json::from_value(result)
+                    .map_err(|e| Error::Corrupt(format!("idempotency result: {e}")))?;
+                return T::replay(s.conn(), account, ids).await;
+            }
+            let done = write(tx.conn()).await?;
+            if let Some(key) = key {
+                let result = serde_json::to_value(done.ids())
+                    .map_err(|e| Error::Corrupt(format!("idempotency result: {e}")))?;
+                record(tx.conn(), account, key, result).await?;
+            }
+            tx.commit().await?;
+            Ok(done)
+        })
+        .await
+    }
+}
+
 /// Claims the key or finds its first result. A concurrent first use blocks here until that
 /// transaction ends, so two retries never both write.
-pub(crate) async fn claim(
-    tx: &Transaction<'_>,
+async fn claim(
+    tx: Conn<'_>,
     account: &str,
     key: &IdempotencyKey,
     now: DateTime<Utc>,
 ) -> Result<Claim, Error> {
-    let insert = tx
-        .prepare_cached(
+    let n = tx
+        .execute(
             "INSERT INTO idempotency_keys \
              (account_id, request_id, operation, request_hash, result, create_time) \
              VALUES ($1, $2, $3, $4, 'null'::jsonb, $5) ON CONFLICT DO NOTHING",
-        )
-        .await?;
-    let n = tx
-        .execute(
-            &insert,
             &[
                 &account,
                 &key.request_id,
@@ -68,33 +122,30 @@ pub(crate) async fn claim(
     if n == 1 {
         return Ok(Claim::Claimed);
     }
-    let select = tx
-        .prepare_cached(
+    let first: KeyRow = tx
+        .row(
             "SELECT operation, request_hash, result FROM idempotency_keys \
              WHERE account_id = $1 AND request_id = $2",
+            &[&account, &key.request_id],
         )
-        .await?;
-    let row = tx.query_one(&select, &[&account, &key.request_id]).await?;
-    let operation: &str = row.get(0);
-    let hash: &[u8] = row.get(1);
-    if operation != key.operation.as_str() || hash != key.request_hash.as_slice() {
+        .await?
+        .ok_or_else(|| Error::Corrupt("a claimed idempotency key is gone".into()))?;
+    if first.operation != key.operation.as_str() || first.request_hash != key.request_hash {
         return Err(Error::RequestIdReused);
     }
-    Ok(Claim::Replay(row.get(2)))
+    Ok(Claim::Replay(first.result))
 }
 
-pub(crate) async fn record(
-    tx: &Transaction<'_>,
+async fn record(
+    tx: Conn<'_>,
     account: &str,
     key: &IdempotencyKey,
     result: serde_json::Value,
 ) -> Result<(), Error> {
-    let stmt = tx
-        .prepare_cached(
-            "UPDATE idempotency_keys SET result = $3 WHERE account_id = $1 AND request_id = $2",
-        )
-        .await?;
-    tx.execute(&stmt, &[&account, &key.request_id, &result])
-        .await?;
+    tx.execute(
+        "UPDATE idempotency_keys SET result = $3 WHERE account_id = $1 AND request_id = $2",
+        &[&account, &key.request_id, &result],
+    )
+    .await?;
     Ok(())
 }

@@ -1,16 +1,15 @@
 //! Incoming-call lookups: contacts by E.164 number (one index probe) and by folded name
 //! (trigram index) or phonetic key (GIN index), merged and ranked.
 
-use crate::call_handling::{self, select_for_employee};
+use crate::call_handling::{self, EmployeeSettingsRow, select_for_employee};
 use crate::contacts::{contact_from_row, select_contact};
-use crate::shared::Conn;
+use crate::exec::{Conn, Route, Session};
 use crate::{Error, Store};
 use callers_domain::AccountId;
 use callers_domain::call_handling::CallHandling;
 use callers_domain::contact::Contact;
 use callers_domain::names;
 use callers_domain::phone::{self, E164, Reading, Region};
-use deadpool_postgres::{ClientWrapper, Object};
 use std::cmp::Ordering;
 use std::collections::HashSet;
 use tokio_postgres::Row;
@@ -76,10 +75,10 @@ pub const BY_NUMBER: &str = by_number!();
 
 /// [`BY_NUMBER`] and, with `$4` the employee, the account's call-handling settings for that
 /// employee, in one statement: what an incoming call with a number needs. One row per contact
-/// (contact columns first, as `contact_from_row` reads them, NULL when the number finds
-/// nobody), each with the settings from column [`SETTINGS_AT`] on (NULL when the account has
-/// none). Two pipelined statements cost PostgreSQL two executions and the server two answers
-/// to wait for (BENCHMARKS.md). Public for the benchmark's `raw_call`.
+/// (the contact's columns NULL when the number finds nobody), each with the settings' columns
+/// (`settings_…`, NULL when the account has none). Two pipelined statements would cost
+/// PostgreSQL two executions and the server two answers to wait for (BENCHMARKS.md). Public
+/// for the benchmark's `raw_call`.
 pub const CALL_BY_NUMBER: &str = concat!(
     "SELECT c.*, s.* FROM (SELECT 1) o \
      LEFT JOIN LATERAL (",
@@ -88,9 +87,6 @@ pub const CALL_BY_NUMBER: &str = concat!(
     select_for_employee!("$1", "$4"),
     ") s ON true"
 );
-/// The first settings column of [`CALL_BY_NUMBER`]: after the 22 contact columns (a wrong
-/// value fails the test `an_incoming_call_gets_the_employees_settings_whatever_the_number_finds`).
-const SETTINGS_AT: usize = 22;
 
 /// `$1` account, `$2` query words, `$3` their Kölner Phonetik codes (aligned with the words;
 /// empty where a code says too little), `$4` candidate limit.
@@ -187,9 +183,9 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<CallerMatch>, Error> {
         let name = NameQuery::new(caller_name);
-        self.with_client(async |client| {
+        self.pooled(async |s| {
             let number = number.map(E164::as_str);
-            let (_, rows) = lookup(client, account.as_str(), None, number, &name).await?;
+            let (_, rows) = lookup(s, account.as_str(), None, number, &name).await?;
             Ok(rank(contacts(&rows)?, number, &name.words, limit))
         })
         .await
@@ -220,19 +216,14 @@ impl Store {
             default_region,
         };
         let number = call.number_in(default_region);
-        let (settings, rows, number) = match &self.shared {
-            // A number alone is one statement: it can share a connection with other calls.
-            Some(shared) if name.words.is_empty() && number.is_some() => {
-                let found =
-                    shared.run(async |c| in_region(&mut Via::Shared(c), &call, number).await);
-                found.await?
-            }
-            _ => {
-                let found =
-                    self.with_client(async |c| in_region(&mut Via::Pool(c), &call, number).await);
-                found.await?
-            }
+        // A number alone is one statement: it can share a connection with other calls.
+        let route = match (name.words.is_empty(), &number) {
+            (true, Some(_)) => Route::Shared,
+            _ => Route::Pooled,
         };
+        let (settings, rows, number) = self
+            .on(route, async |s| in_region(s, &call, number).await)
+            .await?;
         let contacts = contacts(&rows)?;
         let number = number.and_then(|n| confirmed(n, &contacts));
         Ok(CallLookup {
@@ -250,12 +241,6 @@ impl Store {
 
 /// Candidate rows with the employee's settings: what [`lookup`] or [`by_number`] returns.
 type Found = (Option<CallHandling>, Vec<Row>);
-
-/// The connection a lookup runs on: a pooled one (any lookup), or a shared one (a number alone).
-enum Via<'a> {
-    Pool(&'a mut Object),
-    Shared(&'a ClientWrapper),
-}
 
 /// What an incoming call looks up, whichever connection it runs on.
 struct Call<'a> {
@@ -289,32 +274,20 @@ fn confirmed(number: Reading, candidates: &[Contact]) -> Option<E164> {
 /// Looks up with the employee and `number` (as read in the default region), and once more
 /// without settings when the account's own region reads the number differently.
 async fn in_region(
-    via: &mut Via<'_>,
+    s: &mut Session<'_>,
     call: &Call<'_>,
     mut number: Option<Reading>,
 ) -> Result<(Option<CallHandling>, Vec<Row>, Option<Reading>), Error> {
-    async fn find(
-        via: &mut Via<'_>,
-        account: &str,
-        settings_for: Option<&str>,
-        number: Option<&str>,
-        name: &NameQuery,
-    ) -> Result<Found, Error> {
-        match via {
-            Via::Pool(client) => lookup(client, account, settings_for, number, name).await,
-            Via::Shared(client) => by_number(*client, account, settings_for, number).await,
-        }
-    }
     let (account, name) = (call.account, call.name);
     let (settings, mut rows) =
-        find(via, account, Some(call.employee_id), as_str(&number), name).await?;
+        lookup(s, account, Some(call.employee_id), as_str(&number), name).await?;
     if let Some(region) = settings.as_ref().map(|s| s.phone_region)
         && region != *call.default_region
     {
         let in_region = call.number_in(&region);
         if in_region != number {
             number = in_region;
-            rows = find(via, account, None, as_str(&number), name).await?.1;
+            rows = lookup(s, account, None, as_str(&number), name).await?.1;
         }
     }
     Ok((settings, rows, number))
@@ -329,9 +302,9 @@ fn as_str(number: &Option<Reading>) -> Option<&str> {
 /// pipelined. With a name it runs in a read-only transaction (one snapshot, and the name
 /// path's `SET LOCAL`); the number path alone is one statement, which sees one snapshot
 /// without one: BEGIN and COMMIT would be two of its three round trips on the hottest path
-/// (crates/bench measures the difference).
+/// (crates/bench measures the difference), and it can run on a shared connection.
 async fn lookup(
-    client: &mut Object,
+    s: &mut Session<'_>,
     account: &str,
     settings_for: Option<&str>,
     number: Option<&str>,
@@ -341,16 +314,16 @@ async fn lookup(
         return Ok((None, Vec::new()));
     }
     if name.words.is_empty() {
-        return statements(&**client, account, settings_for, number, name).await;
+        return statements(s.conn(), account, settings_for, number, name).await;
     }
-    let tx = client.build_transaction().read_only(true).start().await?;
-    let found = statements(&tx, account, settings_for, number, name).await?;
+    let tx = s.read_only().await?;
+    let found = statements(tx.conn(), account, settings_for, number, name).await?;
     tx.commit().await?;
     Ok(found)
 }
 
 async fn statements(
-    client: &impl Conn,
+    db: Conn<'_>,
     account: &str,
     settings_for: Option<&str>,
     number: Option<&str>,
@@ -360,17 +333,15 @@ async fn statements(
         if name.words.is_empty() {
             return Ok::<_, Error>(Vec::new());
         }
-        client.batch_execute(SET_NAME_SEARCH).await?;
-        let stmt = client.prepare_cached(BY_NAME).await?;
-        Ok(client
-            .query(
-                &stmt,
-                &[&account, &name.words, &name.codes, &NAME_CANDIDATES],
-            )
-            .await?)
+        db.batch_execute(SET_NAME_SEARCH).await?;
+        db.query(
+            BY_NAME,
+            &[&account, &name.words, &name.codes, &NAME_CANDIDATES],
+        )
+        .await
     };
     let ((settings, mut rows), name_rows) =
-        tokio::try_join!(by_number(client, account, settings_for, number), by_name)?;
+        tokio::try_join!(by_number(db, account, settings_for, number), by_name)?;
     rows.extend(name_rows);
     Ok((settings, rows))
 }
@@ -378,32 +349,39 @@ async fn statements(
 /// The number's part of a lookup, with `settings_for` that employee's call-handling settings:
 /// one statement, on a pooled, a transaction's or a shared connection.
 async fn by_number(
-    client: &impl Conn,
+    db: Conn<'_>,
     account: &str,
     settings_for: Option<&str>,
     number: Option<&str>,
 ) -> Result<Found, Error> {
     match (settings_for, number) {
         (Some(employee), Some(number)) => {
-            let stmt = client.prepare_cached(CALL_BY_NUMBER).await?;
-            let mut rows = client
-                .query(&stmt, &[&account, &number, &NUMBER_CANDIDATES, &employee])
+            let mut rows = db
+                .query(
+                    CALL_BY_NUMBER,
+                    &[&account, &number, &NUMBER_CANDIDATES, &employee],
+                )
                 .await?;
             let settings = match rows.first() {
-                Some(row) => call_handling::from_employee_row(row, SETTINGS_AT)?,
+                Some(row) => EmployeeSettingsRow::try_from(row)?.settings()?,
                 None => None,
             };
-            rows.retain(|row| row.get::<_, Option<Uuid>>(1).is_some());
-            Ok((settings, rows))
+            // The settings' row when the number finds nobody.
+            let mut found = Vec::with_capacity(rows.len());
+            for row in rows.drain(..) {
+                if crate::row::get::<Option<Uuid>>(&row, "contact_id")?.is_some() {
+                    found.push(row);
+                }
+            }
+            Ok((settings, found))
         }
         (Some(employee), None) => Ok((
-            call_handling::read_for_employee(client, account, employee).await?,
+            call_handling::read_for_employee(db, account, employee).await?,
             Vec::new(),
         )),
         (None, Some(number)) => {
-            let stmt = client.prepare_cached(BY_NUMBER).await?;
-            let rows = client
-                .query(&stmt, &[&account, &number, &NUMBER_CANDIDATES])
+            let rows = db
+                .query(BY_NUMBER, &[&account, &number, &NUMBER_CANDIDATES])
                 .await?;
             Ok((None, rows))
         }
@@ -511,13 +489,13 @@ mod tests {
             CallHandlingPatch, Field, RawCallHandling, RawEmployee,
         };
         let (store, db) = fresh_store().await;
-        assert!(store.shared.is_some(), "shared connections are the default");
+        assert!(store.has_shared(), "shared connections are the default");
         let pooled = crate::PoolConfig {
             shared_connections: 0,
             ..Default::default()
         };
         let pooled = Store::connect(db.url(), &pooled).unwrap();
-        assert!(pooled.shared.is_none());
+        assert!(!pooled.has_shared());
         let a = acc("a");
         let de = Region::germany();
         let now = Utc::now();

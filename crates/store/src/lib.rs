@@ -5,11 +5,13 @@ pub mod call_handling;
 pub mod call_notes;
 mod contacts;
 mod error;
+mod exec;
 mod idempotency;
 pub mod identify;
 mod migrate;
 mod pool;
 pub mod purge;
+mod row;
 mod shared;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
@@ -17,6 +19,7 @@ mod tls;
 
 pub use contacts::{ContactPage, ExpiringPage};
 pub use error::{Entity, Error};
+pub use exec::Connections;
 pub use idempotency::{IdempotencyKey, Operation};
 pub use migrate::{migrate, migrations_fingerprint};
 pub use pool::{PoolConfig, Store};

@@ -9,13 +9,15 @@
 //! `last_activity_time` lies before the run's cutoff ([`Retention::cutoff`]), computed once.
 
 use crate::Error;
+use crate::exec::Params;
+use crate::row::row_struct;
 use callers_domain::retention::Retention;
 use chrono::{DateTime, Utc};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
-use tokio::sync::OnceCell;
+use std::sync::Mutex;
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::{Client, Row, Statement};
 use uuid::Uuid;
 
 /// The advisory lock key of purge runs ("callersp"); advisory locks are per database. In
@@ -61,25 +63,100 @@ const DELETE_BATCH: &str = concat!(
 );
 
 const COUNT_DUE: &str = concat!(
-    "SELECT account_id, count(*) FROM contacts WHERE ",
+    "SELECT account_id, count(*) AS due FROM contacts WHERE ",
     due!(""),
     " GROUP BY account_id"
 );
 
-/// Keys are kept at least their window (API.md: 24 hours), so a retry inside it replays.
-const DELETE_IDEMPOTENCY_KEYS: &str = "WITH old AS MATERIALIZED ( \
-       SELECT account_id, request_id FROM idempotency_keys WHERE create_time < $1 \
-       ORDER BY create_time LIMIT $2 FOR UPDATE SKIP LOCKED \
-     ) \
-     DELETE FROM idempotency_keys k USING old \
-     WHERE k.account_id = old.account_id AND k.request_id = old.request_id AND k.create_time < $1";
+/// A housekeeping chore of the purge worker: work on rows that outlived their keeping time,
+/// done in batches under the purge lock ([`PurgeLock::housekeep`]) and counted by a dry run
+/// ([`PurgeSession::count_chore`]). Each is two statements: `batch` does the work for at most
+/// `$2` rows older than `$1` (skipping rows other transactions hold, re-checking the age at
+/// the row) and returns how many; `count` counts the rows older than `$1`. A new kind of
+/// housekeeping is a new chore here and a line in the worker's list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chore {
+    /// Names the chore in the summary, the metrics and the logs.
+    pub name: &'static str,
+    batch: &'static str,
+    count: &'static str,
+}
 
-const DELETE_AUDIT: &str = "WITH old AS MATERIALIZED ( \
-       SELECT account_id, contact_id FROM purged_contacts WHERE delete_time < $1 \
-       ORDER BY delete_time LIMIT $2 FOR UPDATE SKIP LOCKED \
-     ) \
-     DELETE FROM purged_contacts p USING old \
-     WHERE p.account_id = old.account_id AND p.contact_id = old.contact_id AND p.delete_time < $1";
+/// Deletes, oldest first, up to `$2` rows of `$table` keyed by (account_id, `$key`) whose
+/// `$time` lies before `$1`.
+macro_rules! delete_older {
+    ($table:literal, $key:literal, $time:literal) => {
+        concat!(
+            "WITH old AS MATERIALIZED (SELECT account_id, ",
+            $key,
+            " FROM ",
+            $table,
+            " WHERE ",
+            $time,
+            " < $1 ORDER BY ",
+            $time,
+            " LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             DELETE FROM ",
+            $table,
+            " t USING old WHERE t.account_id = old.account_id \
+             AND t.",
+            $key,
+            " = old.",
+            $key,
+            " AND t.",
+            $time,
+            " < $1"
+        )
+    };
+}
+
+/// Idempotency keys past their window; they are kept at least the window (API.md: 24 hours),
+/// so a retry inside it replays.
+pub const IDEMPOTENCY_KEYS: Chore = Chore {
+    name: "idempotency_keys",
+    batch: delete_older!("idempotency_keys", "request_id", "create_time"),
+    count: "SELECT count(*) AS n FROM idempotency_keys WHERE create_time < $1",
+};
+
+/// The purge's own audit rows, after the audit's keeping time.
+pub const AUDIT_ROWS: Chore = Chore {
+    name: "audit_rows",
+    batch: delete_older!("purged_contacts", "contact_id", "delete_time"),
+    count: "SELECT count(*) AS n FROM purged_contacts WHERE delete_time < $1",
+};
+
+row_struct! {
+    struct DueRow {
+        account_id: String,
+        due: i64,
+    }
+}
+
+row_struct! {
+    struct CountRow {
+        n: i64,
+    }
+}
+
+row_struct! {
+    struct LockRow {
+        locked: bool,
+    }
+}
+
+row_struct! {
+    struct RunIdRow {
+        run_id: Uuid,
+    }
+}
+
+row_struct! {
+    struct BatchRow {
+        selected: i64,
+        account_id: Option<String>,
+        deleted: Option<i64>,
+    }
+}
 
 /// How a purge session connects.
 #[derive(Debug, Clone)]
@@ -164,19 +241,12 @@ impl RunOutcome {
     }
 }
 
-#[derive(Default)]
-struct Statements {
-    delete_batch: OnceCell<Statement>,
-    count_due: OnceCell<Statement>,
-    delete_keys: OnceCell<Statement>,
-    delete_audit: OnceCell<Statement>,
-}
-
 /// A dedicated database session for one run.
 pub struct PurgeSession {
     client: Client,
     connection: JoinHandle<()>,
-    statements: Statements,
+    /// Each statement is prepared once per session.
+    statements: Mutex<HashMap<&'static str, Statement>>,
 }
 
 impl std::fmt::Debug for PurgeSession {
@@ -197,11 +267,11 @@ impl PurgeSession {
         if cfg.get_application_name().is_none() {
             cfg.application_name("callers-purge");
         }
+        let connector = crate::exec::Connector::new(&cfg)?;
         // Some failures (a blackholed address) never reach the connect timeout of one attempt.
-        let connected =
-            tokio::time::timeout(options.connect_timeout, crate::tls::connect_one(&cfg))
-                .await
-                .map_err(|_| Error::Unavailable("timed out connecting to the database".into()))?;
+        let connected = tokio::time::timeout(options.connect_timeout, connector.connect(&cfg))
+            .await
+            .map_err(|_| Error::Unavailable("timed out connecting to the database".into()))?;
         let (client, connection) = connected?;
         let timeout = format!("{}ms", options.statement_timeout.as_millis());
         client
@@ -213,35 +283,70 @@ impl PurgeSession {
         Ok(Self {
             client,
             connection,
-            statements: Statements::default(),
+            statements: Mutex::default(),
         })
     }
 
     /// Takes the purge lock for the life of this session; `None` when another run holds it.
     pub async fn try_lock(self) -> Result<Option<PurgeLock>, Error> {
-        let row = self
-            .client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&PURGE_LOCK_KEY])
+        let row: LockRow = self
+            .one(
+                "SELECT pg_try_advisory_lock($1) AS locked",
+                &[&PURGE_LOCK_KEY],
+            )
             .await?;
-        Ok(row.get::<_, bool>(0).then_some(PurgeLock { session: self }))
+        Ok(row.locked.then_some(PurgeLock { session: self }))
     }
 
     /// How many contacts a run with `cutoff` would delete, per account. Reads only.
     pub async fn count_due(&self, cutoff: DateTime<Utc>) -> Result<BTreeMap<String, u64>, Error> {
-        let stmt = self.prepared(&self.statements.count_due, COUNT_DUE).await?;
-        let rows = self.client.query(stmt, &[&cutoff]).await?;
+        let rows: Vec<DueRow> = self.rows(COUNT_DUE, &[&cutoff]).await?;
         Ok(rows
-            .iter()
-            .map(|r| (r.get::<_, String>(0), count(r.get(1))))
+            .into_iter()
+            .map(|r| (r.account_id, count(r.due)))
             .collect())
     }
 
-    async fn prepared<'a>(
-        &self,
-        cell: &'a OnceCell<Statement>,
-        sql: &str,
-    ) -> Result<&'a Statement, Error> {
-        Ok(cell.get_or_try_init(|| self.client.prepare(sql)).await?)
+    /// How many rows `chore` would work on for `before`. Reads only.
+    pub async fn count_chore(&self, chore: &Chore, before: DateTime<Utc>) -> Result<u64, Error> {
+        let row: CountRow = self.one(chore.count, &[&before]).await?;
+        Ok(count(row.n))
+    }
+
+    async fn prepared(&self, sql: &'static str) -> Result<Statement, Error> {
+        let cached = self.cache().get(sql).cloned();
+        if let Some(stmt) = cached {
+            return Ok(stmt);
+        }
+        let stmt = self.client.prepare(sql).await?;
+        self.cache().insert(sql, stmt.clone());
+        Ok(stmt)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, Statement>> {
+        self.statements.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn rows<R>(&self, sql: &'static str, params: Params<'_>) -> Result<Vec<R>, Error>
+    where
+        R: for<'r> TryFrom<&'r Row, Error = Error>,
+    {
+        let stmt = self.prepared(sql).await?;
+        let rows = self.client.query(&stmt, params).await?;
+        rows.iter().map(R::try_from).collect()
+    }
+
+    async fn one<R>(&self, sql: &'static str, params: Params<'_>) -> Result<R, Error>
+    where
+        R: for<'r> TryFrom<&'r Row, Error = Error>,
+    {
+        let stmt = self.prepared(sql).await?;
+        R::try_from(&self.client.query_one(&stmt, params).await?)
+    }
+
+    async fn execute(&self, sql: &'static str, params: Params<'_>) -> Result<u64, Error> {
+        let stmt = self.prepared(sql).await?;
+        Ok(self.client.execute(&stmt, params).await?)
     }
 
     /// Ends the session (and any lock it holds).
@@ -265,23 +370,21 @@ impl PurgeLock {
     /// Marks runs still `running` as failed: holding the lock, no other run is alive, so they
     /// died without recording an outcome (their `end_time` stays empty). Returns their ids.
     pub async fn close_abandoned_runs(&self) -> Result<Vec<Uuid>, Error> {
-        let rows = self
+        let rows: Vec<RunIdRow> = self
             .session
-            .client
-            .query(
+            .rows(
                 "UPDATE purge_runs SET outcome = 'failed' \
                  WHERE outcome = 'running' AND NOT dry_run RETURNING run_id",
                 &[],
             )
             .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(rows.into_iter().map(|r| r.run_id).collect())
     }
 
     pub async fn start_run(&self, plan: &RunPlan) -> Result<(), Error> {
         let days = i32::try_from(plan.retention.as_days())
             .map_err(|_| Error::Corrupt("retention days out of range".into()))?;
         self.session
-            .client
             .execute(
                 "INSERT INTO purge_runs \
                  (run_id, start_time, cutoff_time, retention_days, dry_run, outcome) \
@@ -299,12 +402,10 @@ impl PurgeLock {
         limit: u32,
         now: DateTime<Utc>,
     ) -> Result<Batch, Error> {
-        let s = &self.session;
-        let stmt = s.prepared(&s.statements.delete_batch, DELETE_BATCH).await?;
-        let rows = s
-            .client
-            .query(
-                stmt,
+        let rows: Vec<BatchRow> = self
+            .session
+            .rows(
+                DELETE_BATCH,
                 &[
                     &plan.cutoff,
                     &i64::from(limit),
@@ -314,39 +415,28 @@ impl PurgeLock {
             )
             .await?;
         let mut batch = Batch::default();
-        for row in &rows {
-            batch.selected = count(row.get(0));
-            if let Some(account) = row.get::<_, Option<String>>(1) {
+        for row in rows {
+            batch.selected = count(row.selected);
+            if let Some(account) = row.account_id {
                 batch
                     .deleted_by_account
-                    .insert(account, count(row.get::<_, Option<i64>>(2).unwrap_or(0)));
+                    .insert(account, count(row.deleted.unwrap_or(0)));
             }
         }
         Ok(batch)
     }
 
-    /// Deletes up to `limit` idempotency keys created before `before`.
-    pub async fn delete_idempotency_keys(
+    /// Does `chore` for up to `limit` rows older than `before`, committed on return; returns
+    /// how many rows it worked on.
+    pub async fn housekeep(
         &self,
+        chore: &Chore,
         before: DateTime<Utc>,
         limit: u32,
     ) -> Result<u64, Error> {
-        let s = &self.session;
-        let stmt = s
-            .prepared(&s.statements.delete_keys, DELETE_IDEMPOTENCY_KEYS)
-            .await?;
-        Ok(s.client
-            .execute(stmt, &[&before, &i64::from(limit)])
-            .await?)
-    }
-
-    /// Deletes up to `limit` audit rows of contacts deleted before `before`.
-    pub async fn delete_audit(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, Error> {
-        let s = &self.session;
-        let stmt = s.prepared(&s.statements.delete_audit, DELETE_AUDIT).await?;
-        Ok(s.client
-            .execute(stmt, &[&before, &i64::from(limit)])
-            .await?)
+        self.session
+            .execute(chore.batch, &[&before, &i64::from(limit)])
+            .await
     }
 
     /// Records how the run ended; its `deleted` count was kept up to date batch by batch.
@@ -357,7 +447,6 @@ impl PurgeLock {
         end_time: DateTime<Utc>,
     ) -> Result<(), Error> {
         self.session
-            .client
             .execute(
                 "UPDATE purge_runs SET outcome = $2, end_time = $3 WHERE run_id = $1",
                 &[&run_id, &outcome.as_str(), &crate::db_time(end_time)],
@@ -909,21 +998,16 @@ mod tests {
             .unwrap();
         }
         let lock = locked(&db).await;
-        assert_eq!(
-            lock.delete_idempotency_keys(key_cutoff, 2).await.unwrap(),
-            2
-        );
-        assert_eq!(
-            lock.delete_idempotency_keys(key_cutoff, 2).await.unwrap(),
-            1
-        );
-        assert_eq!(
-            lock.delete_idempotency_keys(key_cutoff, 2).await.unwrap(),
-            0
-        );
-        assert_eq!(lock.delete_audit(audit_cutoff, 2).await.unwrap(), 2);
-        assert_eq!(lock.delete_audit(audit_cutoff, 2).await.unwrap(), 1);
-        assert_eq!(lock.delete_audit(audit_cutoff, 2).await.unwrap(), 0);
+        for (chore, cutoff) in [(IDEMPOTENCY_KEYS, key_cutoff), (AUDIT_ROWS, audit_cutoff)] {
+            let counted = lock.session().count_chore(&chore, cutoff).await.unwrap();
+            assert_eq!(counted, 3, "{}: the dry run's count", chore.name);
+            let batches = [
+                lock.housekeep(&chore, cutoff, 2).await.unwrap(),
+                lock.housekeep(&chore, cutoff, 2).await.unwrap(),
+                lock.housekeep(&chore, cutoff, 2).await.unwrap(),
+            ];
+            assert_eq!(batches, [2, 1, 0], "{}", chore.name);
+        }
         let left = |table: &'static str, column: &'static str, cutoff: DateTime<Utc>| {
             let sql = &sql;
             async move {

@@ -231,9 +231,12 @@ async fn a_connection_left_midway_is_closed_and_a_finished_one_reused() {
     let (store, db) = fresh_store().await;
     let backend = async || {
         store
-            .with_client(async |c| {
-                let row = c.query_one("SELECT pg_backend_pid()", &[]).await?;
-                Ok(row.get::<_, i32>(0))
+            .pooled(async |s| {
+                let row = s
+                    .conn()
+                    .query_opt("SELECT pg_backend_pid() AS pid", &[])
+                    .await?;
+                crate::row::get::<i32>(&row.expect("one row"), "pid")
             })
             .await
             .unwrap()
@@ -245,10 +248,7 @@ async fn a_connection_left_midway_is_closed_and_a_finished_one_reused() {
         .await
         .unwrap();
     tokio::spawn(connection);
-    let slow = store.with_client(async |c| {
-        c.simple_query("SELECT pg_sleep(60)").await?;
-        Ok(())
-    });
+    let slow = store.pooled(async |s| s.conn().batch_execute("SELECT pg_sleep(60)").await);
     let started = async {
         while observer
             .query(
@@ -267,7 +267,7 @@ async fn a_connection_left_midway_is_closed_and_a_finished_one_reused() {
         _ = started => {}
     }
     assert_eq!(
-        store.pool_status().0,
+        store.connections().open,
         0,
         "the connection left midway is gone"
     );

@@ -7,7 +7,6 @@ use crate::Error;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use std::sync::Arc;
-use tokio_postgres::Client;
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -38,28 +37,6 @@ pub(crate) fn connector(cfg: &tokio_postgres::Config) -> Result<Option<MakeRustl
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Some(MakeRustlsConnect::new(config)))
-}
-
-/// One connection outside the pool (migrations, the purge's session), with the same TLS rules.
-pub(crate) async fn connect_one(
-    cfg: &tokio_postgres::Config,
-) -> Result<(Client, tokio::task::JoinHandle<()>), Error> {
-    Ok(match connector(cfg)? {
-        Some(tls) => {
-            let (client, conn) = cfg.connect(tls).await?;
-            (client, tokio::spawn(async move { log_end(conn.await) }))
-        }
-        None => {
-            let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
-            (client, tokio::spawn(async move { log_end(conn.await) }))
-        }
-    })
-}
-
-fn log_end(ended: Result<(), tokio_postgres::Error>) {
-    if let Err(e) = ended {
-        tracing::warn!(error = %e, "database connection ended");
-    }
 }
 
 fn unavailable(msg: String) -> Error {
