@@ -127,10 +127,11 @@ impl Conn<'_> {
 
     /// Statements without parameters or results (settings), in one round trip.
     pub(crate) async fn batch_execute(self, sql: &str) -> Result<(), Error> {
-        Ok(match self {
+        match self {
             Conn::Client(c) => c.batch_execute(sql).await?,
             Conn::Tx(t) => t.batch_execute(sql).await?,
-        })
+        }
+        Ok(())
     }
 
     /// The rows decoded by column name into `R`.
