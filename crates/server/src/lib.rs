@@ -138,7 +138,7 @@ pub async fn serve(
     let server = tokio::spawn(router.serve_with_incoming_shutdown(
         // `serve_with_incoming` ignores the builder's TCP_NODELAY: set it on every accepted
         // connection, or Nagle's algorithm holds each answer until the client's delayed ACK
-        // (about 40 ms on Linux; measured 792/s → 5,147/s in BENCHMARKS.md).
+        // (tens of milliseconds on Linux; BENCHMARKS.md has the measurement).
         TcpIncoming::from(listener).with_nodelay(Some(true)),
         async {
             let _ = stop_rx.await;

@@ -40,8 +40,8 @@ pub const MIN_NAME_SCORE: f64 = 0.6;
 const MAX_QUERY_WORDS: usize = 5;
 /// Contacts fetched per path before ranking in Rust. The number path takes every contact on a
 /// shared number up to this; the name path takes the best by a cheap SQL estimate (ranking a
-/// candidate costs the server about 10 µs of name folding and edit distances, and fetching it
-/// the database a few more: 50 is more than twice the largest `limit`).
+/// candidate costs the server name folding and edit distances, and fetching it costs the
+/// database more: 50 is more than twice the largest `limit`).
 pub const NUMBER_CANDIDATES: i64 = 500;
 const NAME_CANDIDATES: i64 = 50;
 
@@ -51,8 +51,8 @@ const NAME_CANDIDATES: i64 = 50;
 ///   and 0.5 still leaves few words in a large account;
 /// - always the generic plan: the `OFFSET 0` fences fix its shape, it uses the same indexes as
 ///   a plan made for the words at hand (the EXPLAIN test below checks both modes), and it is
-///   planned once per connection instead of per lookup: 4-7 ms less per lookup in an account
-///   of 100,000 contacts (`EXPLAIN ANALYZE`, BENCHMARKS.md).
+///   planned once per connection instead of per lookup, which a large account notices
+///   (`EXPLAIN ANALYZE`, BENCHMARKS.md).
 const SET_NAME_SEARCH: &str = "SET LOCAL pg_trgm.word_similarity_threshold = 0.5; \
      SET LOCAL plan_cache_mode = force_generic_plan";
 
@@ -135,7 +135,7 @@ const BY_NAME: &str = concat!(
        LIMIT $4))"
 );
 // One `FILTER` term per query word: aggregating per (contact, word) first and then per contact
-// sorted or hashed the fan-out twice (17 instead of 21 ms for "hans mueller", BENCHMARKS.md).
+// sorted or hashed the fan-out twice, measurably slower (BENCHMARKS.md).
 const _: () = assert!(MAX_QUERY_WORDS == 5);
 // The length bound of `BY_NAME` (0.4) is what this similarity allows.
 const _: () = assert!(names::MIN_TOKEN_SIMILARITY == 0.6);
@@ -761,7 +761,7 @@ mod tests {
             .batch_execute("ROLLBACK; DEALLOCATE ALL")
             .await
             .unwrap();
-        let json: Value = row.get(0);
+        let json: Value = row.get("QUERY PLAN");
         let mut nodes = Vec::new();
         plan_nodes(&json[0]["Plan"], &mut nodes);
         // A partition (migration V7) and its indexes by the names of their partitioned parents.
@@ -977,13 +977,13 @@ mod tests {
         }
         let rows = client
             .query(
-                "SELECT w, koelner_phonetik(w) FROM unnest($1::text[]) AS w",
+                "SELECT w AS word, koelner_phonetik(w) AS code FROM unnest($1::text[]) AS w",
                 &[&words],
             )
             .await
             .unwrap();
         for row in rows {
-            let (word, sql): (String, String) = (row.get(0), row.get(1));
+            let (word, sql): (String, String) = (row.get("word"), row.get("code"));
             assert_eq!(sql, names::koelner_phonetik(&word), "{word:?}");
         }
     }
@@ -1016,7 +1016,7 @@ mod tests {
                     .get(0);
                 (
                     rows.iter()
-                        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+                        .map(|r| (r.get::<_, String>("word"), r.get::<_, String>("phonetic")))
                         .collect::<Vec<_>>(),
                     dictionary,
                 )

@@ -905,7 +905,15 @@ mod tests {
         type AuditRow = (String, Uuid, Uuid, DateTime<Utc>, DateTime<Utc>);
         let audit: Vec<AuditRow> = audit
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .map(|r| {
+                (
+                    r.get("account_id"),
+                    r.get("contact_id"),
+                    r.get("run_id"),
+                    r.get("last_activity_time"),
+                    r.get("delete_time"),
+                )
+            })
             .collect();
         assert_eq!(
             audit,
@@ -943,11 +951,14 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(run.get::<_, &str>(0), "succeeded");
-        assert_eq!(run.get::<_, i64>(1), 2);
-        assert_eq!(run.get::<_, DateTime<Utc>>(2), plan.cutoff);
-        assert_eq!(run.get::<_, i32>(3), 180);
-        assert_eq!(run.get::<_, Option<DateTime<Utc>>>(4), Some(delete_time));
+        assert_eq!(run.get::<_, &str>("outcome"), "succeeded");
+        assert_eq!(run.get::<_, i64>("deleted"), 2);
+        assert_eq!(run.get::<_, DateTime<Utc>>("cutoff_time"), plan.cutoff);
+        assert_eq!(run.get::<_, i32>("retention_days"), 180);
+        assert_eq!(
+            run.get::<_, Option<DateTime<Utc>>>("end_time"),
+            Some(delete_time)
+        );
 
         let note_contact: Option<Uuid> = sql
             .query_one(
@@ -1053,7 +1064,7 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(row.get::<_, &str>(0), "failed");
-        assert_eq!(row.get::<_, Option<DateTime<Utc>>>(1), None);
+        assert_eq!(row.get::<_, &str>("outcome"), "failed");
+        assert_eq!(row.get::<_, Option<DateTime<Utc>>>("end_time"), None);
     }
 }
