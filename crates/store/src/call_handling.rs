@@ -2,7 +2,7 @@
 //! etag, the employee overrides written as one ordered list.
 
 use crate::exec::Conn;
-use crate::row::row_struct;
+use crate::row::{in_step, row_struct};
 use crate::{Entity, Error, Store};
 use callers_domain::AccountId;
 use callers_domain::call_handling::{
@@ -107,13 +107,8 @@ impl TryFrom<SettingsRow> for CallHandling {
     type Error = Error;
 
     fn try_from(r: SettingsRow) -> Result<CallHandling, Error> {
-        let employees = r
-            .employee_ids
-            .unwrap_or_default()
-            .into_iter()
-            .zip(r.employee_styles.unwrap_or_default())
-            .zip(r.employee_cids.unwrap_or_default())
-            .map(|((employee_id, style), cid)| employee(employee_id, style, cid))
+        let employees = in_step(r.employee_ids, r.employee_styles, r.employee_cids)
+            .map(|(employee_id, style, cid)| employee(employee_id, style, cid))
             .collect::<Result<Vec<_>, Error>>()?;
         Ok(CallHandling {
             account_id: r.account_id,

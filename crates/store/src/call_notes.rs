@@ -8,7 +8,7 @@
 use crate::contacts::{get_contact, insert_contact};
 use crate::exec::Conn;
 use crate::idempotency::{IdempotencyKey, Replay};
-use crate::row::row_struct;
+use crate::row::{in_step, row_struct};
 use crate::{Entity, Error, Store, keyset_page};
 use callers_domain::AccountId;
 use callers_domain::call_note::{CallNote, Caller, MessageDelivery, NewCallNote};
@@ -59,15 +59,10 @@ row_struct! {
 
 impl From<NoteRow> for CallNote {
     fn from(r: NoteRow) -> CallNote {
-        let deliveries = r
-            .delivered_ids
-            .unwrap_or_default()
-            .into_iter()
-            .zip(r.delivered_texts.unwrap_or_default())
-            .zip(r.delivered_times.unwrap_or_default())
+        let deliveries = in_step(r.delivered_ids, r.delivered_texts, r.delivered_times)
             .zip(r.delivered_agents.unwrap_or_default())
             .map(
-                |(((message_id, text), deliver_time), agent_id)| MessageDelivery {
+                |((message_id, text, deliver_time), agent_id)| MessageDelivery {
                     message_id,
                     text,
                     deliver_time,

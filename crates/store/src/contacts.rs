@@ -1,9 +1,9 @@
 //! Contacts and their phone numbers: create (with request-id replay), read, field-masked
 //! update under an etag, delete, and keyset-paged lists.
 
-use crate::exec::Conn;
+use crate::exec::{Conn, Params};
 use crate::idempotency::{IdempotencyKey, Replay};
-use crate::row::row_struct;
+use crate::row::{in_step, row_struct};
 use crate::{Entity, Error, Store, keyset_page};
 use callers_domain::contact::{
     CallerMessage, Categories, Contact, ContactFields, ContactPatch, NewContact, Origin,
@@ -67,13 +67,8 @@ impl TryFrom<ContactRow> for Contact {
     type Error = Error;
 
     fn try_from(r: ContactRow) -> Result<Contact, Error> {
-        let phone_numbers = r
-            .numbers
-            .unwrap_or_default()
-            .into_iter()
-            .zip(r.e164s.unwrap_or_default())
-            .zip(r.types.unwrap_or_default())
-            .map(|((number, e164), t)| PhoneEntry {
+        let phone_numbers = in_step(r.numbers, r.e164s, r.types)
+            .map(|(number, e164, t)| PhoneEntry {
                 number,
                 e164: E164::from_trusted(e164),
                 kind: PhoneType::from_code(i32::from(t)).unwrap_or(PhoneType::Unspecified),
@@ -378,21 +373,17 @@ impl Store {
         limit: usize,
     ) -> Result<ContactPage, Error> {
         let fetch = (limit + 1) as i64;
-        let rows = self
-            .pooled(async |s| {
-                s.conn().rows(
-                    concat!(
-                        select_contact!(),
-                        "WHERE c.account_id = $1 AND ($2::text IS NULL OR $2 = ANY(c.categories)) \
-                         AND ($3::uuid IS NULL OR c.contact_id > $3) \
-                         ORDER BY c.contact_id LIMIT $4"
-                    ),
-                    &[&account.as_str(), &category, &after, &fetch],
-                )
-                .await
-            })
+        let contacts = self
+            .contacts(
+                concat!(
+                    select_contact!(),
+                    "WHERE c.account_id = $1 AND ($2::text IS NULL OR $2 = ANY(c.categories)) \
+                     AND ($3::uuid IS NULL OR c.contact_id > $3) \
+                     ORDER BY c.contact_id LIMIT $4"
+                ),
+                &[&account.as_str(), &category, &after, &fetch],
+            )
             .await?;
-        let contacts = contacts(rows)?;
         let (contacts, next_after) = keyset_page(contacts, limit, |c| c.contact_id);
         Ok(ContactPage {
             contacts,
@@ -411,27 +402,23 @@ impl Store {
     ) -> Result<ExpiringPage, Error> {
         let (after_time, after_id) = after.unzip();
         let fetch = (limit + 1) as i64;
-        let rows = self
-            .pooled(async |s| {
-                s.conn().rows(
-                    concat!(
-                        select_contact!(),
-                        "WHERE c.account_id = $1 AND c.purge_candidate AND c.last_activity_time <= $2 \
-                         AND ($3::timestamptz IS NULL OR (c.last_activity_time, c.contact_id) > ($3, $4)) \
-                         ORDER BY c.last_activity_time, c.contact_id LIMIT $5"
-                    ),
-                    &[
-                        &account.as_str(),
-                        &last_activity_until,
-                        &after_time,
-                        &after_id,
-                        &fetch,
-                    ],
-                )
-                .await
-            })
+        let contacts = self
+            .contacts(
+                concat!(
+                    select_contact!(),
+                    "WHERE c.account_id = $1 AND c.purge_candidate AND c.last_activity_time <= $2 \
+                     AND ($3::timestamptz IS NULL OR (c.last_activity_time, c.contact_id) > ($3, $4)) \
+                     ORDER BY c.last_activity_time, c.contact_id LIMIT $5"
+                ),
+                &[
+                    &account.as_str(),
+                    &last_activity_until,
+                    &after_time,
+                    &after_id,
+                    &fetch,
+                ],
+            )
             .await?;
-        let contacts = contacts(rows)?;
         let (contacts, next_after) =
             keyset_page(contacts, limit, |c| (c.last_activity_time, c.contact_id));
         Ok(ExpiringPage {
@@ -441,9 +428,14 @@ impl Store {
     }
 }
 
-/// The contacts of decoded rows.
-pub(crate) fn contacts(rows: Vec<ContactRow>) -> Result<Vec<Contact>, Error> {
-    rows.into_iter().map(Contact::try_from).collect()
+impl Store {
+    /// The contacts a [`select_contact`] statement finds, on a pooled connection.
+    async fn contacts(&self, sql: &str, params: Params<'_>) -> Result<Vec<Contact>, Error> {
+        let rows: Vec<ContactRow> = self
+            .pooled(async |s| s.conn().rows(sql, params).await)
+            .await?;
+        rows.into_iter().map(Contact::try_from).collect()
+    }
 }
 
 pub(crate) async fn get_contact(db: Conn<'_>, account: &str, id: Uuid) -> Result<Contact, Error> {

@@ -31,3 +31,18 @@ pub(crate) fn get<'a, T: FromSql<'a>>(row: &'a Row, column: &str) -> Result<T, E
     row.try_get(column)
         .map_err(|e| Error::Corrupt(format!("column {column}: {e}")))
 }
+
+/// The elements of arrays aggregated side by side (`array_agg(…) AS …` of one grouping), in
+/// step; a NULL array (nothing to aggregate) is empty.
+pub(crate) fn in_step<A, B, C>(
+    a: Option<Vec<A>>,
+    b: Option<Vec<B>>,
+    c: Option<Vec<C>>,
+) -> impl Iterator<Item = (A, B, C)> {
+    let (a, b, c) = (
+        a.unwrap_or_default(),
+        b.unwrap_or_default(),
+        c.unwrap_or_default(),
+    );
+    a.into_iter().zip(b).zip(c).map(|((a, b), c)| (a, b, c))
+}
