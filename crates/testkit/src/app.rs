@@ -1,0 +1,216 @@
+//! The server in-process: on a fresh database and port 0, with a fixed clock and real gRPC
+//! clients, plus the small request helpers the server tests share.
+
+use crate::database::{TestDatabase, fresh_database};
+use callers_domain::phone::Region;
+use callers_domain::retention::Retention;
+use callers_domain::{Clock, FixedClock};
+use callers_proto::v1 as pb;
+use callers_proto::v1::call_note_service_client::CallNoteServiceClient;
+use callers_proto::v1::contact_service_client::ContactServiceClient;
+use callers_server::auth::Authenticator;
+use callers_server::grpc::App;
+use callers_server::{Deps, Limits, serve};
+use callers_store::{PoolConfig, Store};
+use chrono::{TimeZone, Utc};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub channel: Channel,
+    pub contacts: ContactServiceClient<Channel>,
+    pub notes: CallNoteServiceClient<Channel>,
+    pub store: Store,
+    pub clock: Arc<FixedClock>,
+    pub db: Option<TestDatabase>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Authenticator::disabled()).await
+}
+
+pub async fn spawn_app_with(auth: Authenticator) -> TestApp {
+    spawn_app_custom(auth, Limits::default()).await
+}
+
+pub async fn spawn_app_custom(auth: Authenticator, limits: Limits) -> TestApp {
+    let db = fresh_database().await;
+    let url = db.url().to_owned();
+    spawn(auth, &url, Some(db), limits, None).await
+}
+
+/// A server speaking TLS; `channel` is unusable, tests connect to `addr` themselves.
+pub async fn spawn_app_tls(tls: tonic::transport::ServerTlsConfig) -> TestApp {
+    let db = fresh_database().await;
+    let url = db.url().to_owned();
+    spawn(
+        Authenticator::disabled(),
+        &url,
+        Some(db),
+        Limits::default(),
+        Some(tls),
+    )
+    .await
+}
+
+/// A server whose database is at `url`, which may be down.
+pub async fn spawn_app_against(url: &str) -> TestApp {
+    spawn(
+        Authenticator::disabled(),
+        url,
+        None,
+        Limits::default(),
+        None,
+    )
+    .await
+}
+
+async fn spawn(
+    auth: Authenticator,
+    url: &str,
+    db: Option<TestDatabase>,
+    limits: Limits,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> TestApp {
+    let pool = PoolConfig {
+        wait_timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_millis(500),
+        ..PoolConfig::default()
+    };
+    let store = Store::connect(url, &pool).unwrap();
+    let clock = Arc::new(FixedClock::new(
+        Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap(),
+    ));
+    let app = App {
+        store: store.clone(),
+        clock: clock.clone() as Arc<dyn Clock>,
+        default_region: Region::germany(),
+        retention: Retention::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let deps = Deps {
+        app,
+        auth: Arc::new(auth),
+        shutdown_grace: Duration::from_secs(5),
+        limits,
+        tls: tls.clone(),
+        health_probe: None,
+    };
+    let server = tokio::spawn(serve(
+        listener,
+        async {
+            let _ = rx.await;
+        },
+        deps,
+    ));
+    let endpoint = Channel::from_shared(format!("http://{addr}")).unwrap();
+    let channel = if tls.is_some() {
+        endpoint.connect_lazy()
+    } else {
+        endpoint.connect().await.unwrap()
+    };
+    TestApp {
+        addr,
+        contacts: ContactServiceClient::new(channel.clone()),
+        notes: CallNoteServiceClient::new(channel.clone()),
+        channel,
+        store,
+        clock,
+        db,
+        stop: Some(tx),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(s) = self.server.take() {
+            s.await.unwrap().unwrap();
+        }
+    }
+
+    pub fn clock_now(&self) -> chrono::DateTime<Utc> {
+        self.clock.now()
+    }
+
+    pub fn advance_days(&self, days: i64) {
+        self.clock
+            .set(self.clock.now() + chrono::Duration::days(days));
+    }
+
+    /// A plain SQL session on the app's database (none for [`spawn_app_against`]).
+    pub async fn sql(&self) -> tokio_postgres::Client {
+        crate::database::sql(self.db.as_ref().expect("the app owns its database")).await
+    }
+}
+
+/// A caller as a customer would enter one in advance.
+pub fn caller(last_name: &str, number: &str) -> pb::Contact {
+    pb::Contact {
+        categories: vec!["caller".into()],
+        salutation: "Herr".into(),
+        first_name: "Hans".into(),
+        last_name: last_name.into(),
+        phone_numbers: vec![pb::PhoneNumber {
+            number: number.into(),
+            r#type: pb::PhoneType::Mobile as i32,
+            ..Default::default()
+        }],
+        origin: pb::Origin::ExpectedCall as i32,
+        ..Default::default()
+    }
+}
+
+pub async fn create(app: &mut TestApp, account: &str, contact: pb::Contact) -> pb::Contact {
+    app.contacts
+        .create_contact(pb::CreateContactRequest {
+            account_id: account.into(),
+            contact: Some(contact),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+pub async fn get(
+    app: &mut TestApp,
+    account: &str,
+    contact_id: &str,
+) -> Result<pb::Contact, tonic::Status> {
+    app.contacts
+        .get_contact(pb::GetContactRequest {
+            account_id: account.into(),
+            contact_id: contact_id.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// The fields named in a `BadRequest`, in order.
+pub fn bad_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+/// The `ErrorInfo` reason of a status.
+pub fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_default()
+}
