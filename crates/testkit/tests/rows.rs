@@ -3,7 +3,6 @@
 
 use callers_testkit::rows::{
     self, CallHandlingRow, CallerRow, ContactRow, EmployeeCallHandlingRow, Fixture, NoteRow,
-    PhoneRow,
 };
 use callers_testkit::{count, fresh_database, sql};
 use chrono::Utc;
