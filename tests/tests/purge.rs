@@ -4,6 +4,7 @@
 use callers_proto::v1 as pb;
 use callers_proto::v1::contact_service_client::ContactServiceClient;
 use callers_store::purge::PURGE_LOCK_KEY;
+use callers_testkit::rows::{NOTE_SUBJECT, NOTE_TEXT, insert_note};
 use callers_tests::{
     FIRST_NAME, LAST_NAME, NUMBER, Row, count, exists, finish, fresh_database, insert, insert_many,
     purge, purge_command, sql, start_purge, start_server, terminate,
@@ -122,7 +123,7 @@ async fn a_contact_edited_between_selection_and_delete_survives() {
         .await
         .unwrap()
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| r.get("contact_id"))
         .collect();
     assert_eq!(audited, vec![untouched]);
 }
@@ -205,21 +206,21 @@ async fn a_run_killed_mid_way_is_finished_by_the_next_and_each_contact_is_audite
         .await
         .unwrap()
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| r.get("contact_id"))
         .collect();
     assert_eq!(audited.len(), ids.len(), "each deleted contact once");
     assert_eq!(audited.into_iter().collect::<BTreeSet<_>>(), ids);
 
     let runs = sql
         .query(
-            "SELECT outcome, deleted, end_time IS NULL FROM purge_runs ORDER BY start_time",
+            "SELECT outcome, deleted, end_time IS NULL AS open FROM purge_runs ORDER BY start_time",
             &[],
         )
         .await
         .unwrap();
     let runs: Vec<(String, i64, bool)> = runs
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .map(|r| (r.get("outcome"), r.get("deleted"), r.get("open")))
         .collect();
     assert_eq!(
         runs,
@@ -250,14 +251,14 @@ async fn sigterm_stops_after_the_current_batch_and_the_next_run_continues() {
     assert_eq!(audited as u64, deleted);
     let recorded = sql
         .query_one(
-            "SELECT outcome, deleted, end_time IS NOT NULL FROM purge_runs",
+            "SELECT outcome, deleted, end_time IS NOT NULL AS ended FROM purge_runs",
             &[],
         )
         .await
         .unwrap();
-    assert_eq!(recorded.get::<_, &str>(0), "interrupted");
-    assert_eq!(recorded.get::<_, i64>(1) as u64, deleted);
-    assert!(recorded.get::<_, bool>(2));
+    assert_eq!(recorded.get::<_, &str>("outcome"), "interrupted");
+    assert_eq!(recorded.get::<_, i64>("deleted") as u64, deleted);
+    assert!(recorded.get::<_, bool>("ended"));
 
     let next = purge(&db, &[]).await;
     assert_eq!(next.code, Some(0), "{next:#?}");
@@ -354,8 +355,8 @@ async fn call_notes_of_deleted_contacts_stay_with_their_contact_cleared() {
         )
         .await
         .unwrap();
-    assert_eq!(row.get::<_, Option<Uuid>>(0), None);
-    assert_eq!(row.get::<_, &str>(1), NOTE_SUBJECT);
+    assert_eq!(row.get::<_, Option<Uuid>>("contact_id"), None);
+    assert_eq!(row.get::<_, &str>("subject"), NOTE_SUBJECT);
     assert_eq!(
         count(&sql, "SELECT count(*) FROM contact_phone_numbers").await,
         0
@@ -597,31 +598,6 @@ async fn wait_for(sql: &Client, query: &str, done: impl Fn(i64) -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for: {query}");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-}
-
-const NOTE_SUBJECT: &str = "Rückruf wegen Vertrag Fuchsbau";
-const NOTE_TEXT: &str = "Bitte zurückrufen, Kundennummer 4711-XY";
-
-async fn insert_note(sql: &Client, account: &str, contact: Uuid) -> Uuid {
-    let id = Uuid::new_v4();
-    sql.execute(
-        "INSERT INTO call_notes (account_id, call_note_id, contact_id, caller_first_name, \
-         caller_last_name, caller_number, subject, body, call_time, create_time) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(), now())",
-        &[
-            &account,
-            &id,
-            &contact,
-            &FIRST_NAME,
-            &LAST_NAME,
-            &NUMBER,
-            &NOTE_SUBJECT,
-            &NOTE_TEXT,
-        ],
-    )
-    .await
-    .unwrap();
-    id
 }
 
 #[tokio::test]

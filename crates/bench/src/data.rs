@@ -9,6 +9,9 @@
 use crate::words::*;
 use callers_domain::contact::{Categories, ContactFields, PhoneEntry, PhoneType};
 use callers_domain::phone::{self, Region};
+use callers_testkit::rows::{
+    CallHandlingRow, ContactRow, EmployeeCallHandlingRow, NoteRow, PhoneRow,
+};
 use chrono::{DateTime, Duration, Utc};
 use rand::rngs::SmallRng;
 use rand::seq::IndexedRandom;
@@ -74,59 +77,10 @@ pub fn account_sizes(
     sizes
 }
 
-pub struct ContactRow {
-    pub account_id: String,
-    pub contact_id: Uuid,
-    pub categories: Vec<String>,
-    pub salutation: String,
-    pub title: String,
-    pub first_name: String,
-    pub last_name: String,
-    pub company: String,
-    pub email: String,
-    pub handling_instruction: String,
-    pub keep_permanently: bool,
-    pub origin: i16,
-    pub message: Option<(Uuid, String, DateTime<Utc>)>,
-    pub create_time: DateTime<Utc>,
-    pub update_time: DateTime<Utc>,
-    pub last_activity_time: DateTime<Utc>,
-    pub version: i64,
-    pub search_text: String,
-    pub phonetic_keys: Vec<String>,
-}
-
-pub struct PhoneRow {
-    pub account_id: String,
-    pub contact_id: Uuid,
-    pub position: i16,
-    pub number: String,
-    pub e164: String,
-    pub phone_type: i16,
-}
-
-pub struct NoteRow {
-    pub account_id: String,
-    pub call_note_id: Uuid,
-    pub contact_id: Option<Uuid>,
-    pub employee_id: String,
-    pub agent_id: String,
-    pub first_name: String,
-    pub last_name: String,
-    pub company: String,
-    pub number: String,
-    pub subject: String,
-    pub body: String,
-    pub call_time: DateTime<Utc>,
-    pub create_time: DateTime<Utc>,
-}
-
+/// One account's call-handling settings and its employees' exceptions.
 pub struct HandlingRow {
-    pub account_id: String,
-    pub conversation_style: i16,
-    pub caller_id_transmission: bool,
-    /// (employee_id, position, style, caller id transmission)
-    pub employees: Vec<(String, i32, Option<i16>, Option<bool>)>,
+    pub settings: CallHandlingRow,
+    pub employees: Vec<EmployeeCallHandlingRow>,
 }
 
 #[derive(Default)]
@@ -334,21 +288,29 @@ impl<'t> AccountGen<'t> {
             // About a third of the accounts have call-handling settings.
             if self.rng.random_bool(0.3) {
                 let employees = (0..self.rng.random_range(0..6))
-                    .map(|p| {
-                        (
-                            format!("emp-{p}"),
-                            p,
-                            self.rng
-                                .random_bool(0.5)
-                                .then(|| self.rng.random_range(1..=2)),
-                            self.rng.random_bool(0.5).then(|| self.rng.random_bool(0.5)),
-                        )
+                    .map(|p| EmployeeCallHandlingRow {
+                        account_id: self.account.clone(),
+                        employee_id: format!("emp-{p}"),
+                        position: p,
+                        conversation_style: self
+                            .rng
+                            .random_bool(0.5)
+                            .then(|| self.rng.random_range(1..=2)),
+                        caller_id_transmission: self
+                            .rng
+                            .random_bool(0.5)
+                            .then(|| self.rng.random_bool(0.5)),
                     })
                     .collect();
                 out.handling.push(HandlingRow {
-                    account_id: self.account.clone(),
-                    conversation_style: self.rng.random_range(0..=2),
-                    caller_id_transmission: self.rng.random_bool(0.7),
+                    settings: CallHandlingRow {
+                        account_id: self.account.clone(),
+                        conversation_style: self.rng.random_range(0..=2),
+                        caller_id_transmission: self.rng.random_bool(0.7),
+                        phone_region: "DE".into(),
+                        version: 1,
+                        update_time: self.now,
+                    },
                     employees,
                 });
             }
@@ -608,7 +570,9 @@ impl<'t> AccountGen<'t> {
             handling_instruction: fields.handling_instruction,
             keep_permanently: fields.keep_permanently,
             origin,
-            message,
+            message_id: message.as_ref().map(|m| m.0),
+            message_create_time: message.as_ref().map(|m| m.2),
+            message_text: message.map(|m| m.1),
             create_time: create,
             update_time: update,
             last_activity_time: last,
@@ -639,10 +603,10 @@ fn note(
         contact_id,
         employee_id: format!("emp-{}", rng.random_range(0..20)),
         agent_id: format!("agent-{}", rng.random_range(0..200)),
-        first_name: first.to_owned(),
-        last_name: last.to_owned(),
-        company: company.to_owned(),
-        number: number.to_owned(),
+        caller_first_name: first.to_owned(),
+        caller_last_name: last.to_owned(),
+        caller_company: company.to_owned(),
+        caller_number: number.to_owned(),
         subject: SUBJECTS.choose(rng).expect("non-empty").to_string(),
         body,
         call_time,

@@ -37,13 +37,13 @@ impl Db {
         let admin = connect(&pg.url()).await?;
         let want: String = admin
             .query_one(
-                "SELECT setting::bigint * 8192 = pg_size_bytes($1) FROM pg_settings \
+                "SELECT setting::bigint * 8192 = pg_size_bytes($1) AS same FROM pg_settings \
                  WHERE name = 'shared_buffers'",
                 &[&shared_buffers],
             )
             .await
             .map(|r| {
-                if r.get::<_, bool>(0) {
+                if r.get::<_, bool>("same") {
                     String::new()
                 } else {
                     shared_buffers.to_owned()
@@ -102,11 +102,12 @@ impl Db {
         let admin = self.admin().await?;
         let row = admin
             .query_opt(
-                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+                "SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database \
+                 WHERE datname = $1",
                 &[&name],
             )
             .await?;
-        Ok(row.and_then(|r| r.get(0)))
+        Ok(row.and_then(|r| r.get("comment")))
     }
 
     pub async fn set_comment(&self, name: &str, comment: &str) -> anyhow::Result<()> {

@@ -5,6 +5,7 @@
 
 use crate::data::{self, AccountGen, Chunk, Layout, Tables};
 use crate::db::{self, Db};
+use callers_testkit::rows::{self, Fixture};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::pin::pin;
@@ -13,7 +14,6 @@ use std::time::Instant;
 use tokio::sync::{Mutex, mpsc};
 use tokio_postgres::Client;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
 
 const CHUNK: u64 = 5_000;
 const GENERATORS: usize = 2;
@@ -140,18 +140,20 @@ pub async fn ensure(
 async fn counts(client: &Client) -> anyhow::Result<SeedReport> {
     let row = client
         .query_one(
-            "SELECT (SELECT count(*) FROM contacts), (SELECT count(*) FROM contact_phone_numbers), \
-             (SELECT count(*) FROM call_notes), (SELECT count(*) FROM call_handling), \
-             pg_database_size(current_database())",
+            "SELECT (SELECT count(*) FROM contacts) AS contacts, \
+             (SELECT count(*) FROM contact_phone_numbers) AS phone_numbers, \
+             (SELECT count(*) FROM call_notes) AS call_notes, \
+             (SELECT count(*) FROM call_handling) AS call_handling, \
+             pg_database_size(current_database()) AS bytes",
             &[],
         )
         .await?;
     Ok(SeedReport {
-        contacts: row.get::<_, i64>(0) as u64,
-        phone_numbers: row.get::<_, i64>(1) as u64,
-        call_notes: row.get::<_, i64>(2) as u64,
-        accounts_with_call_handling: row.get::<_, i64>(3) as u64,
-        database_bytes: row.get(4),
+        contacts: row.get::<_, i64>("contacts") as u64,
+        phone_numbers: row.get::<_, i64>("phone_numbers") as u64,
+        call_notes: row.get::<_, i64>("call_notes") as u64,
+        accounts_with_call_handling: row.get::<_, i64>("call_handling") as u64,
+        database_bytes: row.get("bytes"),
         ..Default::default()
     })
 }
@@ -170,7 +172,7 @@ async fn seed(db: &Db, name: &str, spec: &SeedSpec) -> anyhow::Result<SeedReport
     // Secondary indexes (those backing no constraint) are rebuilt after the load.
     let indexes: Vec<(String, String)> = client
         .query(
-            "SELECT i.relname::text, pg_get_indexdef(i.oid) FROM pg_index x \
+            "SELECT i.relname::text AS name, pg_get_indexdef(i.oid) AS definition FROM pg_index x \
              JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid \
              JOIN pg_namespace n ON n.oid = t.relnamespace AND n.nspname = current_schema() \
              WHERE t.relname = ANY($1) \
@@ -183,8 +185,9 @@ async fn seed(db: &Db, name: &str, spec: &SeedSpec) -> anyhow::Result<SeedReport
         // it would stay invalid and exist on no partition.
         .map(|r| {
             (
-                r.get(0),
-                r.get::<_, String>(1).replacen(" ON ONLY ", " ON ", 1),
+                r.get("name"),
+                r.get::<_, String>("definition")
+                    .replacen(" ON ONLY ", " ON ", 1),
             )
         })
         .collect();
@@ -282,12 +285,12 @@ async fn seed(db: &Db, name: &str, spec: &SeedSpec) -> anyhow::Result<SeedReport
     let index_secs = t.elapsed().as_secs_f64();
     let invalid: Vec<String> = client
         .query(
-            "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid",
+            "SELECT indexrelid::regclass::text AS name FROM pg_index WHERE NOT indisvalid",
             &[],
         )
         .await?
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| r.get("name"))
         .collect();
     anyhow::ensure!(
         invalid.is_empty(),
@@ -321,7 +324,7 @@ fn timeline(mut all: Chunk) -> Vec<Chunk> {
     all.contacts.sort_unstable_by_key(|c| c.contact_id);
     all.phones
         .sort_unstable_by_key(|p| (p.contact_id, p.position));
-    let key = |n: &crate::data::NoteRow| n.call_note_id.max(n.contact_id.unwrap_or_default());
+    let key = |n: &rows::NoteRow| n.call_note_id.max(n.contact_id.unwrap_or_default());
     all.notes.sort_unstable_by_key(key);
     let mut chunks = vec![Chunk {
         handling: std::mem::take(&mut all.handling),
@@ -402,30 +405,14 @@ async fn writer(url: &str, rx: Arc<Mutex<mpsc::Receiver<Chunk>>>) -> anyhow::Res
     loop {
         let chunk = rx.lock().await.recv().await;
         let Some(chunk) = chunk else { break };
-        totals[0] += copy_contacts(&client, &chunk).await?;
-        totals[1] += copy_phones(&client, &chunk).await?;
-        totals[2] += copy_notes(&client, &chunk).await?;
+        totals[0] += copy(&client, &chunk.contacts).await?;
+        totals[1] += copy(&client, &chunk.phones).await?;
+        totals[2] += copy(&client, &chunk.notes).await?;
+        // A few rows per account: plain inserts.
         for h in &chunk.handling {
-            client
-                .execute(
-                    "INSERT INTO call_handling (account_id, conversation_style, \
-                     caller_id_transmission, phone_region, version, update_time) \
-                     VALUES ($1, $2, $3, 'DE', 1, now())",
-                    &[
-                        &h.account_id,
-                        &h.conversation_style,
-                        &h.caller_id_transmission,
-                    ],
-                )
-                .await?;
-            for (employee, position, style, cid) in &h.employees {
-                client
-                    .execute(
-                        "INSERT INTO employee_call_handling (account_id, employee_id, position, \
-                         conversation_style, caller_id_transmission) VALUES ($1, $2, $3, $4, $5)",
-                        &[&h.account_id, employee, position, style, cid],
-                    )
-                    .await?;
+            rows::insert(&client, &h.settings).await?;
+            for employee in &h.employees {
+                rows::insert(&client, employee).await?;
             }
             totals[3] += 1;
         }
@@ -433,147 +420,12 @@ async fn writer(url: &str, rx: Arc<Mutex<mpsc::Receiver<Chunk>>>) -> anyhow::Res
     Ok(totals)
 }
 
-async fn copy_contacts(client: &Client, chunk: &Chunk) -> anyhow::Result<u64> {
-    let sink = client
-        .copy_in(
-            "COPY contacts (account_id, contact_id, categories, salutation, title, first_name, \
-             last_name, company, email, handling_instruction, keep_permanently, origin, \
-             message_id, message_text, message_create_time, create_time, update_time, \
-             last_activity_time, version, search_text, phonetic_keys) FROM STDIN (FORMAT binary)",
-        )
-        .await?;
-    let t = Type::TEXT;
-    let ts = Type::TIMESTAMPTZ;
-    let types = [
-        t.clone(),
-        Type::UUID,
-        Type::TEXT_ARRAY,
-        t.clone(),
-        t.clone(),
-        t.clone(),
-        t.clone(),
-        t.clone(),
-        t.clone(),
-        t.clone(),
-        Type::BOOL,
-        Type::INT2,
-        Type::UUID,
-        t.clone(),
-        ts.clone(),
-        ts.clone(),
-        ts.clone(),
-        ts,
-        Type::INT8,
-        t,
-        Type::TEXT_ARRAY,
-    ];
-    let mut w = pin!(BinaryCopyInWriter::new(sink, &types));
-    for c in &chunk.contacts {
-        let message_id = c.message.as_ref().map(|m| m.0);
-        let message_text = c.message.as_ref().map(|m| m.1.as_str());
-        let message_time = c.message.as_ref().map(|m| m.2);
-        let row: [&(dyn ToSql + Sync); 21] = [
-            &c.account_id,
-            &c.contact_id,
-            &c.categories,
-            &c.salutation,
-            &c.title,
-            &c.first_name,
-            &c.last_name,
-            &c.company,
-            &c.email,
-            &c.handling_instruction,
-            &c.keep_permanently,
-            &c.origin,
-            &message_id,
-            &message_text,
-            &message_time,
-            &c.create_time,
-            &c.update_time,
-            &c.last_activity_time,
-            &c.version,
-            &c.search_text,
-            &c.phonetic_keys,
-        ];
-        w.as_mut().write(&row).await?;
-    }
-    Ok(w.finish().await?)
-}
-
-async fn copy_phones(client: &Client, chunk: &Chunk) -> anyhow::Result<u64> {
-    let sink = client
-        .copy_in(
-            "COPY contact_phone_numbers (account_id, contact_id, position, number, e164, \
-             phone_type) FROM STDIN (FORMAT binary)",
-        )
-        .await?;
-    let types = [
-        Type::TEXT,
-        Type::UUID,
-        Type::INT2,
-        Type::TEXT,
-        Type::TEXT,
-        Type::INT2,
-    ];
-    let mut w = pin!(BinaryCopyInWriter::new(sink, &types));
-    for p in &chunk.phones {
-        w.as_mut()
-            .write(&[
-                &p.account_id,
-                &p.contact_id,
-                &p.position,
-                &p.number,
-                &p.e164,
-                &p.phone_type,
-            ])
-            .await?;
-    }
-    Ok(w.finish().await?)
-}
-
-async fn copy_notes(client: &Client, chunk: &Chunk) -> anyhow::Result<u64> {
-    let sink = client
-        .copy_in(
-            "COPY call_notes (account_id, call_note_id, contact_id, employee_id, agent_id, \
-             caller_first_name, caller_last_name, caller_company, caller_number, subject, body, \
-             call_time, create_time) FROM STDIN (FORMAT binary)",
-        )
-        .await?;
-    let t = Type::TEXT;
-    let types = [
-        t.clone(),
-        Type::UUID,
-        Type::UUID,
-        t.clone(),
-        t.clone(),
-        t.clone(),
-        t.clone(),
-        t.clone(),
-        t.clone(),
-        t.clone(),
-        t,
-        Type::TIMESTAMPTZ,
-        Type::TIMESTAMPTZ,
-    ];
-    let mut w = pin!(BinaryCopyInWriter::new(sink, &types));
-    for n in &chunk.notes {
-        w.as_mut()
-            .write(&[
-                &n.account_id,
-                &n.call_note_id,
-                &n.contact_id,
-                &n.employee_id,
-                &n.agent_id,
-                &n.first_name,
-                &n.last_name,
-                &n.company,
-                &n.number,
-                &n.subject,
-                &n.body,
-                &n.call_time,
-                &n.create_time,
-            ])
-            .await?;
+/// Writes `rows` with one binary `COPY` in the fixture's column order.
+async fn copy<R: Fixture>(client: &Client, rows: &[R]) -> anyhow::Result<u64> {
+    let sink = client.copy_in(&rows::copy_statement::<R>()).await?;
+    let mut w = pin!(BinaryCopyInWriter::new(sink, &R::types()));
+    for row in rows {
+        w.as_mut().write(&row.values()).await?;
     }
     Ok(w.finish().await?)
 }

@@ -2,17 +2,16 @@
 //! CPU from /proc.
 
 use anyhow::{Context, bail};
+use callers_testkit::process::{Launch, ServerProcess};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::process::{Child, Command};
 use tonic::transport::Endpoint;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 pub struct Server {
-    child: Child,
+    process: ServerProcess,
     pub pid: u32,
     /// `http://127.0.0.1:PORT`
     pub addr: String,
@@ -41,6 +40,8 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl Server {
+    /// Starts the server with the test kit's launcher, keeping the operator's environment
+    /// (less the settings that would change what is measured), and waits until it is SERVING.
     pub async fn start(
         bin: &Path,
         database_url: &str,
@@ -50,39 +51,27 @@ impl Server {
         std::fs::create_dir_all(log_dir)?;
         let port = free_port()?;
         let log = log_dir.join(format!("server-{port}.log"));
-        let out = std::fs::File::create(&log)?;
-        let err = out.try_clone()?;
         let started = Instant::now();
-        let child = Command::new(bin)
-            .args(extra_args)
-            .env("DATABASE_URL", database_url)
-            .env("CALLERS_LISTEN", format!("127.0.0.1:{port}"))
-            .env("CALLERS_LOG_FORMAT", "json")
+        let process = Launch::new(bin)
+            .inherit_env()
             .env_remove("CALLERS_AUTH_TOKENS_FILE")
             .env_remove("CALLERS_METRICS_LISTEN")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let pid = child.id().context("server exited at once")?;
-        let addr = format!("http://127.0.0.1:{port}");
+            .env("CALLERS_LOG_FORMAT", "json")
+            .env("DATABASE_URL", database_url)
+            .args(["--listen".to_owned(), format!("127.0.0.1:{port}")])
+            .args(extra_args)
+            .log_file(&log)
+            .serve()
+            .await?;
         let mut server = Server {
-            child,
-            pid,
-            addr,
+            pid: process.pid,
+            addr: process.url(),
+            process,
             startup: Duration::ZERO,
             log,
         };
         let deadline = started + Duration::from_secs(60);
         loop {
-            if let Some(status) = server.child.try_wait()? {
-                bail!(
-                    "callers-server exited ({status}) before serving; log: {}",
-                    server.log.display()
-                );
-            }
             if serving(&server.addr).await {
                 server.startup = started.elapsed();
                 return Ok(server);
@@ -111,20 +100,8 @@ impl Server {
     }
 
     /// SIGTERM, then a bounded wait for the graceful drain; SIGKILL after that.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid.to_string())
-            .status();
-        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
-            Ok(status) => {
-                status?;
-            }
-            Err(_) => {
-                self.child.start_kill()?;
-                self.child.wait().await?;
-            }
-        }
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.process.stop().await?;
         Ok(())
     }
 }

@@ -104,7 +104,7 @@ async fn sweep_leftovers(server: &str) {
             .await
             .map_err(Error::pg("listing leftover test databases"))?;
         for row in &rows {
-            let name: String = row.get(0);
+            let name: String = row.get("datname");
             admin.drop_database(&name).await?;
         }
         admin.close().await;

@@ -69,10 +69,10 @@ async fn database_exists(name: &str) -> bool {
 async fn migrated_rows(db: &TestDatabase) -> i64 {
     let client = connect(db.url()).await;
     client
-        .query_one("SELECT count(*) FROM migrated", &[])
+        .query_one("SELECT count(*) AS n FROM migrated", &[])
         .await
         .unwrap()
-        .get(0)
+        .get("n")
 }
 
 /// Drops the template a test made (each test makes its own, with a new fingerprint).
@@ -99,7 +99,11 @@ async fn server_url_follows_database_url() {
         }
     }
     let client = connect(&url).await;
-    let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    let one: i32 = client
+        .query_one("SELECT 1 AS one", &[])
+        .await
+        .unwrap()
+        .get("one");
     assert_eq!(one, 1);
 }
 
@@ -269,10 +273,10 @@ impl Drop for Scratch {
 async fn count_rows(url: &str) -> i64 {
     connect(url)
         .await
-        .query_one("SELECT count(*) FROM kept", &[])
+        .query_one("SELECT count(*) AS n FROM kept", &[])
         .await
         .unwrap()
-        .get(0)
+        .get("n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,19 +312,23 @@ async fn a_private_cluster_is_reused_and_keeps_its_data() {
         .batch_execute("CREATE TABLE kept (id int); INSERT INTO kept VALUES (1)")
         .await
         .unwrap();
-    let fsync: String = client.query_one("SHOW fsync", &[]).await.unwrap().get(0);
+    let fsync: String = client
+        .query_one("SHOW fsync", &[])
+        .await
+        .unwrap()
+        .get("fsync");
     assert_eq!(fsync, "on", "the development cluster keeps fsync on");
     let max: String = client
         .query_one("SHOW max_connections", &[])
         .await
         .unwrap()
-        .get(0);
+        .get("max_connections");
     assert_eq!(max, "300");
     let encoding: String = client
         .query_one("SHOW server_encoding", &[])
         .await
         .unwrap()
-        .get(0);
+        .get("server_encoding");
     assert_eq!(encoding, "UTF8");
 
     // A running cluster keeps its port, whatever port is asked for.
@@ -356,12 +364,16 @@ async fn the_test_cluster_runs_without_fsync_for_speed() {
         return; // Not ours to inspect.
     }
     let client = connect(&test_server_url().await.unwrap()).await;
-    let fsync: String = client.query_one("SHOW fsync", &[]).await.unwrap().get(0);
+    let fsync: String = client
+        .query_one("SHOW fsync", &[])
+        .await
+        .unwrap()
+        .get("fsync");
     assert_eq!(fsync, "off");
     let max: String = client
         .query_one("SHOW max_connections", &[])
         .await
         .unwrap()
-        .get(0);
+        .get("max_connections");
     assert_eq!(max, "300");
 }

@@ -6,7 +6,7 @@
 //!
 //! A property test then throws random requests at the same RPCs: never INTERNAL or UNKNOWN.
 
-mod support;
+use callers_testkit::app;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -15,47 +15,16 @@ use callers_proto::v1::call_handling_service_client::CallHandlingServiceClient;
 use callers_proto::v1::call_note_service_client::CallNoteServiceClient;
 use callers_proto::v1::contact_service_client::ContactServiceClient;
 use callers_proto::v1::identification_service_client::IdentificationServiceClient;
+use callers_testkit::app::{TestApp, caller, create, spawn_app};
 use prost_types::{FieldMask, Timestamp};
 use std::future::Future;
 use std::pin::Pin;
-use support::{TestApp, caller, create, spawn_app};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 /// A value that must never come back in an answer nor reach a log: bad input may be personal
 /// data.
 const ECHO: &str = "Sonnenblume";
-
-/// Every log line of this test binary, at the most verbose level the server allows.
-fn captured_logs() -> &'static std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
-    use std::sync::{Arc, Mutex, OnceLock};
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        #[derive(Clone)]
-        struct Sink(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Sink {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let sink = Sink(buf.clone());
-        // As telemetry::init: the driver never below info (it would print parameters).
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "trace,tokio_postgres=info,h2=info,hyper=info,hyper_util=info,tower=info",
-            ))
-            .json()
-            .with_writer(move || sink.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
-        buf
-    })
-}
 
 #[derive(Debug, Clone)]
 enum Want {
@@ -98,61 +67,61 @@ async fn snapshot(db: &tokio_postgres::Client) -> Vec<(String, i64, String)> {
         let row = db
             .query_one(
                 &format!(
-                    "SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') \
+                    "SELECT count(*) AS rows, \
+                     coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') AS digest \
                      FROM {table} t"
                 ),
                 &[],
             )
             .await
             .unwrap();
-        out.push((table.to_owned(), row.get(0), row.get(1)));
+        out.push((table.to_owned(), row.get("rows"), row.get("digest")));
     }
     out
 }
 
-async fn direct(app: &TestApp) -> tokio_postgres::Client {
-    let (db, conn) = tokio_postgres::connect(app.db.as_ref().unwrap().url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    db
-}
-
-fn check(name: &str, want: &Want, got: Result<(), Status>) {
+/// What is wrong with the answer `got` to a case that wants `want`, if anything.
+fn check(want: &Want, got: Result<(), Status>) -> Result<(), String> {
     let status = match got {
-        Ok(()) => panic!("{name}: accepted, wanted {want:?}"),
+        Ok(()) => return Err("accepted".into()),
         Err(s) => s,
     };
-    assert!(
-        !matches!(status.code(), Code::Internal | Code::Unknown),
-        "{name}: {status:?}"
-    );
+    if matches!(status.code(), Code::Internal | Code::Unknown) {
+        return Err(format!("{status:?}"));
+    }
     let shown = format!("{} {:?}", status.message(), status.details());
-    assert!(
-        !shown.contains(ECHO),
-        "{name}: the bad value came back: {shown}"
-    );
-    match want {
+    if shown.contains(ECHO) {
+        return Err(format!("the bad value came back: {shown}"));
+    }
+    let wanted = match want {
         Want::Invalid(field) => {
-            assert_eq!(status.code(), Code::InvalidArgument, "{name}: {status:?}");
             let fields: Vec<String> = status
                 .get_details_bad_request()
                 .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
                 .unwrap_or_default();
-            assert!(
-                fields.iter().any(|f| f == field),
-                "{name}: wanted a violation of {field}, got {fields:?}"
-            );
+            status.code() == Code::InvalidArgument && fields.iter().any(|f| f == field)
         }
-        Want::NotFound => assert_eq!(status.code(), Code::NotFound, "{name}: {status:?}"),
-        Want::Reason(code, reason) => {
-            assert_eq!(status.code(), *code, "{name}: {status:?}");
-            assert_eq!(support::reason(&status), *reason, "{name}");
-        }
-        Want::TooLarge => assert!(
-            matches!(status.code(), Code::ResourceExhausted | Code::OutOfRange),
-            "{name}: {status:?}"
-        ),
+        Want::NotFound => status.code() == Code::NotFound,
+        Want::Reason(code, reason) => status.code() == *code && app::reason(&status) == *reason,
+        Want::TooLarge => matches!(status.code(), Code::ResourceExhausted | Code::OutOfRange),
+    };
+    if wanted {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} {:?} reason {:?} fields {:?}",
+            status.code(),
+            status.message(),
+            app::reason(&status),
+            status
+                .get_details_bad_request()
+                .map(|b| b
+                    .field_violations
+                    .into_iter()
+                    .map(|v| v.field)
+                    .collect::<Vec<_>>())
+                .unwrap_or_default()
+        ))
     }
 }
 
@@ -1504,10 +1473,10 @@ fn call_handling_cases(c: &mut Corpus, app: &TestApp) {
 
 #[tokio::test]
 async fn every_malformed_request_is_refused_by_field_and_writes_nothing() {
-    captured_logs();
+    let logs = callers_testkit::logs::capture();
     let mut app = spawn_app().await;
     let seeded = seed(&mut app).await;
-    let db = direct(&app).await;
+    let db = app.sql().await;
     let before = snapshot(&db).await;
     let mut corpus = Corpus { cases: Vec::new() };
     contact_cases(&mut corpus, &app, &seeded);
@@ -1515,19 +1484,29 @@ async fn every_malformed_request_is_refused_by_field_and_writes_nothing() {
     identification_cases(&mut corpus, &app);
     call_handling_cases(&mut corpus, &app);
     let n = corpus.cases.len();
+    // Every case runs; the failures are reported together.
+    let mut failures = Vec::new();
     for (name, want, call) in corpus.cases {
-        check(&name, &want, call.await);
+        if let Err(got) = check(&want, call.await) {
+            failures.push(format!("{name}: wanted {want:?}, got {got}"));
+        }
     }
+    assert!(
+        failures.is_empty(),
+        "{} of {n} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert_eq!(
         snapshot(&db).await,
         before,
         "a refused request wrote something"
     );
     // Still serving: nothing panicked a connection away.
-    support::get(&mut app, "acme", &seeded.mine.contact_id)
+    app::get(&mut app, "acme", &seeded.mine.contact_id)
         .await
         .unwrap();
-    let logs = String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned();
+    let logs = logs.text();
     assert!(
         logs.contains("INVALID_ARGUMENT"),
         "no request log lines captured"

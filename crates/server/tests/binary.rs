@@ -1,43 +1,23 @@
 //! The `callers-server` binary as operators run it: flags, refusal to start, migrate, SIGTERM.
 
-use std::process::Stdio;
+use callers_testkit::process::{Launch, ServerProcess};
+use callers_testkit::{count, empty_database};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_callers-server");
-
-/// An empty database of its own (no template: `migrate` must build the schema). The
-/// `callers_t_` prefix lets the private test cluster drop it when it restarts.
-async fn empty_database() -> (String, String) {
-    let server = callers_devdb::test_server_url().await.unwrap();
-    let name = format!("callers_t_bin_{}", uuid::Uuid::new_v4().simple());
-    let (client, conn) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let url = match server.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{name}"),
-        None => unreachable!("test server urls are postgres://…/db"),
-    };
-    (url, name)
+/// This package's own build of the binary.
+fn server() -> Launch {
+    Launch::new(env!("CARGO_BIN_EXE_callers-server"))
 }
 
 #[tokio::test]
 async fn it_refuses_to_serve_unauthenticated_beyond_loopback() {
-    let out = Command::new(BIN)
+    let out = server()
         .args(["--listen", "0.0.0.0:0", "--log-format", "json"])
         .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
-        .env_remove("CALLERS_AUTH_TOKENS_FILE")
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .run()
+        .await;
+    assert_ne!(out.code, Some(0));
+    let stderr = &out.stderr;
     assert!(
         stderr.contains("refusing to listen on 0.0.0.0:0 without authentication"),
         "{stderr}"
@@ -46,40 +26,29 @@ async fn it_refuses_to_serve_unauthenticated_beyond_loopback() {
 
 #[tokio::test]
 async fn migrate_builds_the_schema_and_is_repeatable() {
-    let (url, _) = empty_database().await;
+    let url = empty_database().await;
     for _ in 0..2 {
-        let out = Command::new(BIN)
+        let out = server()
             .args(["migrate", "--log-format", "json"])
             .env("DATABASE_URL", &url)
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .run()
+            .await;
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
     }
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let n: i64 = client
-        .query_one(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name IN \
-             ('contacts', 'contact_phone_numbers', 'call_notes', 'call_handling')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let client = callers_testkit::database::connect(&url).await;
+    let n = count(
+        &client,
+        "SELECT count(*) FROM information_schema.tables WHERE table_name IN \
+         ('contacts', 'contact_phone_numbers', 'call_notes', 'call_handling')",
+    )
+    .await;
     assert_eq!(n, 4);
 }
 
 #[tokio::test]
 async fn it_serves_then_stops_cleanly_on_sigterm() {
-    let (url, _) = empty_database().await;
-    let mut child = Command::new(BIN)
+    let url = empty_database().await;
+    let running = server()
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -88,22 +57,10 @@ async fn it_serves_then_stops_cleanly_on_sigterm() {
             "json",
         ])
         .env("DATABASE_URL", &url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(a) = line.strip_prefix("callers-server listening on ") {
-                return a.to_owned();
-            }
-        }
-        panic!("the server exited before listening");
-    })
-    .await
-    .expect("the server did not start listening");
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .serve()
+        .await
+        .expect("the server did not start listening");
+    let channel = tonic::transport::Channel::from_shared(running.url())
         .unwrap()
         .connect()
         .await
@@ -113,85 +70,16 @@ async fn it_serves_then_stops_cleanly_on_sigterm() {
         .check(tonic_health::pb::HealthCheckRequest::default())
         .await
         .unwrap();
-    let pid = child.id().unwrap() as i32;
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("the server did not stop on SIGTERM")
-        .unwrap();
-    assert!(status.success(), "{status:?}");
+    let stopped = running.stop().await.unwrap();
+    assert!(!stopped.killed, "the server did not stop on SIGTERM");
+    assert!(stopped.status.success(), "{stopped:?}");
 }
 
-/// A running `callers-server` whose stdout and stderr are collected.
-struct Running {
-    child: tokio::process::Child,
-    addr: String,
-    output: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-async fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let sink = output.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(l)) = out.next_line().await {
-            let mut s = sink.lock().unwrap();
-            s.push_str(&l);
-            s.push('\n');
-        }
-    });
-    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let sink = output.clone();
-    tokio::spawn(async move {
-        let mut tx = Some(tx);
-        while let Ok(Some(l)) = err.next_line().await {
-            if let Some(a) = l.strip_prefix("callers-server listening on ")
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send(a.to_owned());
-            }
-            let mut s = sink.lock().unwrap();
-            s.push_str(&l);
-            s.push('\n');
-        }
-    });
-    let addr = tokio::time::timeout(Duration::from_secs(30), rx)
-        .await
-        .expect("the server did not start listening")
-        .expect("the server exited before listening");
-    Running {
-        child,
-        addr,
-        output,
-    }
-}
-
-impl Running {
-    async fn stop(mut self) -> String {
-        let pid = self.child.id().unwrap();
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap();
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(status.success());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        self.output.lock().unwrap().clone()
-    }
+/// Stops `server` with SIGTERM: it must end cleanly; returns what it printed.
+async fn stop(server: ServerProcess) -> String {
+    let stopped = server.stop().await.unwrap();
+    assert!(!stopped.killed && stopped.status.success(), "{stopped:?}");
+    stopped.output
 }
 
 fn free_port() -> u16 {
@@ -221,10 +109,10 @@ async fn scrape(addr: &str) -> String {
 #[tokio::test]
 async fn a_full_scenario_logs_no_personal_data_and_fills_the_metrics() {
     use callers_proto::v1 as pb;
-    let (url, _) = empty_database().await;
+    let url = empty_database().await;
     let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let server = start(
-        &[
+    let server = server()
+        .args([
             "--listen",
             "127.0.0.1:0",
             "--migrate",
@@ -232,12 +120,14 @@ async fn a_full_scenario_logs_no_personal_data_and_fills_the_metrics() {
             "json",
             "--metrics-listen",
             &metrics_addr,
-        ],
+        ])
+        .env("DATABASE_URL", &url)
         // Even at the most verbose level nothing personal may appear.
-        &[("DATABASE_URL", &url), ("RUST_LOG", "trace")],
-    )
-    .await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+        .env("RUST_LOG", "trace")
+        .serve()
+        .await
+        .unwrap();
+    let channel = tonic::transport::Channel::from_shared(server.url())
         .unwrap()
         .connect()
         .await
@@ -346,7 +236,7 @@ async fn a_full_scenario_logs_no_personal_data_and_fills_the_metrics() {
     ] {
         assert!(metrics.contains(series), "missing {series} in\n{metrics}");
     }
-    let logs = server.stop().await;
+    let logs = stop(server).await;
     assert!(
         logs.contains("\"message\":\"grpc request\""),
         "no request log lines:\n{logs}"
@@ -383,23 +273,22 @@ type Contacts =
     callers_proto::v1::contact_service_client::ContactServiceClient<tonic::transport::Channel>;
 
 /// A server on a fresh database that reads its tokens from `file`, and a client of it.
-async fn start_with_tokens(file: &std::path::Path) -> (Running, Contacts) {
-    let (url, _) = empty_database().await;
-    let server = start(
-        &[
+async fn start_with_tokens(file: &std::path::Path) -> (ServerProcess, Contacts) {
+    let url = empty_database().await;
+    let server = server()
+        .args([
             "--listen",
             "127.0.0.1:0",
             "--migrate",
             "--log-format",
             "json",
-        ],
-        &[
-            ("DATABASE_URL", &url),
-            ("CALLERS_AUTH_TOKENS_FILE", file.to_str().unwrap()),
-        ],
-    )
-    .await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+        ])
+        .env("DATABASE_URL", &url)
+        .env("CALLERS_AUTH_TOKENS_FILE", file)
+        .serve()
+        .await
+        .unwrap();
+    let channel = tonic::transport::Channel::from_shared(server.url())
         .unwrap()
         .connect()
         .await
@@ -415,19 +304,10 @@ async fn tokens_rotate_on_sighup_without_a_restart() {
     let (server, mut client) = start_with_tokens(&file).await;
     client.list_contacts(list("old-token")).await.unwrap();
     write("new-token");
-    let pid = server.child.id().unwrap();
-    std::process::Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .unwrap();
+    server.signal("HUP").await;
     let mut rotated = false;
     for _ in 0..100 {
-        if server
-            .output
-            .lock()
-            .unwrap()
-            .contains("tokens file reloaded")
-        {
+        if server.output().contains("tokens file reloaded") {
             rotated = true;
             break;
         }
@@ -437,7 +317,7 @@ async fn tokens_rotate_on_sighup_without_a_restart() {
     client.list_contacts(list("new-token")).await.unwrap();
     let e = client.list_contacts(list("old-token")).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated);
-    server.stop().await;
+    stop(server).await;
     let _ = std::fs::remove_file(&file);
 }
 
@@ -465,6 +345,6 @@ async fn a_changed_tokens_file_is_picked_up_without_a_signal() {
     assert!(accepted, "the new token was not accepted within 30 s");
     let e = client.list_contacts(list("first-token")).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated);
-    server.stop().await;
+    stop(server).await;
     let _ = std::fs::remove_file(&file);
 }

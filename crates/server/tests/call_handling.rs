@@ -1,12 +1,12 @@
 //! CallHandlingService as a customer's settings page sees it.
 
-mod support;
+use callers_testkit::app;
 
 use callers_proto::v1 as pb;
 use callers_proto::v1::call_handling_service_client::CallHandlingServiceClient;
+use callers_testkit::app::{bad_fields, create, reason, spawn_app};
 use pb::{ConversationStyle, FindingCode};
 use prost_types::FieldMask;
-use support::{bad_fields, create, reason, spawn_app};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -233,7 +233,7 @@ async fn the_phone_region_decides_how_national_numbers_are_read() {
     update(&mut client, region("ch"), &["phone_region"], "")
         .await
         .unwrap();
-    let mut c = support::caller("Meier", "044 668 18 00");
+    let mut c = app::caller("Meier", "044 668 18 00");
     c.salutation.clear();
     let stored = create(&mut app, "acme", c).await;
     assert_eq!(stored.phone_numbers[0].e164, "+41446681800");

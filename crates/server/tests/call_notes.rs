@@ -1,10 +1,8 @@
 //! CallNoteService as a client sees it: notes, linking, and exactly-once message delivery.
 
-mod support;
-
 use callers_proto::v1 as pb;
+use callers_testkit::app::{TestApp, bad_fields, caller, create, get, reason, spawn_app};
 use std::collections::HashSet;
-use support::{TestApp, bad_fields, caller, create, get, reason, spawn_app};
 use tonic::Code;
 use tonic_types::StatusExt;
 

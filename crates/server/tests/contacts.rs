@@ -1,10 +1,8 @@
 //! ContactService as a client sees it.
 
-mod support;
-
 use callers_proto::v1 as pb;
+use callers_testkit::app::{bad_fields, caller, create, reason, spawn_app};
 use prost_types::FieldMask;
-use support::{bad_fields, caller, create, reason, spawn_app};
 use tonic::Code;
 
 fn mask(paths: &[&str]) -> Option<FieldMask> {

@@ -7,20 +7,18 @@
 //! `request_id` over a direct connection); retrying with the same `request_id` never duplicates;
 //! nothing personal reaches the logs. `CALLERS_LONG_TESTS=1` runs bigger versions.
 
-mod support;
-
 use callers_faultproxy::FaultProxy;
 use callers_proto::v1 as pb;
 use callers_proto::v1::call_note_service_client::CallNoteServiceClient;
 use callers_proto::v1::contact_service_client::ContactServiceClient;
 use callers_proto::v1::identification_service_client::IdentificationServiceClient;
-use callers_store::testing::{TestDatabase, fresh_database};
+use callers_testkit::app::{TestApp, spawn_app_against};
+use callers_testkit::database::{TestDatabase, fresh_database};
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{TestApp, spawn_app_against};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use uuid::Uuid;
@@ -38,41 +36,9 @@ fn long() -> bool {
 // ---------------------------------------------------------------------------------------------
 // Log capture: every line any test here logs, at the most verbose level the server allows.
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs() -> &'static Captured {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let captured = Captured::default();
-        let sink = captured.clone();
-        // As telemetry::init: the driver never below info (it would print parameters).
-        let filter = tracing_subscriber::EnvFilter::new(
-            "trace,tokio_postgres=info,h2=info,hyper=info,hyper_util=info,tower=info",
-        );
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .json()
-            .with_writer(move || sink.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
-        captured
-    })
-}
-
 /// Fails if any of `secrets` was logged by any test of this binary so far.
 fn assert_logs_keep(secrets: &[String]) {
-    let text = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
+    let text = callers_testkit::logs::capture().text();
     assert!(
         text.contains("database unavailable") || text.contains("grpc request"),
         "the capture saw no server log lines at all"
@@ -94,17 +60,14 @@ struct Rig {
 }
 
 async fn rig() -> Rig {
-    logs();
+    callers_testkit::logs::capture();
     let db = fresh_database().await;
     let cfg = tokio_postgres::Config::from_str(db.url()).unwrap();
     let upstream = upstream_of(&cfg);
     let proxy = FaultProxy::start(upstream).await.unwrap();
     let url = through(&cfg, proxy.addr());
     let app = spawn_app_against(&url).await;
-    let (direct, conn) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let direct = callers_testkit::sql(&db).await;
     Rig {
         app,
         proxy,
@@ -471,13 +434,13 @@ async fn assert_stored_exactly_once(
 ) {
     let keys: HashMap<Uuid, String> = direct
         .query(
-            "SELECT request_id, result::text FROM idempotency_keys WHERE account_id = $1",
+            "SELECT request_id, result::text AS result FROM idempotency_keys WHERE account_id = $1",
             &[&account],
         )
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| (r.get("request_id"), r.get("result")))
         .collect();
     for a in acked {
         for (rid, id) in [&a.contact, &a.note, &a.delivery] {
@@ -496,7 +459,7 @@ async fn assert_stored_exactly_once(
         "keys of unacknowledged requests"
     );
     let count = |sql: &'static str| async move {
-        let n: i64 = direct.query_one(sql, &[&account]).await.unwrap().get(0);
+        let n: i64 = callers_testkit::scalar(direct, sql, &[&account]).await;
         n as usize
     };
     assert_eq!(
@@ -753,15 +716,11 @@ async fn a_black_hole_ends_calls_by_their_deadline_and_dead_connections_are_repl
         "no new connection after the hole: dead ones were reused"
     );
     // Nothing written while the hole was open was acknowledged, and nothing half-written stayed.
-    let n: i64 = rig
-        .direct
-        .query_one(
-            "SELECT count(*) FROM contacts WHERE account_id = 'hole'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let n = callers_testkit::count(
+        &rig.direct,
+        "SELECT count(*) FROM contacts WHERE account_id = 'hole'",
+    )
+    .await;
     assert_eq!(n, 0);
     report(
         "black_hole",
@@ -1101,15 +1060,12 @@ async fn a_real_postgres_restart_during_writes_loses_nothing_acknowledged() {
         return;
     }
     use callers_devdb::PrivatePostgres;
-    logs();
+    callers_testkit::logs::capture();
     let dir = std::env::temp_dir().join(format!("callers-restart-{}", Uuid::new_v4().simple()));
     let pg = PrivatePostgres::start_for_tests(&dir, None).await.unwrap();
     assert!(pg.started_here());
     let port = pg.port();
-    let (admin, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let admin = callers_testkit::database::connect(&pg.url()).await;
     admin
         .batch_execute("CREATE DATABASE restart")
         .await
@@ -1146,10 +1102,7 @@ async fn a_real_postgres_restart_during_writes_loses_nothing_acknowledged() {
         seen.failures() > 0,
         "the restart hit no write: it tested nothing"
     );
-    let (direct, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let direct = callers_testkit::database::connect(&url).await;
     assert_stored_exactly_once(&direct, "real", &acked).await;
     replay_creates(&channel, &jobs, &acked).await;
     assert_stored_exactly_once(&direct, "real", &acked).await;

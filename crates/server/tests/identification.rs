@@ -1,14 +1,12 @@
 //! IdentificationService as telephony and the agent's screen see it.
 
-mod support;
-
 use callers_proto::v1 as pb;
 use callers_proto::v1::call_handling_service_client::CallHandlingServiceClient;
 use callers_proto::v1::identification_service_client::IdentificationServiceClient;
 use callers_server::auth::Authenticator;
+use callers_testkit::app::{TestApp, bad_fields, create, get, spawn_app, spawn_app_with};
 use pb::{ConversationStyle, FindingCode, MatchKind};
 use sha2::{Digest, Sha256};
-use support::{TestApp, bad_fields, create, get, spawn_app, spawn_app_with};
 use tonic::Code;
 
 fn person(first: &str, last: &str, company: &str, numbers: &[&str]) -> pb::Contact {

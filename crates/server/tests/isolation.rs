@@ -3,15 +3,15 @@
 //! call note or delivery may ever cross accounts; an id of another account behaves exactly like
 //! one that does not exist. `CALLERS_LONG_TESTS=1` runs many more cases.
 
-mod support;
+use callers_testkit::app;
 
 use callers_proto::v1 as pb;
 use callers_proto::v1::identification_service_client::IdentificationServiceClient;
+use callers_testkit::app::{TestApp, spawn_app};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use support::{TestApp, spawn_app};
 use tonic::Code;
 
 const ACCOUNTS: usize = 3;
@@ -176,7 +176,7 @@ impl Case<'_> {
                 number,
                 message,
             } => {
-                let mut c = support::caller(NAMES[name], NUMBERS[number]);
+                let mut c = app::caller(NAMES[name], NUMBERS[number]);
                 if message {
                     c.caller_message = Some(pb::CallerMessage {
                         text: format!("Nachricht für {}", self.acct(acct)),
@@ -559,9 +559,9 @@ impl Case<'_> {
             );
         }
         let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
-        let crossing: i64 = db
-            .query_one(
-                "SELECT (SELECT count(*) FROM call_notes n JOIN contacts c \
+        let crossing: i64 = callers_testkit::scalar(
+            db,
+            "SELECT (SELECT count(*) FROM call_notes n JOIN contacts c \
                    ON c.contact_id = n.contact_id AND c.account_id <> n.account_id \
                    WHERE n.account_id = ANY($1)) + \
                  (SELECT count(*) FROM message_deliveries d JOIN call_notes n \
@@ -570,11 +570,9 @@ impl Case<'_> {
                  (SELECT count(*) FROM contact_phone_numbers p JOIN contacts c \
                    ON c.contact_id = p.contact_id AND c.account_id <> p.account_id \
                    WHERE p.account_id = ANY($1))",
-                &[&names],
-            )
-            .await
-            .unwrap()
-            .get(0);
+            &[&names],
+        )
+        .await;
         ensure!(crossing == 0, "{crossing} rows link two accounts");
         Ok(())
     }
@@ -592,14 +590,7 @@ fn cases() -> u32 {
 fn no_operation_of_one_account_reads_or_touches_another_accounts_data() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let app = rt.block_on(spawn_app());
-    let db = rt.block_on(async {
-        let (db, conn) =
-            tokio_postgres::connect(app.db.as_ref().unwrap().url(), tokio_postgres::NoTls)
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        db
-    });
+    let db = rt.block_on(app.sql());
     let case_no = AtomicUsize::new(0);
     let ops_run = AtomicUsize::new(0);
     let mut runner = TestRunner::new(Config {

@@ -5,14 +5,14 @@
 //!
 //! CI runs 20 agents over 50 messages; `CALLERS_LONG_TESTS=1` runs 100 agents over 1,000.
 
-mod support;
+use callers_testkit::app;
 
 use callers_proto::v1 as pb;
 use callers_proto::v1::call_note_service_client::CallNoteServiceClient;
+use callers_testkit::app::{caller, spawn_app};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{caller, spawn_app};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -128,7 +128,7 @@ async fn race(agents: usize, messages: usize) {
             text: format!("Nachricht {i}"),
             ..Default::default()
         });
-        let c = support::create(&mut app, "acme", c).await;
+        let c = app::create(&mut app, "acme", c).await;
         all.push(Arc::new(Message {
             contact_id: c.contact_id,
             message_id: c.caller_message.unwrap().message_id,
@@ -187,13 +187,11 @@ async fn race(agents: usize, messages: usize) {
     }
 
     // What the database holds agrees with what the agents were told.
-    let (db, conn) = tokio_postgres::connect(app.db.as_ref().unwrap().url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let db = app.sql().await;
     let rows = db
         .query(
-            "SELECT message_id::text, call_note_id::text FROM message_deliveries \
+            "SELECT message_id::text AS message_id, call_note_id::text AS call_note_id \
+             FROM message_deliveries \
              WHERE account_id = 'acme'",
             &[],
         )
@@ -204,16 +202,16 @@ async fn race(agents: usize, messages: usize) {
         messages,
         "deliveries stored: duplicates or losses"
     );
-    let stored: HashMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let stored: HashMap<String, String> = rows
+        .iter()
+        .map(|r| (r.get("message_id"), r.get("call_note_id")))
+        .collect();
     assert_eq!(stored, winners);
-    let pending: i64 = db
-        .query_one(
-            "SELECT count(*) FROM contacts WHERE account_id = 'acme' AND message_id IS NOT NULL",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let pending = callers_testkit::count(
+        &db,
+        "SELECT count(*) FROM contacts WHERE account_id = 'acme' AND message_id IS NOT NULL",
+    )
+    .await;
     assert_eq!(pending, 0);
     let distinct_notes: HashSet<&String> = winners.values().collect();
     assert_eq!(distinct_notes.len(), messages, "two messages in one note");

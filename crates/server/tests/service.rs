@@ -1,9 +1,9 @@
 //! The standard services and the behaviour every RPC shares: health, reflection, outages.
 
-mod support;
+use callers_testkit::app;
 
 use callers_proto::v1 as pb;
-use support::{caller, reason, spawn_app, spawn_app_against};
+use callers_testkit::app::{caller, reason, spawn_app, spawn_app_against};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -13,7 +13,7 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-async fn health(app: &support::TestApp, service: &str) -> i32 {
+async fn health(app: &app::TestApp, service: &str) -> i32 {
     let mut client = HealthClient::new(app.channel.clone());
     // The watcher reports within one check interval after start.
     for _ in 0..50 {

@@ -1,7 +1,7 @@
-//! Starts the server in-process on a fresh database and port 0, with real gRPC clients.
+//! The server in-process: on a fresh database and port 0, with a fixed clock and real gRPC
+//! clients, plus the small request helpers the server tests share.
 
-#![allow(dead_code)]
-
+use crate::database::{TestDatabase, fresh_database};
 use callers_domain::phone::Region;
 use callers_domain::retention::Retention;
 use callers_domain::{Clock, FixedClock};
@@ -11,7 +11,6 @@ use callers_proto::v1::contact_service_client::ContactServiceClient;
 use callers_server::auth::Authenticator;
 use callers_server::grpc::App;
 use callers_server::{Deps, Limits, serve};
-use callers_store::testing::{TestDatabase, fresh_database};
 use callers_store::{PoolConfig, Store};
 use chrono::{TimeZone, Utc};
 use std::sync::Arc;
@@ -146,6 +145,11 @@ impl TestApp {
     pub fn advance_days(&self, days: i64) {
         self.clock
             .set(self.clock.now() + chrono::Duration::days(days));
+    }
+
+    /// A plain SQL session on the app's database (none for [`spawn_app_against`]).
+    pub async fn sql(&self) -> tokio_postgres::Client {
+        crate::database::sql(self.db.as_ref().expect("the app owns its database")).await
     }
 }
 
