@@ -3,7 +3,7 @@
 //! random parts of ids) and accounts can be generated in parallel.
 //!
 //! Stored search columns come from the domain code the server uses: numbers through
-//! `callers_domain::phone::normalize`, `search_text` and `phonetic_keys` through
+//! `callers_domain::phone::normalize`, and `search_text` through
 //! `ContactFields`, so the rows are exactly what `CreateContact` would have written.
 
 use crate::words::*;
@@ -559,7 +559,6 @@ impl<'t> AccountGen<'t> {
             account_id: self.account.clone(),
             contact_id,
             search_text: fields.search_text(),
-            phonetic_keys: fields.phonetic_keys(),
             categories: fields.categories.as_slice().to_vec(),
             salutation: fields.salutation,
             title: fields.title,

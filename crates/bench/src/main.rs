@@ -263,11 +263,11 @@ async fn load_runs(
     let names = Arc::new(scenarios::name_samples(&client, &big, 5_000, o.seed).await?);
     let big_size: i64 = client
         .query_one(
-            "SELECT count(*) FROM contacts WHERE account_id = $1",
+            "SELECT count(*) AS n FROM contacts WHERE account_id = $1",
             &[&big],
         )
         .await?
-        .get(0);
+        .get("n");
     drop(client);
     let warmup = Duration::from_secs_f64(o.warmup);
     let duration = Duration::from_secs_f64(o.duration);

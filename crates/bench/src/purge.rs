@@ -111,7 +111,10 @@ async fn run_worker(
 ) -> anyhow::Result<WorkerRun> {
     let poll = db::connect(url).await?;
     let stmt = poll
-        .prepare("SELECT coalesce(max(deleted), -1) FROM purge_runs WHERE outcome = 'running'")
+        .prepare(
+            "SELECT coalesce(max(deleted), -1) AS deleted FROM purge_runs \
+             WHERE outcome = 'running'",
+        )
         .await?;
     let err = std::fs::File::create(log)?;
     let started = Instant::now();
@@ -147,7 +150,7 @@ async fn run_worker(
             bail!("callers-purge ran for more than an hour");
         }
         if let Ok(row) = poll.query_one(&stmt, &[]).await {
-            let v: i64 = row.get(0);
+            let v: i64 = row.get("deleted");
             if v >= 0 && v != last {
                 changes.push(Instant::now());
                 last = v;

@@ -80,7 +80,7 @@ fn idle_share(d: std::time::Duration) -> f64 {
 pub async fn postgres_settings(client: &Client) -> anyhow::Result<Vec<(String, String)>> {
     let rows = client
         .query(
-            "SELECT name, setting || coalesce(' ' || unit, '') FROM pg_settings WHERE name = ANY($1) \
+            "SELECT name, setting || coalesce(' ' || unit, '') AS value FROM pg_settings WHERE name = ANY($1) \
              ORDER BY name",
             &[&vec![
                 "server_version",
@@ -95,7 +95,10 @@ pub async fn postgres_settings(client: &Client) -> anyhow::Result<Vec<(String, S
             ]],
         )
         .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| (r.get("name"), r.get("value")))
+        .collect())
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

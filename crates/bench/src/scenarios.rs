@@ -56,12 +56,12 @@ pub async fn number_samples(
     let mut out: Vec<NumberSample> = rows
         .iter()
         .map(|r| NumberSample {
-            account: r.get(0),
-            written: r.get(1),
-            e164: r.get(2),
-            first_name: r.get(3),
-            last_name: r.get(4),
-            company: r.get(5),
+            account: r.get("account_id"),
+            written: r.get("number"),
+            e164: r.get("e164"),
+            first_name: r.get("first_name"),
+            last_name: r.get("last_name"),
+            company: r.get("company"),
             known: true,
         })
         .collect();

@@ -173,12 +173,6 @@ impl ContactFields {
     pub fn search_text(&self) -> String {
         crate::names::search_text(&[&self.first_name, &self.last_name, &self.company])
     }
-
-    /// Phonetic keys of every name token, for Meier/Meyer-style variants.
-    pub fn phonetic_keys(&self) -> Vec<String> {
-        let joined = format!("{} {} {}", self.first_name, self.last_name, self.company);
-        crate::names::phonetic_keys(&joined)
-    }
 }
 
 /// A contact's pending one-time message.

@@ -514,7 +514,7 @@ mod tests {
             .query("SELECT contact_id FROM contacts", &[])
             .await
             .unwrap();
-        rows.iter().map(|r| r.get(0)).collect()
+        rows.iter().map(|r| r.get("contact_id")).collect()
     }
 
     async fn locked(db: &TestDatabase) -> PurgeLock {
@@ -625,7 +625,7 @@ mod tests {
             .await
             .unwrap()
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| r.get("contact_id"))
             .collect();
         assert_eq!(audited, due);
     }
@@ -800,7 +800,7 @@ mod tests {
                 .await
                 .unwrap()
                 .iter()
-                .map(|r| r.get(0))
+                .map(|r| r.get("contact_id"))
                 .collect();
             assert_eq!(audited.len(), deleted.len(), "round {round}: audit count");
             assert_eq!(audited.into_iter().collect::<BTreeSet<_>>(), deleted);
@@ -843,14 +843,14 @@ mod tests {
         let held: i64 = admin(&db)
             .await
             .query_one(
-                "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+                "SELECT count(*) AS n FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
                  WHERE l.locktype = 'advisory' AND l.classid = $1 AND l.objid = $2 \
                  AND d.datname = current_database() AND l.granted",
                 &[&(key.0 as u32), &(key.1 as u32)],
             )
             .await
             .unwrap()
-            .get(0);
+            .get("n");
         assert_eq!(held, 1);
         first.release().await.unwrap();
         let third = locked(&db).await;
@@ -931,7 +931,7 @@ mod tests {
             .await
             .unwrap()
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| r.get("contact_id"))
             .collect();
         assert_eq!(
             columns,
@@ -967,13 +967,13 @@ mod tests {
             )
             .await
             .unwrap()
-            .get(0);
+            .get("contact_id");
         assert_eq!(note_contact, None);
         let phones: i64 = sql
-            .query_one("SELECT count(*) FROM contact_phone_numbers", &[])
+            .query_one("SELECT count(*) AS n FROM contact_phone_numbers", &[])
             .await
             .unwrap()
-            .get(0);
+            .get("n");
         assert_eq!(phones, 0);
     }
 
@@ -1022,10 +1022,10 @@ mod tests {
         let left = |table: &'static str, column: &'static str, cutoff: DateTime<Utc>| {
             let sql = &sql;
             async move {
-                let q = format!("SELECT count(*) FROM {table} WHERE {column} >= $1");
-                let all = format!("SELECT count(*) FROM {table}");
-                let young: i64 = sql.query_one(&q, &[&cutoff]).await.unwrap().get(0);
-                let all: i64 = sql.query_one(&all, &[]).await.unwrap().get(0);
+                let q = format!("SELECT count(*) AS n FROM {table} WHERE {column} >= $1");
+                let all = format!("SELECT count(*) AS n FROM {table}");
+                let young: i64 = sql.query_one(&q, &[&cutoff]).await.unwrap().get("n");
+                let all: i64 = sql.query_one(&all, &[]).await.unwrap().get("n");
                 (young, all)
             }
         };

@@ -92,7 +92,6 @@ fixture! {
         last_activity_time: DateTime<Utc> => TIMESTAMPTZ,
         version: i64 => INT8,
         search_text: String => TEXT,
-        phonetic_keys: Vec<String> => TEXT_ARRAY,
     }
 }
 
@@ -205,7 +204,6 @@ impl<'a> CallerRow<'a> {
             last_activity_time: self.last_activity,
             version: 1,
             search_text: String::new(),
-            phonetic_keys: Vec::new(),
         };
         let phone = PhoneRow {
             account_id: self.account.to_owned(),
