@@ -1,91 +1,121 @@
-//! Whole requests as they arrive on the wire: arbitrary bytes decoded as the write requests,
-//! then the conversion and validation the handlers run (the server's own `convert` module,
-//! compiled in here from its source). No panic; violations stay under the request's paths.
+//! Whole requests as they arrive on the wire: arbitrary bytes decoded as each request the
+//! server parses, then the server's own parse functions (those its handlers call). No panic;
+//! every violation names a field of its request.
 
 #![no_main]
 
-#[allow(dead_code)]
-#[path = "../../crates/server/src/convert.rs"]
-mod convert;
-
-use callers_domain::call_note::{Caller, NewCallNote, RawCallNote};
-use callers_domain::contact::{ContactPatch, Field, NewContact, Origin};
+use callers_domain::Violations;
 use callers_domain::phone::Region;
-use callers_domain::validation::AccountId;
 use callers_proto::v1 as pb;
+use callers_server::convert::call_handling::{
+    CheckCallerRecognition, GetCallHandling, UpdateCallHandling,
+};
+use callers_server::convert::call_notes::{
+    CreateCallNote, DeliverCallerMessage, GetCallNote, ListCallNotes,
+};
+use callers_server::convert::contacts::{
+    CreateContact, DeleteContact, GetContact, ListContacts, ListExpiringContacts, UpdateContact,
+};
+use callers_server::convert::identification::IdentifyCaller;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
-fn under(v: &callers_domain::Violations, prefix: &str) {
-    for x in &v.0 {
+/// The request's violations, each under one of the request's own fields.
+fn check<T>(parsed: Result<T, Violations>, fields: &[&str]) {
+    let Err(v) = parsed else { return };
+    for x in v.iter() {
         assert!(
-            x.field == prefix || x.field.starts_with(&format!("{prefix}.")),
-            "{:?} outside {prefix}",
+            fields.iter().any(|f| x.field == *f
+                || x.field.starts_with(&format!("{f}."))
+                || x.field.starts_with(&format!("{f}["))),
+            "{:?} outside {fields:?}",
             x.field
         );
     }
+}
+
+/// Decodes `bytes` as `M` and checks what `parse` makes of it.
+fn run<M: Message + Default, T>(
+    bytes: &[u8],
+    parse: impl Fn(&M) -> Result<T, Violations>,
+    fields: &[&str],
+) {
+    if let Ok(req) = M::decode(bytes) {
+        check(parse(&req), fields);
+    }
+}
+
+/// As `run`, for the requests that convert into their command without a region.
+fn convert<M: Message + Default, C>(bytes: &[u8], fields: &[&str])
+where
+    C: for<'a> TryFrom<&'a M, Error = Violations>,
+{
+    run(bytes, |r: &M| C::try_from(r), fields);
 }
 
 fuzz_target!(|data: &[u8]| {
     let Some((&kind, bytes)) = data.split_first() else {
         return;
     };
-    let region = Region::germany();
-    match kind % 3 {
-        0 => {
-            let Ok(req) = pb::CreateContactRequest::decode(bytes) else {
-                return;
-            };
-            let _ = AccountId::parse(&req.account_id);
-            if let Some(c) = &req.contact {
-                let origin = match c.origin {
-                    0 => Some(Origin::Manual),
-                    code => Origin::from_code(code),
-                };
-                if let Some(origin) = origin
-                    && let Err(v) =
-                        NewContact::parse(&convert::raw_contact(c), origin, &region, "contact")
-                {
-                    under(&v, "contact");
-                }
-            }
+    let de = Region::germany();
+    const PAGE: [&str; 3] = ["account_id", "page_size", "page_token"];
+    match kind % 14 {
+        0 => run(
+            bytes,
+            |r| CreateContact::parse(r, &de),
+            &["account_id", "request_id", "contact"],
+        ),
+        1 => run(
+            bytes,
+            |r| UpdateContact::parse(r, &de),
+            &["account_id", "update_mask", "contact"],
+        ),
+        2 => run(
+            bytes,
+            |r| CreateCallNote::parse(r, &de),
+            &["account_id", "request_id", "call_note"],
+        ),
+        3 => run(
+            bytes,
+            |r| UpdateCallHandling::parse(r, &de),
+            &["update_mask", "call_handling"],
+        ),
+        4 => convert::<pb::GetContactRequest, GetContact>(bytes, &["account_id", "contact_id"]),
+        5 => {
+            convert::<pb::DeleteContactRequest, DeleteContact>(bytes, &["account_id", "contact_id"])
         }
-        1 => {
-            let Ok(req) = pb::UpdateContactRequest::decode(bytes) else {
-                return;
-            };
-            let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
-            let mask: Vec<Field> = paths.iter().filter_map(|p| Field::from_path(p)).collect();
-            if let Some(c) = &req.contact
-                && let Err(v) =
-                    ContactPatch::parse(&convert::raw_contact(c), &mask, &region, "contact")
-            {
-                under(&v, "contact");
-            }
-        }
-        _ => {
-            let Ok(req) = pb::CreateCallNoteRequest::decode(bytes) else {
-                return;
-            };
-            let Some(n) = req.call_note else { return };
-            let call_time = n.call_time.as_ref().and_then(|t| convert::time(t).ok());
-            let raw = RawCallNote {
-                contact_id: n.contact_id,
-                employee_id: n.employee_id,
-                agent_id: n.agent_id,
-                caller: Caller {
-                    first_name: n.caller_first_name,
-                    last_name: n.caller_last_name,
-                    company: n.caller_company,
-                    number: n.caller_number,
-                },
-                subject: n.subject,
-                text: n.text,
-                call_time,
-            };
-            if let Err(v) = NewCallNote::parse(&raw, &region, "call_note") {
-                under(&v, "call_note");
-            }
-        }
+        6 => convert::<pb::ListContactsRequest, ListContacts>(
+            bytes,
+            &[&PAGE[..], &["category"]].concat(),
+        ),
+        7 => convert::<pb::ListExpiringContactsRequest, ListExpiringContacts>(
+            bytes,
+            &[&PAGE[..], &["within_days"]].concat(),
+        ),
+        8 => convert::<pb::GetCallNoteRequest, GetCallNote>(bytes, &["account_id", "call_note_id"]),
+        9 => convert::<pb::ListCallNotesRequest, ListCallNotes>(
+            bytes,
+            &[&PAGE[..], &["contact_id", "employee_id"]].concat(),
+        ),
+        10 => convert::<pb::DeliverCallerMessageRequest, DeliverCallerMessage>(
+            bytes,
+            &[
+                "account_id",
+                "contact_id",
+                "message_id",
+                "call_note_id",
+                "agent_id",
+                "request_id",
+            ],
+        ),
+        11 => convert::<pb::GetCallHandlingRequest, GetCallHandling>(bytes, &["account_id"]),
+        12 => convert::<pb::CheckCallerRecognitionRequest, CheckCallerRecognition>(
+            bytes,
+            &["account_id", "employee_id"],
+        ),
+        _ => convert::<pb::IdentifyCallerRequest, IdentifyCaller>(
+            bytes,
+            &["account_id", "employee_id", "caller_name", "max_results"],
+        ),
     }
 });

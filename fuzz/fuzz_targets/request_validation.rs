@@ -1,15 +1,18 @@
-//! The domain validators every request goes through, on arbitrary field values: no panic;
-//! every violation names a field under the request path it was given; what is accepted is
+//! The server's request parsing on arbitrary field values, through the same functions the
+//! handlers call: no panic; every violation names a field of the request; what is accepted is
 //! within the contract's limits.
 
 #![no_main]
 
 use arbitrary::Arbitrary;
-use callers_domain::call_handling::{self, CallHandlingPatch, RawCallHandling, RawEmployee};
-use callers_domain::call_note::{Caller, NewCallNote, RawCallNote};
-use callers_domain::contact::{self, ContactPatch, NewContact, Origin, RawContact, RawPhone};
+use callers_domain::call_note::{MAX_SUBJECT_CHARS, MAX_TEXT_CHARS};
+use callers_domain::contact::{self, ContactFields};
 use callers_domain::phone::Region;
 use callers_domain::validation::{self, AccountId, Violations};
+use callers_proto::v1 as pb;
+use callers_server::convert::call_handling::UpdateCallHandling;
+use callers_server::convert::call_notes::CreateCallNote;
+use callers_server::convert::contacts::{CreateContact, UpdateContact};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -63,12 +66,39 @@ struct Input {
 }
 
 const REGIONS: [&str; 4] = ["DE", "AT", "CH", "US"];
+/// Mask paths: every writable one, and some that are not.
+const CONTACT_PATHS: [&str; 14] = [
+    "categories",
+    "salutation",
+    "title",
+    "first_name",
+    "last_name",
+    "company",
+    "email",
+    "phone_numbers",
+    "caller_message",
+    "caller_message.text",
+    "handling_instruction",
+    "keep_permanently",
+    "etag",
+    "",
+];
+const CALL_HANDLING_PATHS: [&str; 5] = [
+    "conversation_style",
+    "caller_id_transmission",
+    "phone_region",
+    "employees",
+    "update_time",
+];
 
-fn under(v: &Violations, prefix: &str) {
-    for x in &v.0 {
+/// Every violation names one of the request's `fields` (or a path below one), with a reason.
+fn under(v: &Violations, fields: &[&str]) {
+    for x in v.iter() {
         assert!(
-            x.field == prefix || x.field.starts_with(&format!("{prefix}.")),
-            "violation of {:?} outside {prefix}",
+            fields.iter().any(|f| x.field == *f
+                || x.field.starts_with(&format!("{f}."))
+                || x.field.starts_with(&format!("{f}["))),
+            "violation of {:?} outside {fields:?}",
             x.field
         );
         assert!(
@@ -79,8 +109,18 @@ fn under(v: &Violations, prefix: &str) {
     }
 }
 
-fn raw_contact(c: &Contact) -> RawContact {
-    RawContact {
+fn mask(bytes: &[u8], paths: &[&str]) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask {
+        paths: bytes
+            .iter()
+            .map(|b| paths[usize::from(*b) % paths.len()].to_owned())
+            .collect(),
+    })
+}
+
+fn contact(c: &Contact, account: &str, origin: i32) -> pb::Contact {
+    pb::Contact {
+        account_id: account.to_owned(),
         categories: c.categories.clone(),
         salutation: c.salutation.clone(),
         title: c.title.clone(),
@@ -91,18 +131,24 @@ fn raw_contact(c: &Contact) -> RawContact {
         phone_numbers: c
             .phones
             .iter()
-            .map(|(number, kind)| RawPhone {
+            .map(|(number, kind)| pb::PhoneNumber {
                 number: number.clone(),
-                kind: *kind,
+                r#type: *kind,
+                ..Default::default()
             })
             .collect(),
-        caller_message_text: c.message.clone(),
+        caller_message: Some(pb::CallerMessage {
+            text: c.message.clone(),
+            ..Default::default()
+        }),
         handling_instruction: c.instruction.clone(),
         keep_permanently: c.keep,
+        origin,
+        ..Default::default()
     }
 }
 
-fn limits(f: &contact::ContactFields) {
+fn limits(f: &ContactFields) {
     for s in [
         &f.salutation,
         &f.title,
@@ -121,94 +167,104 @@ fn limits(f: &contact::ContactFields) {
 }
 
 fuzz_target!(|input: Input| {
-    let _ = AccountId::parse(&input.account);
     if let Ok(a) = AccountId::parse(&input.account) {
         assert!((1..=64).contains(&a.as_str().len()));
     }
     let _ = validation::uuid(&input.id);
-    let _ = validation::reference(&input.reference, input.region % 2 == 0);
+    let _ = validation::reference(&input.reference, input.region.is_multiple_of(2));
     let _ = validation::text(&input.reference, usize::from(input.region));
     let region = Region::parse(REGIONS[usize::from(input.region) % REGIONS.len()]).unwrap();
 
-    let raw = raw_contact(&input.contact);
-    if let Some(origin) = Origin::from_code(input.origin) {
-        match NewContact::parse(&raw, origin, &region, "contact") {
-            Ok(c) => {
-                assert!(c.fields.identifies_someone());
-                limits(&c.fields);
-                if let Some(m) = &c.caller_message {
-                    assert!(!m.is_empty() && m.chars().count() <= contact::MAX_MESSAGE_CHARS);
-                }
+    let create = pb::CreateContactRequest {
+        account_id: input.account.clone(),
+        contact: Some(contact(&input.contact, "", input.origin)),
+        request_id: input.id.clone(),
+    };
+    match CreateContact::parse(&create, &region) {
+        Ok(c) => {
+            assert!(c.contact.fields.identifies_someone());
+            limits(&c.contact.fields);
+            if let Some(m) = &c.contact.caller_message {
+                assert!(!m.is_empty() && m.chars().count() <= contact::MAX_MESSAGE_CHARS);
             }
-            Err(v) => {
-                assert!(!v.is_empty());
-                under(&v, "contact");
-            }
+            assert_eq!(c.key.is_some(), !input.id.is_empty());
+        }
+        Err(v) => {
+            assert!(!v.is_empty());
+            under(&v, &["account_id", "request_id", "contact"]);
         }
     }
-    let mask: Vec<contact::Field> = input
-        .mask
-        .iter()
-        .map(|b| contact::Field::ALL[usize::from(*b) % contact::Field::ALL.len()])
-        .collect();
-    match ContactPatch::parse(&raw, &mask, &region, "contact") {
-        Ok(p) => {
-            let mut f = contact::ContactFields::default();
-            p.apply(&mut f);
+
+    let update = pb::UpdateContactRequest {
+        account_id: input.account.clone(),
+        contact: Some(pb::Contact {
+            contact_id: input.id.clone(),
+            ..contact(&input.contact, &input.reference, 0)
+        }),
+        update_mask: mask(&input.mask, &CONTACT_PATHS),
+        etag: input.reference.clone(),
+    };
+    match UpdateContact::parse(&update, &region) {
+        Ok(u) => {
+            let mut f = ContactFields::default();
+            u.patch.apply(&mut f);
             limits(&f);
         }
-        Err(v) => under(&v, "contact"),
+        Err(v) => under(&v, &["account_id", "update_mask", "contact"]),
     }
 
     let n = &input.note;
-    let raw_note = RawCallNote {
-        contact_id: n.contact_id.clone(),
-        employee_id: n.employee_id.clone(),
-        agent_id: n.agent_id.clone(),
-        caller: Caller {
-            first_name: n.first_name.clone(),
-            last_name: n.last_name.clone(),
-            company: n.company.clone(),
-            number: n.number.clone(),
-        },
-        subject: n.subject.clone(),
-        text: n.text.clone(),
-        call_time: None,
+    let note = pb::CreateCallNoteRequest {
+        account_id: input.account.clone(),
+        call_note: Some(pb::CallNote {
+            contact_id: n.contact_id.clone(),
+            employee_id: n.employee_id.clone(),
+            agent_id: n.agent_id.clone(),
+            caller_first_name: n.first_name.clone(),
+            caller_last_name: n.last_name.clone(),
+            caller_company: n.company.clone(),
+            caller_number: n.number.clone(),
+            subject: n.subject.clone(),
+            text: n.text.clone(),
+            ..Default::default()
+        }),
+        request_id: input.reference.clone(),
     };
-    match NewCallNote::parse(&raw_note, &region, "call_note") {
-        Ok(note) => {
-            assert!(note.subject.chars().count() <= callers_domain::call_note::MAX_SUBJECT_CHARS);
-            assert!(note.text.chars().count() <= callers_domain::call_note::MAX_TEXT_CHARS);
-            let _ = note.caller_search_text();
-            if let Some(c) = note.new_caller_contact() {
+    match CreateCallNote::parse(&note, &region) {
+        Ok(c) => {
+            assert!(c.note.subject.chars().count() <= MAX_SUBJECT_CHARS);
+            assert!(c.note.text.chars().count() <= MAX_TEXT_CHARS);
+            let _ = c.note.caller_search_text();
+            if let Some(c) = c.note.new_caller_contact() {
                 assert!(c.fields.identifies_someone());
                 limits(&c.fields);
             }
         }
-        Err(v) => under(&v, "call_note"),
+        Err(v) => under(&v, &["account_id", "request_id", "call_note"]),
     }
 
     let s = &input.settings;
-    let raw_settings = RawCallHandling {
-        conversation_style: s.style,
-        caller_id_transmission: s.caller_id,
-        phone_region: s.region.clone(),
-        employees: s
-            .employees
-            .iter()
-            .map(|(id, style, cid)| RawEmployee {
-                employee_id: id.clone(),
-                conversation_style: *style,
-                caller_id_transmission: *cid,
-            })
-            .collect(),
+    let settings = pb::UpdateCallHandlingRequest {
+        call_handling: Some(pb::CallHandling {
+            account_id: input.account.clone(),
+            conversation_style: s.style,
+            caller_id_transmission: s.caller_id,
+            phone_region: s.region.clone(),
+            employees: s
+                .employees
+                .iter()
+                .map(|(id, style, cid)| pb::EmployeeCallHandling {
+                    employee_id: id.clone(),
+                    conversation_style: *style,
+                    caller_id_transmission: *cid,
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        update_mask: mask(&s.mask, &CALL_HANDLING_PATHS),
+        etag: String::new(),
     };
-    let fields: Vec<call_handling::Field> = s
-        .mask
-        .iter()
-        .map(|b| call_handling::Field::ALL[usize::from(*b) % call_handling::Field::ALL.len()])
-        .collect();
-    if let Err(v) = CallHandlingPatch::parse(&raw_settings, &fields, &region, "call_handling") {
-        under(&v, "call_handling");
+    if let Err(v) = UpdateCallHandling::parse(&settings, &region) {
+        under(&v, &["update_mask", "call_handling"]);
     }
 });

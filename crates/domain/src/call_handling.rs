@@ -250,10 +250,9 @@ impl CallHandlingPatch {
                     };
                     p.phone_region = v.check(&path("phone_region"), r);
                 }
-                Field::Employees => match employees(&raw.employees, &path("employees")) {
-                    Ok(list) => p.employees = Some(list),
-                    Err(e) => v.0.extend(e.0),
-                },
+                Field::Employees => {
+                    p.employees = v.absorb(employees(&raw.employees, &path("employees")));
+                }
             }
         }
         v.into_result(p)
@@ -532,7 +531,7 @@ mod tests {
         ];
         for (raw, fields) in cases {
             let got = CallHandlingPatch::parse(&raw, &Field::ALL, &de, "ch").unwrap_err();
-            let got: Vec<String> = got.0.into_iter().map(|v| v.field).collect();
+            let got: Vec<String> = got.into_iter().map(|v| v.field).collect();
             assert_eq!(got, *fields);
         }
     }

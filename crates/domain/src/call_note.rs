@@ -233,7 +233,7 @@ mod tests {
             let mut r = raw();
             mutate(&mut r);
             let e = NewCallNote::parse(&r, &Region::germany(), "call_note").unwrap_err();
-            let fields: Vec<_> = e.0.iter().map(|v| v.field.as_str()).collect();
+            let fields: Vec<_> = e.iter().map(|v| v.field.as_str()).collect();
             assert_eq!(fields, [field]);
         }
         let mut r = raw();

@@ -35,16 +35,7 @@ impl Categories {
             return Err(v);
         }
         for (i, c) in items.iter().enumerate() {
-            let ok = (1..=MAX_CATEGORY_LEN).contains(&c.len())
-                && c.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
-                });
-            if !ok {
-                v.add(
-                    format!("{field}[{i}]"),
-                    "must be a slug of 1 to 40 characters from a-z, 0-9, '_' and '-'",
-                );
-            }
+            v.check(&format!("{field}[{i}]"), category(c));
         }
         let mut set: Vec<String> = items.to_vec();
         set.sort();
@@ -75,6 +66,18 @@ impl Categories {
     pub fn is_caller_only(&self) -> bool {
         self.0.len() == 1 && self.0[0] == CALLER
     }
+}
+
+/// One category slug, `[a-z0-9_-]{1,40}`, as a list filter names it.
+pub fn category(slug: &str) -> Result<&str, String> {
+    let ok = (1..=MAX_CATEGORY_LEN).contains(&slug.len())
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !ok {
+        return Err("must be a slug of 1 to 40 characters from a-z, 0-9, '_' and '-'".into());
+    }
+    Ok(slug)
 }
 
 /// Numeric codes are those of the contract and of the database.
@@ -304,10 +307,8 @@ impl ContactPatch {
         for field in mask {
             match field {
                 Field::Categories => {
-                    match Categories::parse(&raw.categories, &path("categories")) {
-                        Ok(c) => p.categories = Some(c),
-                        Err(e) => v.0.extend(e.0),
-                    }
+                    p.categories =
+                        v.absorb(Categories::parse(&raw.categories, &path("categories")));
                 }
                 Field::Salutation => {
                     p.salutation = v.check(&path("salutation"), name(&raw.salutation));
@@ -322,10 +323,8 @@ impl ContactPatch {
                 Field::Company => p.company = v.check(&path("company"), name(&raw.company)),
                 Field::Email => p.email = v.check(&path("email"), email(&raw.email)),
                 Field::PhoneNumbers => {
-                    match phone_entries(&raw.phone_numbers, region, &path("phone_numbers")) {
-                        Ok(list) => p.phone_numbers = Some(list),
-                        Err(e) => v.0.extend(e.0),
-                    }
+                    let r = phone_entries(&raw.phone_numbers, region, &path("phone_numbers"));
+                    p.phone_numbers = v.absorb(r);
                 }
                 Field::CallerMessage => {
                     let r = text(&raw.caller_message_text, MAX_MESSAGE_CHARS);
@@ -482,7 +481,7 @@ mod tests {
     fn fields_of(r: Result<NewContact, Violations>) -> Vec<String> {
         match r {
             Ok(_) => vec![],
-            Err(v) => v.0.into_iter().map(|v| v.field).collect(),
+            Err(v) => v.into_iter().map(|v| v.field).collect(),
         }
     }
 

@@ -12,7 +12,7 @@ pub struct Violation {
 
 /// All violations found in one request, so a client can fix them in one go.
 #[derive(Debug, Clone, Default, PartialEq, Eq, thiserror::Error)]
-pub struct Violations(pub Vec<Violation>);
+pub struct Violations(Vec<Violation>);
 
 impl fmt::Display for Violations {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -65,6 +65,43 @@ impl Violations {
                 None
             }
         }
+    }
+
+    /// Keeps the value of a nested parse and records all its violations, which already carry
+    /// their field paths.
+    pub fn absorb<T>(&mut self, r: Result<T, Violations>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.0.extend(e.0);
+                None
+            }
+        }
+    }
+
+    /// The parsed value when nothing was found, else all violations. `value` is `None` only
+    /// when a [`check`](Self::check) or [`absorb`](Self::absorb) failed, which recorded why.
+    pub fn finish<T>(self, value: Option<T>) -> Result<T, Violations> {
+        match value {
+            Some(value) if self.is_empty() => Ok(value),
+            _ => {
+                debug_assert!(!self.is_empty(), "a check failed without a violation");
+                Err(self)
+            }
+        }
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Violation> {
+        self.0.iter()
+    }
+}
+
+impl IntoIterator for Violations {
+    type Item = Violation;
+    type IntoIter = std::vec::IntoIter<Violation>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
     }
 }
 
@@ -164,6 +201,18 @@ mod tests {
             v.to_string(),
             "invalid argument: a: is required; b.c: must be a UUID"
         );
+    }
+
+    #[test]
+    fn nested_violations_are_kept_with_their_paths() {
+        let mut v = Violations::single("a", "is required");
+        assert_eq!(v.absorb(Ok::<_, Violations>(1)), Some(1));
+        let nested = Err::<u8, _>(Violations::single("c.d", "must be a UUID"));
+        assert_eq!(v.absorb(nested), None);
+        let fields: Vec<_> = v.iter().map(|x| x.field.as_str()).collect();
+        assert_eq!(fields, ["a", "c.d"]);
+        assert!(v.finish(Some(1)).is_err());
+        assert_eq!(Violations::new().finish(Some(1)), Ok(1));
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub const DOMAIN: &str = "callers";
 pub fn invalid(v: Violations) -> Status {
     let message = v.to_string();
     let mut details = ErrorDetails::new();
-    for violation in v.0 {
+    for violation in v {
         details.add_bad_request_violation(violation.field, violation.description);
     }
     Status::with_error_details(Code::InvalidArgument, message, details)

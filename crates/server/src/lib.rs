@@ -3,7 +3,7 @@
 
 pub mod auth;
 pub mod config;
-mod convert;
+pub mod convert;
 mod error;
 pub mod grpc;
 mod health;

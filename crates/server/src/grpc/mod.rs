@@ -1,20 +1,20 @@
 //! The gRPC services: thin handlers that authorise, convert, call the store and convert back.
+//! What every handler shares is here: authorising the account a request names, resolving its
+//! phone region, and turning the request into a command.
 
 pub mod call_handling;
 pub mod call_notes;
 pub mod contacts;
 pub mod identification;
 
-use crate::auth;
-use crate::error;
+use crate::{auth, error};
 use callers_domain::phone::Region;
 use callers_domain::retention::Retention;
 use callers_domain::{AccountId, Clock, Violations};
-use callers_store::{IdempotencyKey, Operation, Store};
-use sha2::{Digest, Sha256};
+use callers_proto::v1 as pb;
+use callers_store::Store;
 use std::sync::Arc;
 use tonic::{Request, Status};
-use uuid::Uuid;
 
 /// What every handler needs; cheap to clone.
 #[derive(Clone)]
@@ -26,8 +26,43 @@ pub struct App {
 }
 
 impl App {
-    /// The account's phone region, else the configured default.
-    pub async fn region(&self, account: &AccountId) -> Result<Region, Status> {
+    /// Authorises the account `request` names and converts the request into its command; all
+    /// violations of the request come back together as INVALID_ARGUMENT.
+    fn command<R: Tenant, C>(&self, request: &Request<R>) -> Result<C, Status>
+    where
+        C: for<'a> TryFrom<&'a R, Error = Violations>,
+    {
+        self.parse(request, |r| C::try_from(r))
+    }
+
+    /// As [`command`](Self::command), with a parse function of the RPC's own.
+    fn parse<R: Tenant, C>(
+        &self,
+        request: &Request<R>,
+        parse: impl FnOnce(&R) -> Result<C, Violations>,
+    ) -> Result<C, Status> {
+        authorise(request)?;
+        parse(request.get_ref()).map_err(error::invalid)
+    }
+
+    /// As [`parse`](Self::parse), for writes that read phone numbers in the account's
+    /// region.
+    async fn with_region<R: Tenant, C>(
+        &self,
+        request: &Request<R>,
+        parse: impl FnOnce(&R, &Region) -> Result<C, Violations>,
+    ) -> Result<C, Status> {
+        let account = authorise(request)?;
+        let region = self.region(account.as_ref()).await?;
+        parse(request.get_ref(), &region).map_err(error::invalid)
+    }
+
+    /// The account's phone region, else the configured default. Also the default when the
+    /// account itself is invalid, so the rest of the request can still be checked.
+    async fn region(&self, account: Option<&AccountId>) -> Result<Region, Status> {
+        let Some(account) = account else {
+            return Ok(self.default_region);
+        };
         match self
             .store
             .phone_region(account)
@@ -38,75 +73,56 @@ impl App {
             None => Ok(self.default_region),
         }
     }
+}
 
-    /// As `region`, but the default when the account itself is invalid, so
-    /// the rest of the request can still be checked.
-    pub async fn region_or_default(&self, account: Option<&AccountId>) -> Result<Region, Status> {
-        match account {
-            Some(a) => self.region(a).await,
-            None => Ok(self.default_region),
-        }
+/// Checks the caller's grant for the account the request names, when that is a valid id;
+/// an invalid or missing one is left for the request's parse to report with the rest.
+fn authorise<R: Tenant>(request: &Request<R>) -> Result<Option<AccountId>, Status> {
+    let Some(Ok(account)) = request.get_ref().account_id().map(AccountId::parse) else {
+        return Ok(None);
+    };
+    if let Some(log) = request.extensions().get::<crate::observe::RequestAccount>() {
+        log.set(account.as_str());
+    }
+    auth::authorize(request, &account)?;
+    Ok(Some(account))
+}
+
+/// A request that names the account it acts for.
+trait Tenant {
+    /// `None` when the request lacks the resource that would name it.
+    fn account_id(&self) -> Option<&str>;
+}
+
+impl Tenant for pb::UpdateCallHandlingRequest {
+    fn account_id(&self) -> Option<&str> {
+        self.call_handling.as_ref().map(|c| c.account_id.as_str())
     }
 }
 
-/// Validates `account_id` into `v`; on success also checks the caller's grant.
-pub fn account<T>(
-    req: &Request<T>,
-    raw: &str,
-    v: &mut Violations,
-) -> Result<Option<AccountId>, Status> {
-    match AccountId::parse(raw) {
-        Ok(a) => {
-            if let Some(log) = req.extensions().get::<crate::observe::RequestAccount>() {
-                log.set(a.as_str());
+/// The requests that name their account in a top-level `account_id`.
+macro_rules! top_level_account_id {
+    ($($request:ty),* $(,)?) => {$(
+        impl Tenant for $request {
+            fn account_id(&self) -> Option<&str> {
+                Some(&self.account_id)
             }
-            auth::authorize(req, &a)?;
-            Ok(Some(a))
         }
-        Err(d) => {
-            v.add("account_id", d);
-            Ok(None)
-        }
-    }
+    )*};
 }
 
-/// A resource's own `account_id` may be left empty; if set it must be the request's.
-pub fn same_account(field: &str, inner: &str, outer: &str, v: &mut Violations) {
-    if !inner.is_empty() && inner != outer {
-        v.add(field, "must be empty or equal to the request's account_id");
-    }
-}
-
-/// An optional `request_id`: empty means none.
-pub fn request_id(raw: &str, v: &mut Violations) -> Option<Uuid> {
-    if raw.is_empty() {
-        return None;
-    }
-    v.check("request_id", callers_domain::validation::uuid(raw))
-}
-
-/// Tells a retry (same body) from a reuse of the key (different body).
-pub fn request_hash(msg: &impl prost::Message) -> Vec<u8> {
-    Sha256::digest(msg.encode_to_vec()).to_vec()
-}
-
-/// The idempotency key of a request that gave a `request_id`.
-pub fn idempotency_key(
-    request_id: Option<Uuid>,
-    operation: Operation,
-    msg: &impl prost::Message,
-) -> Option<IdempotencyKey> {
-    request_id.map(|request_id| IdempotencyKey {
-        request_id,
-        operation,
-        request_hash: request_hash(msg),
-    })
-}
-
-/// Returns the violations as `INVALID_ARGUMENT`, or the value when there are none.
-pub fn valid<T>(v: Violations, value: Option<T>) -> Result<T, Status> {
-    if !v.is_empty() {
-        return Err(error::invalid(v));
-    }
-    value.ok_or_else(|| Status::internal("internal error"))
-}
+top_level_account_id!(
+    pb::CreateContactRequest,
+    pb::GetContactRequest,
+    pb::UpdateContactRequest,
+    pb::DeleteContactRequest,
+    pb::ListContactsRequest,
+    pb::ListExpiringContactsRequest,
+    pb::CreateCallNoteRequest,
+    pb::GetCallNoteRequest,
+    pb::ListCallNotesRequest,
+    pb::DeliverCallerMessageRequest,
+    pb::GetCallHandlingRequest,
+    pb::CheckCallerRecognitionRequest,
+    pb::IdentifyCallerRequest,
+);

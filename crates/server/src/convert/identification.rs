@@ -1,0 +1,88 @@
+//! `IdentificationService` requests as commands, and matches back.
+
+use super::call_handling::recognition;
+use super::contact;
+use callers_domain::contact::MAX_NAME_CHARS;
+use callers_domain::retention::Retention;
+use callers_domain::validation::{reference, text};
+use callers_domain::{AccountId, Violations};
+use callers_proto::v1 as pb;
+use callers_store::identify::{CallLookup, MatchKind};
+
+const DEFAULT_MAX_RESULTS: usize = 5;
+const MAX_MAX_RESULTS: usize = 20;
+
+pub struct IdentifyCaller {
+    pub account: AccountId,
+    pub employee_id: String,
+    /// As telephony delivers it; the store reads it in the account's region.
+    pub caller_number: String,
+    pub caller_name: String,
+    pub max_results: usize,
+}
+
+impl TryFrom<&pb::IdentifyCallerRequest> for IdentifyCaller {
+    type Error = Violations;
+
+    fn try_from(req: &pb::IdentifyCallerRequest) -> Result<Self, Violations> {
+        let mut v = Violations::new();
+        let account = v.check("account_id", AccountId::parse(&req.account_id));
+        let employee = v.check("employee_id", reference(&req.employee_id, false));
+        let name = v.check("caller_name", text(&req.caller_name, MAX_NAME_CHARS));
+        let max = v.check("max_results", max_results(req.max_results));
+        let (((account, employee_id), caller_name), max_results) =
+            v.finish(account.zip(employee).zip(name).zip(max))?;
+        Ok(Self {
+            account,
+            employee_id,
+            caller_number: req.caller_number.clone(),
+            caller_name,
+            max_results,
+        })
+    }
+}
+
+impl IdentifyCaller {
+    pub fn response(&self, found: CallLookup, retention: Retention) -> pb::IdentifyCallerResponse {
+        pb::IdentifyCallerResponse {
+            matches: found
+                .matches
+                .iter()
+                .map(|m| pb::CallerMatch {
+                    contact: Some(contact(&m.contact, retention)),
+                    matched_by: match m.matched_by {
+                        MatchKind::PhoneNumber => pb::MatchKind::PhoneNumber,
+                        MatchKind::Name => pb::MatchKind::Name,
+                        MatchKind::PhoneNumberAndName => pb::MatchKind::PhoneNumberAndName,
+                    } as i32,
+                    score: m.score,
+                })
+                .collect(),
+            recognition: Some(recognition(found.settings.as_ref(), &self.employee_id)),
+            normalized_number: found.number.map(|n| n.into_string()).unwrap_or_default(),
+        }
+    }
+}
+
+/// 0 means the default; more than the maximum is capped, as for page sizes.
+fn max_results(requested: i32) -> Result<usize, String> {
+    match requested {
+        n if n < 0 => Err("must not be negative".into()),
+        0 => Ok(DEFAULT_MAX_RESULTS),
+        n => Ok((n as usize).min(MAX_MAX_RESULTS)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_results_default_cap_and_refusal() {
+        assert_eq!(max_results(0), Ok(5));
+        assert_eq!(max_results(1), Ok(1));
+        assert_eq!(max_results(20), Ok(20));
+        assert_eq!(max_results(21), Ok(20));
+        assert!(max_results(-1).is_err());
+    }
+}
