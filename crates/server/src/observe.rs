@@ -14,7 +14,7 @@ use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::{Code, Status};
 
-/// The account a handler worked for, filled in by `grpc::account` for the request log line.
+/// The account a handler worked for, filled in by `grpc::authorise` for the request log line.
 #[derive(Debug, Clone, Default)]
 pub struct RequestAccount(Arc<Mutex<Option<String>>>);
 
