@@ -392,6 +392,18 @@ async fn housekeeping_drops_expired_idempotency_keys_and_old_audit_rows() {
         .await
         .unwrap();
     }
+    let dry = purge(&db, &["--dry-run"]).await;
+    assert_eq!(dry.code, Some(0), "{dry:#?}");
+    assert_eq!(
+        dry.summary()["would_housekeep"],
+        serde_json::json!({"idempotency_keys": 1, "audit_rows": 1}),
+        "the dry run counts what each chore would drop"
+    );
+    assert_eq!(
+        count(&sql, "SELECT count(*) FROM idempotency_keys").await,
+        2,
+        "a dry run drops nothing"
+    );
     let run = purge(&db, &[]).await;
     assert_eq!(run.code, Some(0), "{run:#?}");
     assert_eq!(run.summary()["idempotency_keys_deleted"], 1);

@@ -924,14 +924,14 @@ mod tests {
         );
         let columns: Vec<String> = sql
             .query(
-                "SELECT column_name::text FROM information_schema.columns \
+                "SELECT column_name::text AS column_name FROM information_schema.columns \
                  WHERE table_name = 'purged_contacts' ORDER BY ordinal_position",
                 &[],
             )
             .await
             .unwrap()
             .iter()
-            .map(|r| r.get("contact_id"))
+            .map(|r| r.get("column_name"))
             .collect();
         assert_eq!(
             columns,
