@@ -1,7 +1,7 @@
 //! The server's typed configuration, from flags and environment (API.md "Command lines").
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::fmt;
+use callers_runtime::{LogFormat, Secret};
+use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -34,13 +34,6 @@ pub struct LogArgs {
     /// Log format; `auto` is pretty on a terminal and JSON otherwise.
     #[arg(long, env = "CALLERS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Auto,
-    Json,
-    Pretty,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -104,33 +97,4 @@ pub struct ServeArgs {
     /// Folder of the development database started when no database URL is given.
     #[arg(long, env = "CALLERS_DEV_DB_DIR", default_value = ".devdb")]
     pub dev_db_dir: PathBuf,
-}
-
-/// A value that must never be printed, such as a URL with a password.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<String> for Secret {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
-    }
 }

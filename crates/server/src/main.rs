@@ -5,10 +5,11 @@ use callers_devdb::PrivatePostgres;
 use callers_domain::SystemClock;
 use callers_domain::phone::Region;
 use callers_domain::retention::Retention;
+use callers_runtime::logging::{self, Output};
 use callers_server::auth::Authenticator;
 use callers_server::config::{Cli, Command, DatabaseArgs, ServeArgs};
 use callers_server::grpc::App;
-use callers_server::{Deps, Limits, serve, telemetry};
+use callers_server::{Deps, Limits, serve};
 use callers_store::{PoolConfig, Store};
 use clap::Parser;
 use sha2::Digest;
@@ -27,7 +28,7 @@ async fn main() {
         Some(Command::Migrate(db)) => db.log.clone(),
         None => cli.serve.db.log.clone(),
     };
-    telemetry::init(log.log_format);
+    logging::init(log.log_format, Output::Stdout);
     let result = match cli.command {
         Some(Command::Migrate(db)) => migrate(db).await,
         None => run(cli.serve).await,
