@@ -22,7 +22,8 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// PostgreSQL URL. Without it, `serve` starts a private development database.
+    /// PostgreSQL URL. Without it, a build with the `dev-db` feature (`cargo run`) starts a
+    /// private development database; other builds, the image's, refuse to start.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<Secret>,
     #[command(flatten)]
@@ -95,6 +96,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CALLERS_HTTP2_KEEPALIVE_SECS", default_value_t = 30)]
     pub http2_keepalive_secs: u64,
     /// Folder of the development database started when no database URL is given.
-    #[arg(long, env = "CALLERS_DEV_DB_DIR", default_value = ".devdb")]
+    #[arg(
+        long,
+        env = "CALLERS_DEV_DB_DIR",
+        default_value = ".devdb",
+        hide = cfg!(not(feature = "dev-db"))
+    )]
     pub dev_db_dir: PathBuf,
 }
