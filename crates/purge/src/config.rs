@@ -1,11 +1,11 @@
 //! The worker's typed configuration, from flags and environment (API.md "Command lines").
 
 use callers_domain::retention::Retention;
+use callers_runtime::{LogFormat, Secret};
 use callers_store::purge::SessionOptions;
 use chrono::{DateTime, Utc};
 use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser, ValueEnum};
-use std::fmt;
+use clap::{CommandFactory, Parser};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -102,13 +102,6 @@ pub struct Cli {
     /// terminal and JSON otherwise.
     #[arg(long, env = "CALLERS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Auto,
-    Json,
-    Pretty,
 }
 
 /// What one run does, from the flags.
@@ -209,29 +202,6 @@ fn rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| format!("not an RFC 3339 time such as 2026-03-01T00:00:00Z ({e})"))
-}
-
-/// A value that must never be printed, such as a URL with a password.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
-    }
 }
 
 #[cfg(test)]

@@ -9,13 +9,12 @@ mod report;
 mod run;
 
 use callers_domain::SystemClock;
+use callers_runtime::logging::{self, Output};
 use clap::error::ErrorKind;
-use config::{Cli, LogFormat};
-use std::io::IsTerminal;
+use config::Cli;
 use std::process::ExitCode;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
-use tracing_subscriber::EnvFilter;
 
 const USAGE_ERROR: u8 = 2;
 
@@ -30,7 +29,8 @@ fn main() -> ExitCode {
             return ExitCode::from(USAGE_ERROR);
         }
     };
-    init_logging(cli.log_format);
+    // Stderr: stdout carries only the summary.
+    logging::init(cli.log_format, Output::Stderr);
     let settings = cli.settings();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -80,22 +80,4 @@ fn stop_on_signals() -> std::io::Result<watch::Receiver<bool>> {
         std::future::pending::<()>().await;
     });
     Ok(rx)
-}
-
-/// JSON lines for machines, pretty for people at a terminal; always on stderr.
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = match format {
-        LogFormat::Json => true,
-        LogFormat::Pretty => false,
-        LogFormat::Auto => !std::io::stderr().is_terminal(),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().flatten_event(true).try_init()
-    } else {
-        builder.try_init()
-    };
 }

@@ -1,7 +1,7 @@
 //! The server's typed configuration, from flags and environment (API.md "Command lines").
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::fmt;
+use callers_runtime::{LogFormat, Secret};
+use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -22,7 +22,8 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// PostgreSQL URL. Without it, `serve` starts a private development database.
+    /// PostgreSQL URL. Without it, a build with the `dev-db` feature (`cargo run`) starts a
+    /// private development database; other builds, the image's, refuse to start.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<Secret>,
     #[command(flatten)]
@@ -34,13 +35,6 @@ pub struct LogArgs {
     /// Log format; `auto` is pretty on a terminal and JSON otherwise.
     #[arg(long, env = "CALLERS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Auto,
-    Json,
-    Pretty,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -102,35 +96,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CALLERS_HTTP2_KEEPALIVE_SECS", default_value_t = 30)]
     pub http2_keepalive_secs: u64,
     /// Folder of the development database started when no database URL is given.
-    #[arg(long, env = "CALLERS_DEV_DB_DIR", default_value = ".devdb")]
+    #[arg(
+        long,
+        env = "CALLERS_DEV_DB_DIR",
+        default_value = ".devdb",
+        hide = cfg!(not(feature = "dev-db"))
+    )]
     pub dev_db_dir: PathBuf,
-}
-
-/// A value that must never be printed, such as a URL with a password.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<String> for Secret {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
-    }
 }

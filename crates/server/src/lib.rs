@@ -10,7 +10,6 @@ mod health;
 pub mod metrics;
 mod observe;
 mod page_token;
-pub mod telemetry;
 
 use auth::Authenticator;
 use callers_proto::v1::call_handling_service_server::CallHandlingServiceServer;

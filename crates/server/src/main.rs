@@ -1,14 +1,14 @@
 //! `callers-server`: wires configuration, database, authentication and signals to `serve`.
 
 use anyhow::{Context, bail};
-use callers_devdb::PrivatePostgres;
 use callers_domain::SystemClock;
 use callers_domain::phone::Region;
 use callers_domain::retention::Retention;
+use callers_runtime::logging::{self, Output};
 use callers_server::auth::Authenticator;
 use callers_server::config::{Cli, Command, DatabaseArgs, ServeArgs};
 use callers_server::grpc::App;
-use callers_server::{Deps, Limits, serve, telemetry};
+use callers_server::{Deps, Limits, serve};
 use callers_store::{PoolConfig, Store};
 use clap::Parser;
 use sha2::Digest;
@@ -27,7 +27,7 @@ async fn main() {
         Some(Command::Migrate(db)) => db.log.clone(),
         None => cli.serve.db.log.clone(),
     };
-    telemetry::init(log.log_format);
+    logging::init(log.log_format, Output::Stdout);
     let result = match cli.command {
         Some(Command::Migrate(db)) => migrate(db).await,
         None => run(cli.serve).await,
@@ -39,45 +39,81 @@ async fn main() {
     }
 }
 
-/// The configured database, or a private development one started from local binaries.
+/// The configured database, or a development one when the build has the `dev-db` feature.
 async fn database(
     db: &DatabaseArgs,
     dev_dir: &Path,
-) -> anyhow::Result<(String, Option<PrivatePostgres>)> {
+) -> anyhow::Result<(String, Option<dev_db::Running>)> {
     if let Some(url) = &db.database_url {
         return Ok((url.expose().to_owned(), None));
     }
-    std::fs::create_dir_all(dev_dir)
-        .with_context(|| format!("cannot create {}", dev_dir.display()))?;
-    let dir = dev_dir.canonicalize()?;
-    let pg = PrivatePostgres::start(&dir, None)
-        .await
-        .context("no DATABASE_URL given and the development database could not start")?;
-    tracing::info!(
-        url = pg.url_for("callers"),
-        data = %dir.display(),
-        "development database running (set DATABASE_URL to use another)"
-    );
-    let admin = pg.url();
-    ensure_database(&admin, "callers").await?;
-    Ok((pg.url_for("callers"), Some(pg)))
+    let (url, pg) = dev_db::start(dev_dir).await?;
+    Ok((url, Some(pg)))
 }
 
-async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
-    let (client, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls).await?;
-    let conn = tokio::spawn(conn);
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-        .await?
-        .is_some();
-    if !exists {
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await?;
+/// A private PostgreSQL from the machine's binaries, for `cargo run` without a database URL.
+#[cfg(feature = "dev-db")]
+mod dev_db {
+    use anyhow::Context;
+    use std::path::Path;
+
+    pub type Running = callers_devdb::PrivatePostgres;
+
+    pub async fn start(dir: &Path) -> anyhow::Result<(String, Running)> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let dir = dir.canonicalize()?;
+        let pg = Running::start(&dir, None)
+            .await
+            .context("no DATABASE_URL given and the development database could not start")?;
+        tracing::info!(
+            url = pg.url_for("callers"),
+            data = %dir.display(),
+            "development database running (set DATABASE_URL to use another)"
+        );
+        ensure_database(&pg.url(), "callers").await?;
+        Ok((pg.url_for("callers"), pg))
     }
-    drop(client);
-    let _ = conn.await;
-    Ok(())
+
+    pub async fn stop(pg: Running) -> anyhow::Result<()> {
+        Ok(pg.stop().await?)
+    }
+
+    async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+        let (client, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls).await?;
+        let conn = tokio::spawn(conn);
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .await?
+            .is_some();
+        if !exists {
+            client
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await?;
+        }
+        drop(client);
+        let _ = conn.await;
+        Ok(())
+    }
+}
+
+/// The production build (the image's) has no development database: it needs a URL.
+#[cfg(not(feature = "dev-db"))]
+mod dev_db {
+    use std::path::Path;
+
+    /// None can exist.
+    pub enum Running {}
+
+    pub async fn start(_: &Path) -> anyhow::Result<(String, Running)> {
+        anyhow::bail!(
+            "a database URL is required: set DATABASE_URL or pass --database-url \
+             (this build has no development database)"
+        )
+    }
+
+    pub async fn stop(pg: Running) -> anyhow::Result<()> {
+        match pg {}
+    }
 }
 
 async fn migrate(db: DatabaseArgs) -> anyhow::Result<()> {
@@ -86,7 +122,7 @@ async fn migrate(db: DatabaseArgs) -> anyhow::Result<()> {
         .await
         .context("migration failed");
     if let Some(pg) = dev {
-        pg.stop().await?;
+        dev_db::stop(pg).await?;
     }
     result?;
     tracing::info!("migrations applied");
@@ -221,7 +257,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let served = serve(listener, shutdown, deps).await;
     if let Some(pg) = dev {
-        pg.stop().await?;
+        dev_db::stop(pg).await?;
     }
     served
 }

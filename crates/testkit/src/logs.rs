@@ -32,15 +32,12 @@ pub fn capture() -> &'static CapturedLogs {
     LOGS.get_or_init(|| {
         let captured = CapturedLogs::default();
         let sink = captured.clone();
-        // As the server's telemetry: the driver never below info (it would print parameters).
+        // The binaries' own setup, so the driver's guard is the real one; the driver itself
+        // at trace, which the guard must hold back.
         let filter = tracing_subscriber::EnvFilter::new(
-            "trace,tokio_postgres=info,h2=info,hyper=info,hyper_util=info,tower=info",
+            "trace,tokio_postgres=trace,h2=info,hyper=info,hyper_util=info,tower=info",
         );
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .json()
-            .with_writer(move || sink.clone())
-            .finish();
+        let subscriber = callers_runtime::logging::subscriber(filter, true, move || sink.clone());
         tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
         captured
     })

@@ -5,10 +5,10 @@
 //!
 //! `env!("CARGO_BIN_EXE_…")` exists only inside the package that owns a binary (the server's
 //! own tests pass it to [`Launch::new`]); elsewhere [`server_binary`] and [`purge_binary`]
-//! build them: the first use in a process runs `cargo build -p <package>
-//! --message-format=json` with the test's own profile and takes the executable's path from
-//! cargo's report. When the binary is up to date, as after `cargo test --workspace`, that is a
-//! no-op of a fraction of a second; either way the tests run the current source, never a stale
+//! build them: the first use in a process runs `cargo build --workspace --all-targets
+//! --message-format=json` with the test's own profile (the features `cargo test --workspace`
+//! builds with) and takes the executable's path from cargo's report. After `cargo test
+//! --workspace` that is a no-op of a second or two; either way the tests run the current source, never a stale
 //! binary. To run prebuilt binaries instead (CI, a container), set `CALLERS_PURGE_BIN` /
 //! `CALLERS_SERVER_BIN` to their paths; nothing is built then.
 //!
@@ -55,13 +55,15 @@ fn build(package: &str, override_var: &str) -> PathBuf {
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let mut cmd = std::process::Command::new(cargo);
+    // The whole workspace with every target, as `cargo test --workspace` builds it: the same
+    // features everywhere, so after that command this is a no-op instead of a rebuild of the
+    // binary (and the dependencies whose features differ) for one package alone.
     cmd.args([
         "build",
         "--message-format=json-render-diagnostics",
-        "-p",
-        package,
+        "--workspace",
+        "--all-targets",
     ])
-    .args(["--bin", package])
     .current_dir(env!("CARGO_MANIFEST_DIR"))
     .stdin(Stdio::null())
     .stderr(Stdio::inherit());
@@ -73,7 +75,12 @@ fn build(package: &str, override_var: &str) -> PathBuf {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == package)
+        .filter(|m| {
+            m["reason"] == "compiler-artifact"
+                && m["target"]["name"] == package
+                && m["target"]["kind"][0] == "bin"
+                && m["profile"]["test"] == false
+        })
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
         .unwrap_or_else(|| panic!("cargo build -p {package} reported no executable"))
 }
