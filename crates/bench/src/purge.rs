@@ -13,11 +13,11 @@ use crate::load::{self, Pace, Stats};
 use crate::scenarios;
 use crate::seed::{self, SeedReport, SeedSpec};
 use crate::server::Server;
+use callers_testkit::process::Launch;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
@@ -118,18 +118,13 @@ async fn run_worker(
         .await?;
     let err = std::fs::File::create(log)?;
     let started = Instant::now();
-    let mut child = tokio::process::Command::new(bin)
-        .arg("--database-url")
-        .arg(url)
-        .arg("--batch-size")
-        .arg(batch_size.to_string())
-        .arg("--log-format")
-        .arg("json")
+    let mut child = Launch::new(bin)
+        .inherit_env()
         .env_remove("DATABASE_URL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .database(url)
+        .args(["--batch-size", &batch_size.to_string(), "--log-format", "json"])
+        .command()
         .stderr(err)
-        .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
     let mut stdout = child.stdout.take().context("no stdout")?;
