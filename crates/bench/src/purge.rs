@@ -13,8 +13,8 @@ use crate::load::{self, Pace, Stats};
 use crate::scenarios;
 use crate::seed::{self, SeedReport, SeedSpec};
 use crate::server::Server;
-use callers_testkit::process::Launch;
 use anyhow::{Context, bail};
+use callers_testkit::process::Launch;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -122,7 +122,12 @@ async fn run_worker(
         .inherit_env()
         .env_remove("DATABASE_URL")
         .database(url)
-        .args(["--batch-size", &batch_size.to_string(), "--log-format", "json"])
+        .args([
+            "--batch-size",
+            &batch_size.to_string(),
+            "--log-format",
+            "json",
+        ])
         .command()
         .stderr(err)
         .spawn()
