@@ -1,7 +1,7 @@
 //! ContactService as a client sees it.
 
 use callers_proto::v1 as pb;
-use callers_testkit::app::{bad_fields, caller, create, reason, spawn_app};
+use callers_testkit::app::{bad_fields, caller, create, get, reason, spawn_app};
 use prost_types::FieldMask;
 use tonic::Code;
 
@@ -30,15 +30,7 @@ async fn a_caller_with_a_message_is_created_and_read_back() {
     assert!(msg.create_time.is_some());
     assert!(!created.etag.is_empty());
 
-    let got = app
-        .contacts
-        .get_contact(pb::GetContactRequest {
-            account_id: "acme".into(),
-            contact_id: created.contact_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = get(&mut app, "acme", &created.contact_id).await.unwrap();
     assert_eq!(got, created);
     assert_eq!(got.handling_instruction, "Immer durchstellen an Frau Lange");
 }
@@ -194,15 +186,7 @@ async fn a_stale_etag_is_aborted_and_changes_nothing() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Aborted);
-    let now = app
-        .contacts
-        .get_contact(pb::GetContactRequest {
-            account_id: "acme".into(),
-            contact_id: created.contact_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let now = get(&mut app, "acme", &created.contact_id).await.unwrap();
     assert_eq!(now, first);
 }
 
@@ -274,15 +258,7 @@ async fn another_accounts_contact_is_not_found_and_nothing_changes() {
         .into_inner();
     assert!(listed.contacts.is_empty());
 
-    let still = app
-        .contacts
-        .get_contact(pb::GetContactRequest {
-            account_id: "acme".into(),
-            contact_id: id,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let still = get(&mut app, "acme", &id).await.unwrap();
     assert_eq!(still, theirs);
 }
 
