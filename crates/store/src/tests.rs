@@ -277,3 +277,22 @@ async fn a_connection_left_midway_is_closed_and_a_finished_one_reused() {
         "the next request gets another connection"
     );
 }
+
+/// Operators size the database by the connection metrics: the shared connections a lookup by
+/// number opened count there beside the pooled ones.
+#[tokio::test]
+async fn shared_connections_count_in_the_connection_figures() {
+    let (store, _db) = fresh_store().await;
+    let before = store.connections();
+    let shared = crate::PoolConfig::default().shared_connections;
+    assert_eq!(before.open, 0);
+    assert_eq!(before.max, crate::PoolConfig::default().max_size + shared);
+    let acme = AccountId::parse("acme").unwrap();
+    store
+        .identify_call(&acme, "", "+49301234567", "", 5, &Region::germany())
+        .await
+        .unwrap();
+    let after = store.connections();
+    assert_eq!(after.open, 1, "one shared connection, no pooled one");
+    assert_eq!(after.idle, 1, "no call is on it now");
+}
