@@ -226,6 +226,33 @@ fn dialable(input: &str) -> Result<String, PhoneError> {
     Ok(out)
 }
 
+/// How a caller's number relates to one stored number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NumberMatch {
+    /// The same E.164 number.
+    Exact,
+    /// The caller's number extends the stored one's [`dial_base`] by one to five digits.
+    DirectDial,
+}
+
+/// How the caller's number (E.164) relates to a stored number (its E.164 form and the text as
+/// entered), if at all. TODO(direct dial): only exact matches so far.
+pub fn number_match(caller: &str, stored: &E164, _as_entered: &str) -> Option<NumberMatch> {
+    (caller == stored.as_str()).then_some(NumberMatch::Exact)
+}
+
+/// The number that a stored number's extensions start with, when it has extensions (a
+/// fixed-line number in an open numbering plan); `None` otherwise. TODO(direct dial).
+pub fn dial_base(_e164: &E164, _as_entered: &str) -> Option<String> {
+    None
+}
+
+/// The numbers a caller's number (E.164) may be an extension of: itself and the numbers one to
+/// five digits shorter, in an open numbering plan; empty otherwise. TODO(direct dial).
+pub fn dial_bases_of(_caller: &str) -> Vec<String> {
+    Vec::new()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

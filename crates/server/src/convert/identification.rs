@@ -56,8 +56,10 @@ impl IdentifyCaller {
                         MatchKind::PhoneNumberAndName => pb::MatchKind::PhoneNumberAndName,
                     } as i32,
                     score: m.score,
+                    ..Default::default()
                 })
                 .collect(),
+            ambiguous: false,
             recognition: Some(recognition(found.settings.as_ref(), &self.employee_id)),
             normalized_number: found.number.map(|n| n.into_string()).unwrap_or_default(),
         }
