@@ -5,6 +5,7 @@ pub mod call_handling;
 pub mod call_note;
 pub mod clock;
 pub mod contact;
+pub mod identification;
 pub mod names;
 pub mod phone;
 pub mod retention;

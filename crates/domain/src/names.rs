@@ -17,6 +17,17 @@ const COMPANY_FORMS: &[&str] = &[
     "mbb", "ltd", "inc", "llc",
 ];
 
+/// A folded salutation or title ("herr", "dr"): it says something about the caller, but is no
+/// name.
+pub fn is_title(folded: &str) -> bool {
+    TITLES.contains(&folded)
+}
+
+/// A folded legal form or "firma": it says the caller is a company, but is no name.
+pub fn is_company_form(folded: &str) -> bool {
+    COMPANY_FORMS.contains(&folded)
+}
+
 /// Lower case, `ä→ae ö→oe ü→ue ß→ss`, other accents stripped, every run of other characters
 /// one space, trimmed. Letters of other scripts are kept (lower-cased).
 pub fn fold(s: &str) -> String {
@@ -106,10 +117,7 @@ fn latin_base(c: char) -> Option<&'static str> {
 pub fn search_tokens(s: &str) -> Vec<String> {
     let mut tokens: Vec<String> = Vec::new();
     for token in fold(s).split(' ') {
-        if token.chars().nth(1).is_none()
-            || TITLES.contains(&token)
-            || COMPANY_FORMS.contains(&token)
-        {
+        if token.chars().nth(1).is_none() || is_title(token) || is_company_form(token) {
             continue;
         }
         if !tokens.iter().any(|t| t == token) {
@@ -193,160 +201,6 @@ pub fn phonetic_keys(s: &str) -> Vec<String> {
 /// parts, joined by one space.
 pub fn search_text(parts: &[&str]) -> String {
     search_tokens(&parts.join(" ")).join(" ")
-}
-
-/// Below this, two different words are taken to be different names (a typo in a six-letter
-/// word still scores 0.83).
-pub const MIN_TOKEN_SIMILARITY: f64 = 0.6;
-/// Words with the same Kölner Phonetik code (Meier/Meyer/Maier) score at least this: a match,
-/// but below the exact spelling, so Müller ranks above Möller for "Müller".
-const PHONETIC_SIMILARITY: f64 = 0.8;
-/// A caller's word that matches only a contact's first name counts this much towards the
-/// principal match: many people share a first name.
-const FIRST_NAME_WEIGHT: f64 = 0.5;
-/// Umlauts typed without the "e" (Muller for Müller, folded "mueller"): the same name, though
-/// the exact spelling ranks first.
-const SPELLING_VARIANT_SIMILARITY: f64 = 0.95;
-/// Words longer than this are compared for equality only.
-const MAX_FUZZY_CHARS: usize = 64;
-
-/// How much two search tokens (as [`search_tokens`] makes them) resemble each other, from 0
-/// (different names) to 1 (equal): the larger of the edit similarity (`1 - distance / length`,
-/// with transpositions) and [`PHONETIC_SIMILARITY`] for phonetic twins; below
-/// [`MIN_TOKEN_SIMILARITY`] it is 0.
-pub fn token_similarity(a: &str, b: &str) -> f64 {
-    Token::new(a).similarity(&Token::new(b))
-}
-
-/// A search token with what [`token_similarity`] compares, computed once per word rather than
-/// once per pair of words (a name lookup compares a few hundred pairs).
-struct Token {
-    text: String,
-    chars: Vec<char>,
-    without_umlaut_e: String,
-    /// [`telling_phonetic_code`].
-    phonetic: Option<String>,
-}
-
-impl Token {
-    fn new(text: &str) -> Token {
-        Token {
-            text: text.to_owned(),
-            chars: text.chars().collect(),
-            without_umlaut_e: without_umlaut_e(text),
-            phonetic: telling_phonetic_code(text),
-        }
-    }
-
-    fn similarity(&self, other: &Token) -> f64 {
-        if self.text == other.text {
-            return 1.0;
-        }
-        if self.without_umlaut_e == other.without_umlaut_e {
-            return SPELLING_VARIANT_SIMILARITY;
-        }
-        let (a, b) = (&self.chars, &other.chars);
-        let longest = a.len().max(b.len());
-        if a.is_empty() || b.is_empty() || longest > MAX_FUZZY_CHARS {
-            return 0.0;
-        }
-        let edit = 1.0 - edit_distance(a, b) as f64 / longest as f64;
-        let phonetic = match (&self.phonetic, &other.phonetic) {
-            (Some(ka), Some(kb)) if ka == kb => PHONETIC_SIMILARITY,
-            _ => 0.0,
-        };
-        let s = edit.max(phonetic);
-        if s < MIN_TOKEN_SIMILARITY { 0.0 } else { s }
-    }
-}
-
-/// A folded word with the "e" of `ae`, `oe`, `ue` dropped: "mueller" and "muller" meet.
-fn without_umlaut_e(folded: &str) -> String {
-    let mut out = String::with_capacity(folded.len());
-    let mut prev = None;
-    for c in folded.chars() {
-        if !(c == 'e' && matches!(prev, Some('a' | 'o' | 'u'))) {
-            out.push(c);
-        }
-        prev = Some(c);
-    }
-    out
-}
-
-/// Optimal string alignment distance: insertions, deletions, substitutions and transpositions
-/// of neighbours ("Schmitd") each cost 1.
-fn edit_distance(a: &[char], b: &[char]) -> usize {
-    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in rows.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in rows[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut d = (rows[i - 1][j] + 1)
-                .min(rows[i][j - 1] + 1)
-                .min(rows[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                d = d.min(rows[i - 2][j - 2] + 1);
-            }
-            rows[i][j] = d;
-        }
-    }
-    rows[a.len()][b.len()]
-}
-
-/// How well the name a caller gave (its [`search_tokens`]) fits a contact, from 0 to 1.
-///
-/// `0.7 × principal + 0.3 × coverage`: *principal* is the best [`token_similarity`] of any of
-/// the caller's words to a word of the contact's last name or company (a first-name word counts
-/// half, unless the contact has neither last name nor company); *coverage* is the mean over the
-/// caller's words of their best similarity to any word of the contact. So "Hans Müller" fits
-/// Hans Müller (1.0) better than Anna Müller (0.85), and Hans Schmidt (0.5) hardly. Word order,
-/// case, accents, titles and company forms do not matter.
-pub fn name_score(query: &[String], first_name: &str, last_name: &str, company: &str) -> f64 {
-    NameMatcher::new(query).score(first_name, last_name, company)
-}
-
-/// [`name_score`] for many contacts against one caller's words, which are prepared once.
-pub struct NameMatcher {
-    query: Vec<Token>,
-}
-
-impl NameMatcher {
-    /// `query`: the caller's [`search_tokens`].
-    pub fn new(query: &[String]) -> NameMatcher {
-        NameMatcher {
-            query: query.iter().map(|t| Token::new(t)).collect(),
-        }
-    }
-
-    /// [`name_score`] of the caller's words for one contact.
-    pub fn score(&self, first_name: &str, last_name: &str, company: &str) -> f64 {
-        if self.query.is_empty() {
-            return 0.0;
-        }
-        let tokens = |s: &str| search_tokens(s).iter().map(|t| Token::new(t)).collect();
-        let mut principal_words: Vec<Token> = tokens(last_name);
-        principal_words.extend(tokens(company));
-        let mut first_words: Vec<Token> = tokens(first_name);
-        if principal_words.is_empty() {
-            std::mem::swap(&mut principal_words, &mut first_words);
-        }
-        let best =
-            |t: &Token, words: &[Token]| words.iter().map(|w| t.similarity(w)).fold(0.0, f64::max);
-        let mut principal: f64 = 0.0;
-        let mut coverage = 0.0;
-        for t in &self.query {
-            let p = best(t, &principal_words);
-            let f = best(t, &first_words);
-            principal = principal.max(p).max(FIRST_NAME_WEIGHT * f);
-            coverage += p.max(f);
-        }
-        0.7 * principal + 0.3 * coverage / self.query.len() as f64
-    }
 }
 
 #[cfg(test)]
@@ -548,99 +402,5 @@ mod tests {
             let _ = phonetic_keys(input);
             let _ = search_text(&[input, input]);
         }
-    }
-
-    #[test]
-    fn token_similarity_table() {
-        let cases: &[(&str, &str, f64)] = &[
-            ("mueller", "mueller", 1.0),
-            ("muller", "mueller", 0.95),
-            ("baer", "bar", 0.95),
-            ("mueler", "mueller", 1.0 - 1.0 / 7.0),
-            ("schmitd", "schmidt", 1.0 - 1.0 / 7.0),
-            ("moeller", "mueller", 1.0 - 1.0 / 7.0),
-            ("scholz", "schulz", 1.0 - 1.0 / 6.0),
-            ("meyer", "meier", 0.8),
-            ("maier", "meyer", 0.8),
-            ("mayer", "meier", 0.8),
-            ("schmid", "schmitt", 0.8),
-            ("miller", "mueller", 0.8),
-            ("hans", "anna", 0.0),
-            ("schmidt", "schneider", 0.0),
-            ("ott", "ada", 0.0),
-            ("stein", "steyn", 0.8),
-            ("stein", "steiner", 1.0 - 2.0 / 7.0),
-            ("stein", "steinmann", 0.0),
-            ("", "a", 0.0),
-        ];
-        for (a, b, expected) in cases {
-            let got = token_similarity(a, b);
-            assert!((got - expected).abs() < 1e-9, "{a} vs {b}: {got}");
-            assert_eq!(got, token_similarity(b, a), "symmetric: {a} vs {b}");
-        }
-        let long = "x".repeat(100);
-        assert_eq!(token_similarity(&long, &format!("{long}y")), 0.0);
-    }
-
-    #[test]
-    fn name_scores_rank_as_an_agent_would() {
-        let q = |s: &str| search_tokens(s);
-        // (query, (first, last, company)) pairs in descending order of fit.
-        type Person = (&'static str, &'static str, &'static str);
-        let orders: &[(&str, &[Person])] = &[
-            (
-                "Hans Müller",
-                &[
-                    ("Hans", "Müller", ""),
-                    ("Hans", "Möller", ""),
-                    ("Anna", "Müller", ""),
-                    ("Hans", "Schmidt", ""),
-                    ("Anna", "Schmidt", ""),
-                ],
-            ),
-            ("Müller", &[("Hans", "Müller", ""), ("Hans", "Möller", "")]),
-            ("Scholz", &[("", "Scholz", ""), ("", "Schulz", "")]),
-            (
-                "Meier",
-                &[("", "Meier", ""), ("", "Meyer", ""), ("", "Bauer", "")],
-            ),
-        ];
-        for (query, contacts) in orders {
-            let scores: Vec<f64> = contacts
-                .iter()
-                .map(|(f, l, c)| name_score(&q(query), f, l, c))
-                .collect();
-            for pair in scores.windows(2) {
-                assert!(pair[0] > pair[1], "{query}: {contacts:?} scored {scores:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn name_score_ignores_order_titles_and_company_forms() {
-        let q = |s: &str| search_tokens(s);
-        let hans = |query: &str| name_score(&q(query), "Hans", "Müller", "");
-        for query in [
-            "Hans Müller",
-            "Mueller, Hans",
-            "Herr Dr. Hans MÜLLER",
-            "müller hans",
-        ] {
-            assert_eq!(hans(query), 1.0, "{query}");
-        }
-        // Without the umlaut's "e": the same name, a hair below the exact spelling.
-        let muller = hans("Hans Muller");
-        assert!((0.95..1.0).contains(&muller), "{muller}");
-        assert_eq!(
-            name_score(&q("Firma Schulze GmbH"), "", "", "Schulze AG"),
-            1.0
-        );
-        assert_eq!(name_score(&q("Dr. Müller"), "Anna", "Müller", ""), 1.0);
-        assert_eq!(name_score(&q("Hans"), "Hans", "", ""), 1.0);
-        assert_eq!(name_score(&[], "Hans", "Müller", ""), 0.0);
-        assert_eq!(name_score(&q("Müller"), "", "", ""), 0.0);
-        // Only the first name fits: a weak match.
-        let weak = name_score(&q("Hans"), "Hans", "Müller", "");
-        assert!((0.6..0.7).contains(&weak), "{weak}");
     }
 }
