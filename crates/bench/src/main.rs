@@ -382,7 +382,7 @@ async fn load_runs(
 /// that finds nobody pays since round 6), the whole normalisation, and the name scoring of one
 /// candidate.
 fn micro(samples: &[scenarios::NumberSample], names: &[String]) -> Vec<(String, f64)> {
-    use callers_domain::names;
+    use callers_domain::identification::{self, CallerName, WordCounts};
     use callers_domain::phone::{Region, normalize, read};
     let region = Region::germany();
     let time = |n: usize, f: &mut dyn FnMut(usize)| {
@@ -401,21 +401,22 @@ fn micro(samples: &[scenarios::NumberSample], names: &[String]) -> Vec<(String, 
         let s = &samples[i % samples.len()];
         std::hint::black_box(normalize(&s.written, &region).ok());
     });
-    let words: Vec<Vec<String>> = names.iter().map(|n| names::search_tokens(n)).collect();
+    let callers: Vec<CallerName> = names.iter().map(|n| CallerName::parse(n)).collect();
+    let contacts: Vec<callers_domain::contact::Contact> = samples
+        .iter()
+        .take(1000)
+        .map(|s| contact(&s.first_name, &s.last_name, &s.company))
+        .collect();
+    let counts = WordCounts::new();
     let score_us = time(n, &mut |i| {
-        let s = &samples[i % samples.len()];
-        let q = &words[i % words.len()];
-        std::hint::black_box(names::name_score(
-            q,
-            &s.first_name,
-            &s.last_name,
-            &s.company,
-        ));
+        let c = &contacts[i % contacts.len()];
+        let q = &callers[i % callers.len()];
+        std::hint::black_box(identification::fit(q, c, &counts));
     });
     vec![
         ("phone::read".into(), read_us),
         ("phone::normalize".into(), normalize_us),
-        ("names::name_score (one candidate)".into(), score_us),
+        ("identification::fit (one candidate)".into(), score_us),
     ]
 }
 
@@ -442,4 +443,26 @@ async fn run_one(
             .unwrap_or_default()
     );
     s
+}
+
+/// A stored contact with just a name, for the scorer's micro-benchmark.
+fn contact(first: &str, last: &str, company: &str) -> callers_domain::contact::Contact {
+    use callers_domain::contact::{Contact, ContactFields, Origin};
+    let now = chrono::Utc::now();
+    Contact {
+        account_id: String::new(),
+        contact_id: uuid::Uuid::nil(),
+        fields: ContactFields {
+            first_name: first.into(),
+            last_name: last.into(),
+            company: company.into(),
+            ..ContactFields::default()
+        },
+        caller_message: None,
+        origin: Origin::CallNote,
+        create_time: now,
+        update_time: now,
+        last_activity_time: now,
+        version: 1,
+    }
 }

@@ -8,11 +8,13 @@
 use crate::contacts::{get_contact, insert_contact};
 use crate::exec::Conn;
 use crate::idempotency::{IdempotencyKey, Replay};
+use crate::identify::{self, NameQuery};
 use crate::row::{in_step, row_struct};
 use crate::{Entity, Error, Store, keyset_page};
 use callers_domain::AccountId;
 use callers_domain::call_note::{CallNote, Caller, MessageDelivery, NewCallNote};
 use callers_domain::contact::Contact;
+use callers_domain::identification::Confidence;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -210,12 +212,6 @@ row_struct! {
 row_struct! {
     struct DeliveredInRow {
         call_note_id: Uuid,
-    }
-}
-
-row_struct! {
-    struct ContactIdRow {
-        contact_id: Uuid,
     }
 }
 
@@ -448,45 +444,35 @@ async fn touch_contact(
     get_contact(tx, acc, id).await
 }
 
-/// The one contact the caller's number and folded name identify, if exactly one does.
-/// With a number, the contact must have it (and, when a name was given, that name); without a
-/// number, the folded name must match exactly. Anything ambiguous makes a new contact rather
-/// than risk telling one caller another's message.
+/// The contact the caller's number and name identify with certainty: the top match of the
+/// incoming-call ranking when it is [`Confidence::Certain`] and not ambiguous (the caller's
+/// exact number on one contact with no name that contradicts it, or a full name that is
+/// exactly one contact's). Anything less makes a new contact rather than risk telling one
+/// caller another's message.
 async fn find_caller(tx: Conn<'_>, acc: &str, note: &NewCallNote) -> Result<Option<Uuid>, Error> {
-    let name = note.caller_search_text();
+    let c = &note.caller;
+    let name = NameQuery::new(&format!("{} {} {}", c.first_name, c.last_name, c.company));
     let e164 = note.caller_e164.as_ref().map(|e| e.as_str());
     if e164.is_none() && name.is_empty() {
         return Ok(None);
     }
     // Two notes about one new caller at once must not both create a contact.
-    let lock_key = format!("callnote-match/{acc}/{}/{name}", e164.unwrap_or(""));
+    let lock_key = format!(
+        "callnote-match/{acc}/{}/{}",
+        e164.unwrap_or(""),
+        note.caller_search_text()
+    );
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
         &[&lock_key],
     )
     .await?;
-    let found: Vec<ContactIdRow> = match e164 {
-        Some(e164) => {
-            tx.rows(
-                "SELECT DISTINCT c.contact_id FROM contact_phone_numbers p \
-                 JOIN contacts c ON c.account_id = p.account_id AND c.contact_id = p.contact_id \
-                 WHERE p.account_id = $1 AND p.e164 = $2 AND ($3 = '' OR c.search_text = $3) \
-                 LIMIT 2",
-                &[&acc, &e164, &name],
-            )
-            .await?
+    let found = identify::candidates(tx, acc, None, e164, &name).await?;
+    let ranking = name.rank(e164, found, 1);
+    Ok(match ranking.matches.first() {
+        Some(m) if m.confidence == Confidence::Certain && !ranking.ambiguous => {
+            Some(m.contact.contact_id)
         }
-        None => {
-            tx.rows(
-                "SELECT contact_id FROM contacts \
-                 WHERE account_id = $1 AND search_text = $2 LIMIT 2",
-                &[&acc, &name],
-            )
-            .await?
-        }
-    };
-    Ok(match found.as_slice() {
-        [one] => Some(one.contact_id),
         _ => None,
     })
 }

@@ -4,40 +4,20 @@
 use crate::call_handling::{self, EmployeeSettingsRow, select_for_employee};
 use crate::contacts::{contact_from_row, select_contact};
 use crate::exec::{Conn, Route, Session};
+use crate::row::row_struct;
 use crate::{Error, Store};
 use callers_domain::AccountId;
 use callers_domain::call_handling::CallHandling;
 use callers_domain::contact::Contact;
+use callers_domain::identification::{self, Caller, CallerName, MAX_QUERY_WORDS, WordCounts};
 use callers_domain::names;
 use callers_domain::phone::{self, E164, Reading, Region};
-use std::cmp::Ordering;
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-/// What a match was found by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MatchKind {
-    PhoneNumber,
-    Name,
-    PhoneNumberAndName,
-}
+pub use callers_domain::identification::{CallerMatch, Confidence, MatchKind, Ranking};
 
-/// A contact that may be the caller; `score` in [0, 1], comparable within one lookup.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CallerMatch {
-    pub contact: Contact,
-    pub matched_by: MatchKind,
-    pub score: f64,
-}
-
-/// A name fits when [`names::name_score`] reaches this: one misspelt or phonetically equal
-/// surname does (0.8 and more), a first name alone does (0.65), a shared first name with a
-/// different surname does not (0.5).
-pub const MIN_NAME_SCORE: f64 = 0.6;
-
-/// Only the first words of a long name are searched for.
-const MAX_QUERY_WORDS: usize = 5;
 /// Contacts fetched per path before ranking in Rust. The number path takes every contact on a
 /// shared number up to this; the name path takes the best by a cheap SQL estimate (ranking a
 /// candidate costs the server name folding and edit distances, and fetching it costs the
@@ -137,8 +117,24 @@ const BY_NAME: &str = concat!(
 // One `FILTER` term per query word: aggregating per (contact, word) first and then per contact
 // sorted or hashed the fan-out twice, measurably slower (BENCHMARKS.md).
 const _: () = assert!(MAX_QUERY_WORDS == 5);
-// The length bound of `BY_NAME` (0.4) is what this similarity allows.
-const _: () = assert!(names::MIN_TOKEN_SIMILARITY == 0.6);
+// The length bound of `BY_NAME` (0.4) is the scorer's.
+const _: () = assert!(identification::MIN_LENGTH_RATIO == 0.6);
+
+/// How many contacts carry each word (counted up to 1,000: beyond that a word says little
+/// either way), from the btree of `contact_words`: `$1` account, `$2` words. Counting at read
+/// time costs one index range per word of the few candidates; a counter kept by the triggers
+/// would make every writer of a common word wait for the others.
+const WORD_COUNTS: &str = "SELECT u.word, \
+       (SELECT count(*) FROM (SELECT 1 FROM contact_words x \
+                              WHERE x.account_id = $1 AND x.word = u.word LIMIT 1000) t) AS contacts \
+     FROM unnest($2::text[]) AS u(word)";
+
+row_struct! {
+    struct WordCountRow {
+        word: String,
+        contacts: i64,
+    }
+}
 
 /// What an incoming call needs: the settings that decide recognition (`None` when the account
 /// has none), the transmitted number as read in the account's region, and the matches.
@@ -146,26 +142,41 @@ const _: () = assert!(names::MIN_TOKEN_SIMILARITY == 0.6);
 pub struct CallLookup {
     pub settings: Option<CallHandling>,
     pub number: Option<E164>,
-    pub matches: Vec<CallerMatch>,
+    pub ranking: Ranking,
 }
 
-/// The caller's name as searched: its first words and their phonetic codes.
-struct NameQuery {
+/// The caller's name as read for ranking, and as searched: its words and their phonetic codes.
+pub(crate) struct NameQuery {
+    name: CallerName,
     words: Vec<String>,
     codes: Vec<String>,
 }
 
 impl NameQuery {
-    fn new(caller_name: &str) -> NameQuery {
-        let mut words = names::search_tokens(caller_name);
-        words.truncate(MAX_QUERY_WORDS);
+    pub(crate) fn new(caller_name: &str) -> NameQuery {
+        let name = CallerName::parse(caller_name);
+        let words = name.search_words();
+        debug_assert!(words.len() <= MAX_QUERY_WORDS);
         // A code that says too little makes no phonetic twin in the ranking, so it finds no
         // candidates either.
         let codes = words
             .iter()
             .map(|w| names::telling_phonetic_code(w).unwrap_or_default())
             .collect();
-        NameQuery { words, codes }
+        NameQuery { name, words, codes }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    pub(crate) fn rank(&self, number: Option<&str>, found: Candidates, limit: usize) -> Ranking {
+        let caller = Caller {
+            number,
+            name: &self.name,
+            counts: &found.counts,
+        };
+        identification::rank(&caller, found.contacts, limit)
     }
 }
 
@@ -181,12 +192,12 @@ impl Store {
         number: Option<&E164>,
         caller_name: &str,
         limit: usize,
-    ) -> Result<Vec<CallerMatch>, Error> {
+    ) -> Result<Ranking, Error> {
         let name = NameQuery::new(caller_name);
         self.pooled(async |s| {
             let number = number.map(E164::as_str);
-            let (_, rows) = lookup(s, account.as_str(), None, number, &name).await?;
-            Ok(rank(contacts(&rows)?, number, &name.words, limit))
+            let found = lookup(s, account.as_str(), None, number, &name).await?;
+            Ok(name.rank(number, found, limit))
         })
         .await
     }
@@ -221,26 +232,28 @@ impl Store {
             (true, Some(_)) => Route::Shared,
             _ => Route::Pooled,
         };
-        let (settings, rows, number) = self
+        let (found, number) = self
             .on(route, async |s| in_region(s, &call, number).await)
             .await?;
-        let contacts = contacts(&rows)?;
-        let number = number.and_then(|n| confirmed(n, &contacts));
+        let number = number.and_then(|n| confirmed(n, &found.contacts));
         Ok(CallLookup {
-            matches: rank(
-                contacts,
-                number.as_ref().map(E164::as_str),
-                &name.words,
-                limit,
-            ),
-            settings,
+            settings: found.settings.clone(),
+            ranking: name.rank(number.as_ref().map(E164::as_str), found, limit),
             number,
         })
     }
 }
 
-/// Candidate rows with the employee's settings: what [`lookup`] or [`by_number`] returns.
+/// Candidate rows with the employee's settings: what [`by_number`] and [`statements`] return.
 type Found = (Option<CallHandling>, Vec<Row>);
+
+/// What a lookup found: the employee's settings, the candidates and how many contacts of the
+/// account carry their words.
+pub(crate) struct Candidates {
+    settings: Option<CallHandling>,
+    contacts: Vec<Contact>,
+    counts: WordCounts,
+}
 
 /// What an incoming call looks up, whichever connection it runs on.
 struct Call<'a> {
@@ -277,20 +290,21 @@ async fn in_region(
     s: &mut Session<'_>,
     call: &Call<'_>,
     mut number: Option<Reading>,
-) -> Result<(Option<CallHandling>, Vec<Row>, Option<Reading>), Error> {
+) -> Result<(Candidates, Option<Reading>), Error> {
     let (account, name) = (call.account, call.name);
-    let (settings, mut rows) =
-        lookup(s, account, Some(call.employee_id), as_str(&number), name).await?;
-    if let Some(region) = settings.as_ref().map(|s| s.phone_region)
+    let mut found = lookup(s, account, Some(call.employee_id), as_str(&number), name).await?;
+    if let Some(region) = found.settings.as_ref().map(|s| s.phone_region)
         && region != *call.default_region
     {
         let in_region = call.number_in(&region);
         if in_region != number {
             number = in_region;
-            rows = lookup(s, account, None, as_str(&number), name).await?.1;
+            let again = lookup(s, account, None, as_str(&number), name).await?;
+            found.contacts = again.contacts;
+            found.counts = again.counts;
         }
     }
-    Ok((settings, rows, number))
+    Ok((found, number))
 }
 
 fn as_str(number: &Option<Reading>) -> Option<&str> {
@@ -309,17 +323,53 @@ async fn lookup(
     settings_for: Option<&str>,
     number: Option<&str>,
     name: &NameQuery,
-) -> Result<Found, Error> {
+) -> Result<Candidates, Error> {
     if number.is_none() && name.words.is_empty() && settings_for.is_none() {
-        return Ok((None, Vec::new()));
+        return Ok(Candidates {
+            settings: None,
+            contacts: Vec::new(),
+            counts: WordCounts::new(),
+        });
     }
     if name.words.is_empty() {
-        return statements(s.conn(), account, settings_for, number, name).await;
+        return candidates(s.conn(), account, settings_for, number, name).await;
     }
     let tx = s.read_only().await?;
-    let found = statements(tx.conn(), account, settings_for, number, name).await?;
+    let found = candidates(tx.conn(), account, settings_for, number, name).await?;
     tx.commit().await?;
     Ok(found)
+}
+
+/// The candidates of [`statements`] and, with a name, how many contacts carry their words and
+/// the caller's: a second round trip, in the same snapshot when `db` is a transaction.
+pub(crate) async fn candidates(
+    db: Conn<'_>,
+    account: &str,
+    settings_for: Option<&str>,
+    number: Option<&str>,
+    name: &NameQuery,
+) -> Result<Candidates, Error> {
+    let (settings, rows) = statements(db, account, settings_for, number, name).await?;
+    let contacts = contacts(&rows)?;
+    let mut counts = WordCounts::new();
+    if !contacts.is_empty() && !name.words.is_empty() {
+        let mut words: BTreeSet<String> = name.words.iter().cloned().collect();
+        for c in &contacts {
+            words.extend(names::search_tokens(&c.fields.search_text()));
+        }
+        let words: Vec<String> = words.into_iter().collect();
+        for r in db
+            .rows::<WordCountRow>(WORD_COUNTS, &[&account, &words])
+            .await?
+        {
+            counts.insert(r.word, r.contacts);
+        }
+    }
+    Ok(Candidates {
+        settings,
+        contacts,
+        counts,
+    })
 }
 
 async fn statements(
@@ -389,55 +439,6 @@ async fn by_number(
     }
 }
 
-/// Scores every candidate and keeps the best `limit`. Tiers never overlap: number and name
-/// 0.8 + 0.2·n ∈ [0.92, 1]; number only 0.7 + 0.1·n ∈ [0.7, 0.76) (so on a shared number the
-/// better name still comes first); name only 0.65·n ∈ [0.39, 0.65]; where n is
-/// [`names::name_score`]. Ties go to the contact active most recently.
-fn rank(
-    contacts: Vec<Contact>,
-    number: Option<&str>,
-    words: &[String],
-    limit: usize,
-) -> Vec<CallerMatch> {
-    let mut seen = HashSet::new();
-    let matcher = names::NameMatcher::new(words);
-    let mut matches: Vec<CallerMatch> = contacts
-        .into_iter()
-        .filter(|c| seen.insert(c.contact_id))
-        .filter_map(|contact| {
-            let f = &contact.fields;
-            let by_number =
-                number.is_some_and(|n| f.phone_numbers.iter().any(|p| p.e164.as_str() == n));
-            let name = matcher.score(&f.first_name, &f.last_name, &f.company);
-            let by_name = name >= MIN_NAME_SCORE;
-            let (matched_by, score) = match (by_number, by_name) {
-                (true, true) => (MatchKind::PhoneNumberAndName, 0.8 + 0.2 * name),
-                (true, false) => (MatchKind::PhoneNumber, 0.7 + 0.1 * name),
-                (false, true) => (MatchKind::Name, 0.65 * name),
-                (false, false) => return None,
-            };
-            Some(CallerMatch {
-                contact,
-                matched_by,
-                score: score.clamp(0.0, 1.0),
-            })
-        })
-        .collect();
-    matches.sort_by(|a, b| {
-        b.score
-            .partial_cmp(&a.score)
-            .unwrap_or(Ordering::Equal)
-            .then(
-                b.contact
-                    .last_activity_time
-                    .cmp(&a.contact.last_activity_time),
-            )
-            .then(a.contact.contact_id.cmp(&b.contact.contact_id))
-    });
-    matches.truncate(limit);
-    matches
-}
-
 fn contacts(rows: &[Row]) -> Result<Vec<Contact>, Error> {
     rows.iter().map(contact_from_row).collect()
 }
@@ -450,6 +451,7 @@ mod tests {
     use chrono::Utc;
     use deadpool_postgres::GenericClient;
     use serde_json::Value;
+    use std::collections::HashSet;
 
     fn acc(s: &str) -> AccountId {
         AccountId::parse(s).unwrap()
@@ -517,13 +519,21 @@ mod tests {
             assert_eq!(shared.settings, pooled.settings, "{employee:?} {number}");
             assert_eq!(shared.number, pooled.number, "{employee:?} {number}");
             let ids = |c: &CallLookup| -> Vec<Uuid> {
-                c.matches.iter().map(|m| m.contact.contact_id).collect()
+                c.ranking
+                    .matches
+                    .iter()
+                    .map(|m| m.contact.contact_id)
+                    .collect()
             };
             assert_eq!(ids(&shared), ids(&pooled), "{employee:?} {number}");
             shared
         };
         let found = |c: &CallLookup| -> HashSet<Uuid> {
-            c.matches.iter().map(|m| m.contact.contact_id).collect()
+            c.ranking
+                .matches
+                .iter()
+                .map(|m| m.contact.contact_id)
+                .collect()
         };
 
         let none = call("e1", "030 1234567").await;
@@ -597,7 +607,10 @@ mod tests {
                 .await
         };
         for _ in 0..lanes {
-            assert_eq!(call().await.unwrap().matches[0].contact.contact_id, id);
+            assert_eq!(
+                call().await.unwrap().ranking.matches[0].contact.contact_id,
+                id
+            );
         }
         let (admin, conn) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
             .await
@@ -617,7 +630,7 @@ mod tests {
         let mut failed = 0;
         for _ in 0..3 * lanes {
             match call().await {
-                Ok(found) => assert_eq!(found.matches[0].contact.contact_id, id),
+                Ok(found) => assert_eq!(found.ranking.matches[0].contact.contact_id, id),
                 Err(Error::Unavailable(_)) => failed += 1,
                 Err(e) => panic!("a lost connection surfaced as {e:?}"),
             }
@@ -627,7 +640,10 @@ mod tests {
             "{failed} failures: a connection failed more than once"
         );
         for _ in 0..lanes {
-            assert_eq!(call().await.unwrap().matches[0].contact.contact_id, id);
+            assert_eq!(
+                call().await.unwrap().ranking.matches[0].contact.contact_id,
+                id
+            );
         }
     }
 
@@ -652,7 +668,8 @@ mod tests {
         let got = store
             .identify(&a, Some(&e164("+49301234567")), "Hans Müller", 10)
             .await
-            .unwrap();
+            .unwrap()
+            .matches;
         let seen: Vec<_> = got
             .iter()
             .map(|m| (m.contact.contact_id, m.matched_by))
@@ -669,9 +686,9 @@ mod tests {
         assert!(got.windows(2).all(|w| w[0].score > w[1].score));
         assert!(got.iter().all(|m| (0.0..=1.0).contains(&m.score)));
 
-        let limited = store.identify(&a, None, "Müller", 1).await.unwrap();
+        let limited = store.identify(&a, None, "Müller", 1).await.unwrap().matches;
         assert_eq!(limited.len(), 1);
-        let nothing = store.identify(&a, None, "Dr.", 5).await.unwrap();
+        let nothing = store.identify(&a, None, "Dr.", 5).await.unwrap().matches;
         assert!(nothing.is_empty(), "titles alone say nothing");
     }
 
@@ -689,7 +706,11 @@ mod tests {
             names::koelner_phonetik("Lidemann"),
             names::koelner_phonetik("Lindemann")
         );
-        let got = store.identify(&a, None, "Lidemann", 5).await.unwrap();
+        let got = store
+            .identify(&a, None, "Lidemann", 5)
+            .await
+            .unwrap()
+            .matches;
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0].contact.fields.last_name, "Lindemann");
     }
@@ -713,7 +734,7 @@ mod tests {
                 .unwrap();
         }
         for name in ["Herr Stein", "Stein"] {
-            let got = store.identify(&a, None, name, 5).await.unwrap();
+            let got = store.identify(&a, None, name, 5).await.unwrap().matches;
             let ids: Vec<_> = got.iter().map(|m| m.contact.contact_id).collect();
             assert_eq!(ids, vec![steyn.contact_id], "{name}: {got:?}");
         }
@@ -906,11 +927,16 @@ mod tests {
             let got = store
                 .identify(&big, Some(&e164("030 1234567")), "Mueller, Hans", 5)
                 .await
-                .unwrap();
+                .unwrap()
+                .matches;
             eprintln!("identify in 100k contacts took {:?}", started.elapsed());
             assert_eq!(got[0].contact.contact_id, hans.contact_id);
             assert_eq!(got[0].matched_by, MatchKind::PhoneNumberAndName);
-            let by_name = store.identify(&big, None, "Hans Mueler", 5).await.unwrap();
+            let by_name = store
+                .identify(&big, None, "Hans Mueler", 5)
+                .await
+                .unwrap()
+                .matches;
             assert_eq!(by_name[0].contact.contact_id, hans.contact_id);
         }
     }
@@ -1074,53 +1100,5 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(words("a").await, (vec![], 0), "a truncate empties them");
-    }
-
-    fn stored(first: &str, last: &str, numbers: &[&str], active_days_ago: i64) -> Contact {
-        let new = contact(first, last, "", numbers);
-        let t = Utc::now() - chrono::Duration::days(active_days_ago);
-        Contact {
-            account_id: "a".into(),
-            contact_id: uuid::Uuid::now_v7(),
-            fields: new.fields,
-            caller_message: None,
-            origin: Origin::Manual,
-            create_time: t,
-            update_time: t,
-            last_activity_time: t,
-            version: 1,
-        }
-    }
-
-    #[test]
-    fn tiers_never_overlap_and_ties_go_to_the_most_recently_active() {
-        let n = e164("030 1234567");
-        let words = names::search_tokens("Hans Müller");
-        let contacts = vec![
-            stored("Hans", "Müller", &[], 0),               // name only, perfect
-            stored("Otto", "Krause", &["030 1234567"], 5),  // number only
-            stored("Hanz", "Mueler", &["030 1234567"], 0),  // number and a close name
-            stored("Erika", "Krause", &["030 1234567"], 1), // number only, more recent
-            stored("Paul", "Schmidt", &["089 1234567"], 0), // nothing
-        ];
-        let ids: Vec<_> = contacts.iter().map(|c| c.contact_id).collect();
-        let mut twice = contacts.clone();
-        twice.extend(contacts);
-        let got = rank(twice, Some(n.as_str()), &words, 10);
-        let seen: Vec<_> = got
-            .iter()
-            .map(|m| (m.contact.contact_id, m.matched_by))
-            .collect();
-        assert_eq!(
-            seen,
-            vec![
-                (ids[2], MatchKind::PhoneNumberAndName),
-                (ids[3], MatchKind::PhoneNumber),
-                (ids[1], MatchKind::PhoneNumber),
-                (ids[0], MatchKind::Name),
-            ]
-        );
-        assert!(got[0].score >= 0.92 && got[1].score >= 0.7 && got[3].score <= 0.65);
-        assert_eq!(rank(Vec::new(), Some(n.as_str()), &words, 10), Vec::new());
     }
 }

@@ -3,11 +3,12 @@
 use super::call_handling::recognition;
 use super::contact;
 use callers_domain::contact::MAX_NAME_CHARS;
+use callers_domain::identification::{Confidence, Evidence, Field, How, MatchKind};
 use callers_domain::retention::Retention;
 use callers_domain::validation::{reference, text};
 use callers_domain::{AccountId, Violations};
 use callers_proto::v1 as pb;
-use callers_store::identify::{CallLookup, MatchKind};
+use callers_store::identify::CallLookup;
 
 const DEFAULT_MAX_RESULTS: usize = 5;
 const MAX_MAX_RESULTS: usize = 20;
@@ -46,23 +47,63 @@ impl IdentifyCaller {
     pub fn response(&self, found: CallLookup, retention: Retention) -> pb::IdentifyCallerResponse {
         pb::IdentifyCallerResponse {
             matches: found
+                .ranking
                 .matches
                 .iter()
                 .map(|m| pb::CallerMatch {
                     contact: Some(contact(&m.contact, retention)),
-                    matched_by: match m.matched_by {
-                        MatchKind::PhoneNumber => pb::MatchKind::PhoneNumber,
-                        MatchKind::Name => pb::MatchKind::Name,
-                        MatchKind::PhoneNumberAndName => pb::MatchKind::PhoneNumberAndName,
-                    } as i32,
+                    matched_by: kind(m.matched_by) as i32,
                     score: m.score,
-                    ..Default::default()
+                    confidence: confidence(m.confidence) as i32,
+                    evidence: m.evidence.iter().map(evidence).collect(),
                 })
                 .collect(),
-            ambiguous: false,
+            ambiguous: found.ranking.ambiguous,
             recognition: Some(recognition(found.settings.as_ref(), &self.employee_id)),
             normalized_number: found.number.map(|n| n.into_string()).unwrap_or_default(),
         }
+    }
+}
+
+fn kind(k: MatchKind) -> pb::MatchKind {
+    match k {
+        MatchKind::PhoneNumber => pb::MatchKind::PhoneNumber,
+        MatchKind::Name => pb::MatchKind::Name,
+        MatchKind::PhoneNumberAndName => pb::MatchKind::PhoneNumberAndName,
+        MatchKind::DirectDial => pb::MatchKind::DirectDial,
+    }
+}
+
+fn confidence(c: Confidence) -> pb::MatchConfidence {
+    match c {
+        Confidence::Possible => pb::MatchConfidence::Possible,
+        Confidence::Likely => pb::MatchConfidence::Likely,
+        Confidence::Certain => pb::MatchConfidence::Certain,
+    }
+}
+
+fn evidence(e: &Evidence) -> pb::MatchEvidence {
+    use pb::match_evidence::{Field as F, How as H};
+    pb::MatchEvidence {
+        field: match e.field {
+            Field::PhoneNumber => F::PhoneNumber,
+            Field::FirstName => F::FirstName,
+            Field::LastName => F::LastName,
+            Field::Company => F::Company,
+            Field::Salutation => F::Salutation,
+            Field::Title => F::Title,
+        } as i32,
+        how: match e.how {
+            How::Same => H::Same,
+            How::SpellingVariant => H::SpellingVariant,
+            How::Typo => H::Typo,
+            How::SoundsAlike => H::SoundsAlike,
+            How::ExactNumber => H::ExactNumber,
+            How::DirectDial => H::DirectDial,
+            How::Initial => H::Initial,
+        } as i32,
+        caller_text: e.caller_text.clone(),
+        contact_text: e.contact_text.clone(),
     }
 }
 
