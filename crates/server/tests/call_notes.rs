@@ -240,13 +240,6 @@ async fn activity_moves_on_link_and_delivery_never_on_reads() {
 async fn a_note_without_contact_links_the_one_matching_caller_or_creates_one() {
     let mut app = spawn_app().await;
     let known = create(&mut app, "acme", caller("Müller", "+49 30 1234567")).await;
-    let by_caller = |first: &str, last: &str, number: &str| pb::CallNote {
-        caller_first_name: first.into(),
-        caller_last_name: last.into(),
-        caller_number: number.into(),
-        agent_id: "agent-1".into(),
-        ..Default::default()
-    };
     // Same number in another format and the name spelt another way: the known caller.
     let r = write_note(
         &mut app,
@@ -521,4 +514,94 @@ async fn bad_call_note_requests_name_their_fields() {
         .unwrap()
         .into_inner();
     assert!(list.call_notes.is_empty(), "nothing written");
+}
+
+fn by_caller(first: &str, last: &str, number: &str) -> pb::CallNote {
+    pb::CallNote {
+        caller_first_name: first.into(),
+        caller_last_name: last.into(),
+        caller_number: number.into(),
+        agent_id: "agent-1".into(),
+        ..Default::default()
+    }
+}
+
+/// Which contact a note about this caller was linked to; `None` when one was created.
+async fn linked(app: &mut TestApp, account: &str, note: pb::CallNote) -> Option<String> {
+    let r = write_note(app, account, note).await;
+    let id = r.call_note.unwrap().contact_id;
+    (!r.contact_created).then_some(id)
+}
+
+#[tokio::test]
+async fn a_note_with_a_name_only_links_only_the_one_contact_of_exactly_that_name() {
+    let mut app = spawn_app().await;
+    let mut karge = caller("Karge", "+49 30 1111111");
+    karge.first_name = "Petra".into();
+    let karge = create(&mut app, "a", karge).await;
+    // The whole name, the one contact who has it.
+    assert_eq!(
+        linked(&mut app, "a", by_caller("Petra", "Karge", "")).await,
+        Some(karge.contact_id.clone())
+    );
+    // Umlauts typed without them are the same name.
+    let mut mueller = caller("Müller", "+49 30 2222222");
+    mueller.first_name = "Jürgen".into();
+    let mueller = create(&mut app, "b", mueller).await;
+    assert_eq!(
+        linked(&mut app, "b", by_caller("Juergen", "Mueller", "")).await,
+        Some(mueller.contact_id)
+    );
+
+    // A surname alone, a typo, another first name, a spelling that may be another family:
+    // not certain, so a new contact each (in accounts of their own, so that one new contact
+    // does not change the next case).
+    for (account, first, last) in [
+        ("c", "", "Karge"),
+        ("d", "Petra", "Krage"),
+        ("e", "Eva", "Karge"),
+        ("f", "Petra", "Kahrge"),
+    ] {
+        create(&mut app, account, {
+            let mut c = caller("Karge", "+49 30 1111111");
+            c.first_name = "Petra".into();
+            c
+        })
+        .await;
+        assert_eq!(
+            linked(&mut app, account, by_caller(first, last, "")).await,
+            None,
+            "{first} {last}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn namesakes_are_told_apart_by_their_numbers_or_not_linked_at_all() {
+    let mut app = spawn_app().await;
+    let berlin = create(&mut app, "a", caller("Weber", "+49 30 3333333")).await;
+    let hamburg = create(&mut app, "a", caller("Weber", "+49 40 4444444")).await;
+    // "Hans Weber" twice: the name alone cannot say which.
+    assert_eq!(
+        linked(&mut app, "a", by_caller("Hans", "Weber", "")).await,
+        None
+    );
+    // The number can, also with a typo in the name or no name at all.
+    assert_eq!(
+        linked(&mut app, "a", by_caller("Hans", "Weber", "040 4444444")).await,
+        Some(hamburg.contact_id.clone())
+    );
+    assert_eq!(
+        linked(&mut app, "a", by_caller("Hans", "Webber", "030 3333333")).await,
+        Some(berlin.contact_id.clone())
+    );
+    assert_eq!(
+        linked(&mut app, "a", by_caller("", "", "+49 40 4444444")).await,
+        Some(hamburg.contact_id)
+    );
+    // Another person on the number: a new contact, not the namesake.
+    assert_eq!(
+        linked(&mut app, "a", by_caller("Eva", "Schulz", "030 3333333")).await,
+        None
+    );
 }

@@ -546,3 +546,68 @@ async fn recognition_reflects_every_combination_of_account_and_employee_settings
         }
     }
 }
+
+#[tokio::test]
+async fn each_match_says_how_sure_it_is_and_why() {
+    use pb::MatchConfidence as C;
+    use pb::match_evidence::{Field, How};
+    let mut app = spawn_app().await;
+    let mut eva = person("Eva", "Meier", "", &["+49 30 5555555"]);
+    eva.salutation = "Frau".into();
+    eva.title = "Dr.".into();
+    create(&mut app, "acme", eva).await;
+    create(&mut app, "acme", person("", "", "Meier Logistik GmbH", &[])).await;
+    create(&mut app, "acme", person("Hans", "Weber", "", &[])).await;
+    create(&mut app, "acme", person("Hans", "Weber", "", &[])).await;
+
+    let confidence = |r: &pb::IdentifyCallerResponse| {
+        r.matches
+            .iter()
+            .map(|m| C::try_from(m.confidence).unwrap())
+            .collect::<Vec<_>>()
+    };
+    // The number and a name that fits: certain; the salutation and title count.
+    let r = identify(&app, request("acme", "030 5555555", "Frau Dr. Mayer")).await;
+    assert_eq!(who(&r)[0], "Eva Meier");
+    assert_eq!(confidence(&r)[0], C::Certain);
+    assert!(!r.ambiguous);
+    let why: Vec<(Field, How, &str, &str)> = r.matches[0]
+        .evidence
+        .iter()
+        .map(|e| {
+            (
+                Field::try_from(e.field).unwrap(),
+                How::try_from(e.how).unwrap(),
+                e.caller_text.as_str(),
+                e.contact_text.as_str(),
+            )
+        })
+        .collect();
+    for expected in [
+        (
+            Field::PhoneNumber,
+            How::ExactNumber,
+            "+49305555555",
+            "+49305555555",
+        ),
+        (Field::LastName, How::SpellingVariant, "Mayer", "Meier"),
+        (Field::Salutation, How::Same, "", "Frau"),
+        (Field::Title, How::Same, "", "Dr."),
+    ] {
+        assert!(why.contains(&expected), "{expected:?} not in {why:?}");
+    }
+    // "Frau Meier" is a person: the company named Meier comes after her, and is only possible.
+    let r = identify(&app, request("acme", "", "Frau Meier")).await;
+    assert_eq!(who(&r), ["Eva Meier", "Meier Logistik GmbH"]);
+    assert_eq!(confidence(&r), [C::Likely, C::Possible]);
+    // "Firma Meier" is the company.
+    let r = identify(&app, request("acme", "", "Firma Meier")).await;
+    assert_eq!(who(&r)[0], "Meier Logistik GmbH");
+    // Namesakes: likely, and too close to tell apart.
+    let r = identify(&app, request("acme", "", "Hans Weber")).await;
+    assert_eq!(confidence(&r), [C::Likely, C::Likely]);
+    assert!(r.ambiguous);
+    // A name nobody has brings at most a suggestion.
+    let r = identify(&app, request("acme", "", "Jordan Weaver")).await;
+    assert!(confidence(&r).iter().all(|c| *c == C::Possible), "{r:?}");
+}
