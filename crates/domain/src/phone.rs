@@ -273,20 +273,30 @@ pub fn number_match(caller: &str, stored: &E164, as_entered: &str) -> Option<Num
 /// The number that a stored number's extensions start with, when it has extensions: a
 /// fixed-line number in an open numbering plan ([`OPEN_PLAN_CODES`]). That is the number
 /// itself, or without its last digit when it was entered with a separate switchboard
-/// extension `0` (`+49 30 1234567-0`, `030 1234567 - 0`). `None` for mobile and all other
-/// numbers: mobile numbers have no extensions, and a `0` that is just the last digit
-/// (`030 12345670`) is kept, or a tenth of all numbers would claim their neighbours.
+/// extension `0` (`+49 30 1234567-0`, `030 1234567 - 0`) and what remains is a valid
+/// fixed-line number itself (not `033203-0`, an area code and a `0`). `None` for mobile and all
+/// other numbers: mobile numbers have no extensions, and a `0` that is just the last digit
+/// (`030 12345670`) is kept, or a tenth of all numbers would claim their neighbours. Called
+/// when a number is written, never on the lookup path.
 pub fn dial_base(e164: &E164, as_entered: &str) -> Option<String> {
     let national = open_plan_national(e164.as_str())?;
-    let number = phonenumber::parse(None, e164.as_str()).ok()?;
-    if number.number_type(&DATABASE) != phonenumber::Type::FixedLine {
+    if !is_fixed_line(e164.as_str()) {
         return None;
     }
-    let drop = usize::from(national.ends_with('0') && switchboard_zero(as_entered));
-    if national.len() - drop < MIN_BASE_NATIONAL_DIGITS {
-        return None;
+    let number = e164.as_str();
+    if national.ends_with('0') && switchboard_zero(as_entered) {
+        let switchboard = &number[..number.len() - 1];
+        if national.len() > MIN_BASE_NATIONAL_DIGITS && is_fixed_line(switchboard) {
+            return Some(switchboard.to_owned());
+        }
     }
-    Some(e164.as_str()[..e164.as_str().len() - drop].to_owned())
+    Some(number.to_owned())
+}
+
+/// Whether the library reads `e164` as a valid fixed-line number.
+fn is_fixed_line(e164: &str) -> bool {
+    phonenumber::parse(None, e164)
+        .is_ok_and(|n| n.is_valid() && n.number_type(&DATABASE) == phonenumber::Type::FixedLine)
 }
 
 /// The numbers a caller's number (E.164) may be an extension of, in an open numbering plan:
@@ -466,6 +476,8 @@ mod tests {
             ("030 1234567 \u{2013} 0", Some("+49301234567")),
             ("++49 30 1234567-0", Some("+49301234567")),
             ("+49 6221 54-0", Some("+49622154")),
+            // What remains would be an area code: the 0 is a digit.
+            ("033203-0", Some("+49332030")),
             ("+49 30 1234567", Some("+49301234567")),
             // A `0` that is just the last digit, or a longer extension, stays.
             ("030 12345670", Some("+493012345670")),
