@@ -396,7 +396,12 @@ impl RawClients {
         let rows = self.clients[0]
             .query(
                 &self.by_number[0],
-                &[&account, &e164, &callers_store::identify::NUMBER_CANDIDATES],
+                &[
+                    &account,
+                    &e164,
+                    &callers_store::identify::NUMBER_CANDIDATES,
+                    &callers_domain::phone::dial_bases_of(e164),
+                ],
             )
             .await?;
         Ok(rows.iter().map(|r| r.get(1)).collect())
@@ -417,6 +422,7 @@ pub fn raw_by_number(raw: Arc<RawClients>, samples: Arc<Vec<NumberSample>>) -> D
                         &s.account,
                         &s.e164,
                         &callers_store::identify::NUMBER_CANDIDATES,
+                        &callers_domain::phone::dial_bases_of(&s.e164),
                     ],
                 )
                 .await
@@ -452,7 +458,8 @@ pub fn raw_call(
                 .unwrap_or(raw.clients.len())
                 .clamp(1, raw.clients.len());
             let limit = callers_store::identify::NUMBER_CANDIDATES;
-            let params: [&(dyn ToSql + Sync); 4] = [&s.account, &s.e164, &limit, &employee];
+            let bases = callers_domain::phone::dial_bases_of(&s.e164);
+            let params: [&(dyn ToSql + Sync); 5] = [&s.account, &s.e164, &limit, &employee, &bases];
             raw.clients[i]
                 .query(&raw.call[i], &params)
                 .await

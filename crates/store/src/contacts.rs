@@ -9,7 +9,7 @@ use callers_domain::contact::{
     CallerMessage, Categories, Contact, ContactFields, ContactPatch, NewContact, Origin,
     PhoneEntry, PhoneType,
 };
-use callers_domain::phone::E164;
+use callers_domain::phone::{self, E164};
 use callers_domain::{AccountId, Violations};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -489,10 +489,15 @@ async fn insert_phone_numbers(tx: Conn<'_>, c: &Contact) -> Result<(), Error> {
     let numbers: Vec<&str> = phones.iter().map(|p| p.number.as_str()).collect();
     let e164s: Vec<&str> = phones.iter().map(|p| p.e164.as_str()).collect();
     let types: Vec<i16> = phones.iter().map(|p| p.kind.code() as i16).collect();
+    let dial_bases: Vec<String> = phones
+        .iter()
+        .map(|p| dial_base_column(&p.e164, &p.number))
+        .collect();
     tx.execute(
         "INSERT INTO contact_phone_numbers \
-         (account_id, contact_id, position, number, e164, phone_type) \
-         SELECT $1, $2, * FROM unnest($3::smallint[], $4::text[], $5::text[], $6::smallint[])",
+         (account_id, contact_id, position, number, e164, phone_type, dial_base) \
+         SELECT $1, $2, * FROM unnest($3::smallint[], $4::text[], $5::text[], $6::smallint[], \
+                                      $7::text[])",
         &[
             &c.account_id,
             &c.contact_id,
@@ -500,10 +505,17 @@ async fn insert_phone_numbers(tx: Conn<'_>, c: &Contact) -> Result<(), Error> {
             &numbers,
             &e164s,
             &types,
+            &dial_bases,
         ],
     )
     .await?;
     Ok(())
+}
+
+/// The `dial_base` column of a stored number (migration V9): its [`phone::dial_base`], or ''
+/// when it has none, which NULL (not yet computed) is not.
+pub(crate) fn dial_base_column(e164: &E164, as_entered: &str) -> String {
+    phone::dial_base(e164, as_entered).unwrap_or_default()
 }
 
 async fn replace_phone_numbers(tx: Conn<'_>, c: &Contact) -> Result<(), Error> {

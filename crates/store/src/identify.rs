@@ -1,5 +1,6 @@
-//! Incoming-call lookups: contacts by E.164 number (one index probe) and by folded name
-//! (trigram index) or phonetic key (GIN index), merged and ranked.
+//! Incoming-call lookups: contacts by E.164 number (index probes of the number and of the
+//! numbers it may be a direct-dial extension of) and by folded name (trigram index) or
+//! phonetic key (GIN index), merged and ranked.
 
 use crate::call_handling::{self, EmployeeSettingsRow, select_for_employee};
 use crate::contacts::{contact_from_row, select_contact};
@@ -19,7 +20,8 @@ use uuid::Uuid;
 pub use callers_domain::identification::{CallerMatch, Confidence, MatchKind, Ranking};
 
 /// Contacts fetched per path before ranking in Rust. The number path takes every contact on a
-/// shared number up to this; the name path takes the best by a cheap SQL estimate (ranking a
+/// shared number up to this, and as many more whose number the caller's may extend (direct
+/// dial); the name path takes the best by a cheap SQL estimate (ranking a
 /// candidate costs the server name folding and edit distances, and fetching it costs the
 /// database more: 50 is more than twice the largest `limit`).
 pub const NUMBER_CANDIDATES: i64 = 500;
@@ -37,32 +39,41 @@ const SET_NAME_SEARCH: &str = "SET LOCAL pg_trgm.word_similarity_threshold = 0.5
      SET LOCAL plan_cache_mode = force_generic_plan";
 
 /// The contacts on a number, for [`BY_NUMBER`] and [`CALL_BY_NUMBER`]: the ids come from one
-/// probe of `contact_phone_numbers_e164_idx`, the contacts from their primary key.
+/// probe of `contact_phone_numbers_e164_idx` (the number itself) and exact probes of
+/// `contact_phone_numbers_dial_base_idx` (the numbers it may be an extension of,
+/// [`phone::dial_bases_of`], in the parameter `$bases`), each up to the candidate limit so that
+/// direct-dial matches never crowd out exact ones; the contacts from their primary key.
 macro_rules! by_number {
-    () => {
+    ($bases:literal) => {
         concat!(
             select_contact!(),
             "WHERE c.account_id = $1 AND c.contact_id = ANY(ARRAY( \
-               SELECT p.contact_id FROM contact_phone_numbers p \
-               WHERE p.account_id = $1 AND p.e164 = $2 LIMIT $3))"
+               (SELECT p.contact_id FROM contact_phone_numbers p \
+                WHERE p.account_id = $1 AND p.e164 = $2 LIMIT $3) \
+               UNION ALL \
+               (SELECT p.contact_id FROM contact_phone_numbers p \
+                WHERE p.account_id = $1 AND p.dial_base = ANY(",
+            $bases,
+            "::text[]) AND p.dial_base <> '' LIMIT $3)))"
         )
     };
 }
 
-/// `$1` account, `$2` E.164, `$3` candidate limit. Public so the benchmark's raw baseline
-/// (`crates/bench`) runs exactly this statement.
-pub const BY_NUMBER: &str = by_number!();
+/// `$1` account, `$2` E.164, `$3` candidate limit (per probe), `$4` the number's
+/// [`phone::dial_bases_of`]. Public so the benchmark's raw baseline (`crates/bench`) runs
+/// exactly this statement.
+pub const BY_NUMBER: &str = by_number!("$4");
 
 /// [`BY_NUMBER`] and, with `$4` the employee, the account's call-handling settings for that
-/// employee, in one statement: what an incoming call with a number needs. One row per contact
-/// (the contact's columns NULL when the number finds nobody), each with the settings' columns
-/// (`settings_…`, NULL when the account has none). Two pipelined statements would cost
-/// PostgreSQL two executions and the server two answers to wait for (BENCHMARKS.md). Public
-/// for the benchmark's `raw_call`.
+/// employee, in one statement (`$5` the dial bases): what an incoming call with a number needs.
+/// One row per contact (the contact's columns NULL when the number finds nobody), each with the
+/// settings' columns (`settings_…`, NULL when the account has none). Two pipelined statements
+/// would cost PostgreSQL two executions and the server two answers to wait for
+/// (BENCHMARKS.md). Public for the benchmark's `raw_call`.
 pub const CALL_BY_NUMBER: &str = concat!(
     "SELECT c.*, s.* FROM (SELECT 1) o \
      LEFT JOIN LATERAL (",
-    by_number!(),
+    by_number!("$5"),
     ") c ON true LEFT JOIN LATERAL (",
     select_for_employee!("$1", "$4"),
     ") s ON true"
@@ -406,10 +417,11 @@ async fn by_number(
 ) -> Result<Found, Error> {
     match (settings_for, number) {
         (Some(employee), Some(number)) => {
+            let bases = phone::dial_bases_of(number);
             let mut rows = db
                 .query(
                     CALL_BY_NUMBER,
-                    &[&account, &number, &NUMBER_CANDIDATES, &employee],
+                    &[&account, &number, &NUMBER_CANDIDATES, &employee, &bases],
                 )
                 .await?;
             let settings = match rows.first() {
@@ -430,8 +442,9 @@ async fn by_number(
             Vec::new(),
         )),
         (None, Some(number)) => {
+            let bases = phone::dial_bases_of(number);
             let rows = db
-                .query(BY_NUMBER, &[&account, &number, &NUMBER_CANDIDATES])
+                .query(BY_NUMBER, &[&account, &number, &NUMBER_CANDIDATES, &bases])
                 .await?;
             Ok((None, rows))
         }
@@ -741,12 +754,16 @@ mod tests {
     }
 
     /// Names of every node in an `EXPLAIN (FORMAT JSON)` plan, with the relation and index.
-    fn plan_nodes(plan: &Value, out: &mut Vec<(String, String, String)>) {
+    /// (node type, relation, index, index condition) of every node of `plan`.
+    type PlanNode = (String, String, String, String);
+
+    fn plan_nodes(plan: &Value, out: &mut Vec<PlanNode>) {
         let field = |k: &str| plan.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
         out.push((
             field("Node Type"),
             field("Relation Name"),
             field("Index Name"),
+            field("Index Cond"),
         ));
         for child in plan
             .get("Plans")
@@ -766,7 +783,7 @@ mod tests {
         setup: &str,
         sql: &str,
         args: &str,
-    ) -> Vec<(String, String, String)> {
+    ) -> Vec<PlanNode> {
         client
             .batch_execute(&format!(
                 "DEALLOCATE ALL; BEGIN; SET LOCAL plan_cache_mode = {mode}; {setup}; \
@@ -786,7 +803,7 @@ mod tests {
         let mut nodes = Vec::new();
         plan_nodes(&json[0]["Plan"], &mut nodes);
         // A partition (migration V7) and its indexes by the names of their partitioned parents.
-        for (_, relation, index) in &mut nodes {
+        for (_, relation, index, _) in &mut nodes {
             for name in [relation, index] {
                 if !name.is_empty() {
                     *name = client
@@ -830,6 +847,7 @@ mod tests {
                    (account_id, contact_id, position, number, e164, phone_type) \
                  SELECT account_id, contact_id, 0, 'n', \
                    '+4930' || (2000000 + row_number() OVER ())::text, 1 FROM contacts; \
+                 UPDATE contact_phone_numbers SET dial_base = e164; \
                  ",
             )
             .await
@@ -865,21 +883,51 @@ mod tests {
             .get("n");
         assert!(count > 100_000, "{count}");
 
-        let number_args = "'big', '+49301234567', 500";
-        let call_args = "'big', '+49301234567', 500, 'e1'";
+        // Berlin fixed-line numbers are their own dial base, as the update above has it.
+        let sample = E164::from_trusted("+49302000001".into());
+        assert_eq!(
+            phone::dial_base(&sample, "n").as_deref(),
+            Some(sample.as_str())
+        );
+        // A caller from an extension: its number and its prefixes are probed.
+        let bases = phone::dial_bases_of("+4930123456789")
+            .iter()
+            .map(|b| format!("'{b}'"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let number_args = format!("'big', '+4930123456789', 500, ARRAY[{bases}]");
+        let call_args = format!("'big', '+4930123456789', 500, 'e1', ARRAY[{bases}]");
         let name_args = "'big', ARRAY['hans','mueller'], ARRAY['068','657'], 200";
         // The number path runs with whatever plan the session would choose; the name path
         // with its own settings (the generic plan), which must win over the session's mode.
         let cases = [
-            ("number", "force_custom_plan", "", BY_NUMBER, number_args),
-            ("number", "force_generic_plan", "", BY_NUMBER, number_args),
-            ("number", "force_custom_plan", "", CALL_BY_NUMBER, call_args),
+            (
+                "number",
+                "force_custom_plan",
+                "",
+                BY_NUMBER,
+                number_args.as_str(),
+            ),
+            (
+                "number",
+                "force_generic_plan",
+                "",
+                BY_NUMBER,
+                number_args.as_str(),
+            ),
+            (
+                "number",
+                "force_custom_plan",
+                "",
+                CALL_BY_NUMBER,
+                call_args.as_str(),
+            ),
             (
                 "number",
                 "force_generic_plan",
                 "",
                 CALL_BY_NUMBER,
-                call_args,
+                call_args.as_str(),
             ),
             (
                 "name",
@@ -892,7 +940,7 @@ mod tests {
         ];
         for (path, mode, setup, sql, args) in cases {
             let nodes = explain(&client, mode, setup, sql, args).await;
-            for (node, relation, _) in &nodes {
+            for (node, relation, _, _) in &nodes {
                 assert!(
                     !(node == "Seq Scan"
                         && [
@@ -906,7 +954,10 @@ mod tests {
                 );
             }
             let indexes: &[&str] = match path {
-                "number" => &["contact_phone_numbers_e164_idx"],
+                "number" => &[
+                    "contact_phone_numbers_e164_idx",
+                    "contact_phone_numbers_dial_base_idx",
+                ],
                 _ => &[
                     "account_words_trgm_idx",
                     "account_words_phonetic_idx",
@@ -915,9 +966,20 @@ mod tests {
             };
             for index in indexes {
                 assert!(
-                    nodes.iter().any(|(_, _, i)| i == index),
+                    nodes.iter().any(|(_, _, i, _)| i == index),
                     "{path} path ({mode}) does not use {index}: {nodes:?}"
                 );
+            }
+            // The prefixes are exact probes: equality with the array, no range of the index.
+            for (_, _, index, cond) in &nodes {
+                if index == "contact_phone_numbers_dial_base_idx" {
+                    assert!(
+                        cond.contains("dial_base = ANY")
+                            && !cond.contains('<')
+                            && !cond.contains('>'),
+                        "{path} path ({mode}) scans a range of {index}: {cond}"
+                    );
+                }
             }
         }
 
@@ -1100,5 +1162,73 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(words("a").await, (vec![], 0), "a truncate empties them");
+    }
+
+    /// The number path brings back the contacts whose stored number the caller's extends
+    /// (direct dial), in both statements, and exactly those `phone::number_match` accepts: a
+    /// switchboard stored with and without its `-0`, never a mobile number or a number whose
+    /// last digit happens to be 0, never another account's.
+    #[tokio::test]
+    async fn a_caller_from_an_extension_finds_the_company_by_its_switchboard_number() {
+        let (store, _db) = fresh_store().await;
+        let (a, b) = (acc("a"), acc("b"));
+        let now = Utc::now();
+        let create = async |account: &AccountId, company: &str, number: &str| {
+            let c = contact("", "", company, &[number]);
+            let c = store.create_contact(account, &c, None, now).await.unwrap();
+            (c.contact_id, number.to_owned())
+        };
+        let dash_zero = create(&a, "Acme", "+49 30 1234567-0").await;
+        let plain = create(&a, "Beta", "+49 40 7654321").await;
+        let mobile = create(&a, "Mobil", "+49 171 1234567").await;
+        let digit_zero = create(&a, "Null", "030 22222220").await;
+        let vienna = create(&a, "Rathaus", "+43 1 4000-0").await;
+        let paris = create(&a, "Paris", "+33 1 42 68 53 00").await;
+        create(&b, "Acme B", "+49 30 1234567-0").await;
+        let stored = [&dash_zero, &plain, &mobile, &digit_zero, &vienna, &paris];
+
+        let cases: &[(&str, &[&(Uuid, String)])] = &[
+            ("+4930123456789", &[&dash_zero]),
+            ("+49301234567", &[&dash_zero]),
+            ("+493012345670", &[&dash_zero]),
+            ("+4930123456712345", &[&dash_zero]),
+            ("+49301234567123456", &[]),
+            ("+49407654321", &[&plain]),
+            ("+494076543211", &[&plain]),
+            ("+4940765432", &[]),
+            ("+4917112345678", &[]),
+            ("+493022222221", &[]),
+            ("+4930222222201", &[&digit_zero]),
+            ("+43140001234", &[&vienna]),
+            ("+3314268530012", &[]),
+        ];
+        for (caller, expected) in cases {
+            let want: HashSet<Uuid> = expected.iter().map(|(id, _)| *id).collect();
+            let by_rule: HashSet<Uuid> = stored
+                .iter()
+                .filter(|(_, number)| phone::number_match(caller, &e164(number), number).is_some())
+                .map(|(id, _)| *id)
+                .collect();
+            assert_eq!(by_rule, want, "the domain rule for {caller}");
+            for employee in [None, Some("e1")] {
+                let name = NameQuery::new("");
+                let found = store
+                    .pooled(async |s| lookup(s, a.as_str(), employee, Some(caller), &name).await)
+                    .await
+                    .unwrap();
+                let found: HashSet<Uuid> = found.contacts.iter().map(|c| c.contact_id).collect();
+                assert_eq!(found, want, "{caller} ({employee:?})");
+            }
+        }
+        // Ranked as direct dial: below exact numbers, never certain.
+        let got = store
+            .identify(&a, Some(&E164::from_trusted("+4930123456789".into())), "", 5)
+            .await
+            .unwrap()
+            .matches;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].matched_by, MatchKind::DirectDial);
+        assert_eq!(got[0].confidence, Confidence::Possible);
+        assert!((0.66..0.7).contains(&got[0].score), "{got:?}");
     }
 }
