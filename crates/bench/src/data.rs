@@ -553,6 +553,7 @@ impl<'t> AccountGen<'t> {
                 number: p.number.clone(),
                 e164: p.e164.as_str().to_owned(),
                 phone_type: p.kind.code() as i16,
+                dial_base: callers_testkit::rows::dial_base(p.e164.as_str(), &p.number),
             });
         }
         out.contacts.push(ContactRow {

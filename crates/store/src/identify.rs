@@ -1222,7 +1222,12 @@ mod tests {
         }
         // Ranked as direct dial: below exact numbers, never certain.
         let got = store
-            .identify(&a, Some(&E164::from_trusted("+4930123456789".into())), "", 5)
+            .identify(
+                &a,
+                Some(&E164::from_trusted("+4930123456789".into())),
+                "",
+                5,
+            )
             .await
             .unwrap()
             .matches;

@@ -104,6 +104,7 @@ fixture! {
         number: String => TEXT,
         e164: String => TEXT,
         phone_type: i16 => INT2,
+        dial_base: String => TEXT,
     }
 }
 
@@ -212,9 +213,17 @@ impl<'a> CallerRow<'a> {
             number: NUMBER.to_owned(),
             e164: NUMBER.to_owned(),
             phone_type: 1,
+            dial_base: dial_base(NUMBER, NUMBER),
         };
         (contact, phone)
     }
+}
+
+/// The `dial_base` column of a number as the store writes it (migration V9): its
+/// `phone::dial_base`, '' when it has none.
+pub fn dial_base(e164: &str, as_entered: &str) -> String {
+    let e164 = callers_domain::phone::E164::from_trusted(e164.to_owned());
+    callers_domain::phone::dial_base(&e164, as_entered).unwrap_or_default()
 }
 
 /// Inserts the contact with its phone number; returns its id.
@@ -278,12 +287,12 @@ mod tests {
         assert_eq!(
             insert_statement::<PhoneRow>(),
             "INSERT INTO contact_phone_numbers (account_id, contact_id, position, number, e164, \
-             phone_type) VALUES ($1, $2, $3, $4, $5, $6)"
+             phone_type, dial_base) VALUES ($1, $2, $3, $4, $5, $6, $7)"
         );
         assert_eq!(
             copy_statement::<PhoneRow>(),
             "COPY contact_phone_numbers (account_id, contact_id, position, number, e164, \
-             phone_type) FROM STDIN (FORMAT binary)"
+             phone_type, dial_base) FROM STDIN (FORMAT binary)"
         );
     }
 }
