@@ -937,6 +937,13 @@ mod tests {
                 name_args,
             ),
             ("name", "auto", SET_NAME_SEARCH, BY_NAME, name_args),
+            (
+                "word counts",
+                "auto",
+                "",
+                WORD_COUNTS,
+                "'big', ARRAY['hans','mueller','schmidt']",
+            ),
         ];
         for (path, mode, setup, sql, args) in cases {
             let nodes = explain(&client, mode, setup, sql, args).await;
@@ -958,6 +965,7 @@ mod tests {
                     "contact_phone_numbers_e164_idx",
                     "contact_phone_numbers_dial_base_idx",
                 ],
+                "word counts" => &["contact_words_pkey"],
                 _ => &[
                     "account_words_trgm_idx",
                     "account_words_phonetic_idx",
