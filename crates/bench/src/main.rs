@@ -7,7 +7,10 @@
 mod data;
 mod db;
 mod load;
+mod population;
 mod purge;
+mod quality;
+mod quality_words;
 mod report;
 mod scenarios;
 mod seed;
@@ -32,8 +35,12 @@ struct Cli {
     opts: Opts,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 enum Command {
+    /// Recognition quality: one seeded account, callers' names of every class, top-1/top-5
+    /// and false suggestions of IdentifyCaller beside a pg_trgm baseline (a Markdown table;
+    /// --out writes it to a file too).
+    Quality(QualityArgs),
     /// Seed the benchmark database (reused by later runs while the parameters are equal).
     Seed,
     /// Service scenarios against the real server, and the raw baseline in the same run.
@@ -44,6 +51,20 @@ enum Command {
     Purge,
     /// seed, load (with raw) and purge.
     All,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+struct QualityArgs {
+    /// Contacts of the evaluated account.
+    #[arg(long, default_value_t = 20_000)]
+    contacts: usize,
+    /// Queries per class.
+    #[arg(long, default_value_t = 500)]
+    queries: usize,
+    /// Write every query whose first match is wrong, and every false suggestion, to this file
+    /// (tab-separated: class, query, wanted, callers' first match, pg_trgm's).
+    #[arg(long)]
+    misses: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -69,9 +90,10 @@ pub struct Opts {
     /// Folder of the private PostgreSQL cluster.
     #[arg(long, global = true, default_value = "target/callers-bench/pg")]
     pg_dir: PathBuf,
-    /// Name of the seeded database (the purge benchmark uses <name>_purge and copies of it).
-    #[arg(long, global = true, default_value = "callers_bench")]
-    db_name: String,
+    /// Name of the seeded database (the purge benchmark uses <name>_purge and copies of it);
+    /// default callers_bench, for `quality` callers_quality (recreated on every run).
+    #[arg(long, global = true)]
+    db_name: Option<String>,
     /// Data size: 1.0 is 1,000,000 contacts in 10,000 accounts, three of them 100,000.
     #[arg(long, global = true, default_value_t = 1.0)]
     scale: f64,
@@ -121,13 +143,22 @@ pub struct Opts {
     /// Keep the database copies the runs worked on (<name>_run, <name>_purge_*).
     #[arg(long, global = true)]
     keep_copies: bool,
-    /// Where the results go as JSON.
-    #[arg(
-        long,
-        global = true,
-        default_value = "target/callers-bench/results.json"
-    )]
-    out: PathBuf,
+    /// Where the results go: as JSON (default target/callers-bench/results.json); for
+    /// `quality`, the Markdown table (default: stdout only).
+    #[arg(long, global = true)]
+    out: Option<PathBuf>,
+}
+
+impl Opts {
+    fn db_name(&self) -> &str {
+        self.db_name.as_deref().unwrap_or("callers_bench")
+    }
+
+    fn out(&self) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("target/callers-bench/results.json"))
+    }
 }
 
 #[tokio::main]
@@ -143,7 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let o = &cli.opts;
     let started = std::time::Instant::now();
     let log_dir = o
-        .out
+        .out()
         .parent()
         .map(|p| p.join("logs"))
         .unwrap_or_else(|| PathBuf::from("logs"));
@@ -156,19 +187,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
     let db = db::Db::open(o.database_url.as_deref(), &o.pg_dir, &o.pg_shared_buffers).await?;
+    if let Command::Quality(q) = &cli.command {
+        let qo = quality::QualityOptions {
+            db_name: o
+                .db_name
+                .clone()
+                .unwrap_or_else(|| "callers_quality".into()),
+            contacts: q.contacts,
+            queries_per_class: q.queries,
+            misses: q.misses.clone(),
+            seed: o.seed,
+            server_bin: match (&o.addr, &o.server_bin) {
+                (Some(_), _) => None,
+                (None, Some(p)) => Some(p.clone()),
+                (None, None) => Some(server::sibling_binary("callers-server")?),
+            },
+            server_args: o.server_arg.clone(),
+            addr: o.addr.clone(),
+            log_dir,
+        };
+        let result = quality::run(&db, &qo).await;
+        db.stop().await?;
+        let markdown = result?;
+        println!("{markdown}");
+        if let Some(out) = &o.out {
+            quality::write_out(out, &markdown)?;
+            eprintln!("table: {}", out.display());
+        }
+        return Ok(());
+    }
     let result = run_on(&cli, &db, &log_dir, machine).await;
     db.stop().await?;
     let mut results = result?;
     results.total_secs = started.elapsed().as_secs_f64();
     results.goals = report::goals(&results);
-    if let Some(parent) = o.out.parent() {
+    let out = o.out();
+    if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&o.out, serde_json::to_string_pretty(&results)?)?;
+    std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;
     println!("{}", report::markdown(&results));
     eprintln!(
         "results: {} (in {:.0} s)",
-        o.out.display(),
+        out.display(),
         results.total_secs
     );
     Ok(())
@@ -201,16 +262,16 @@ async fn run_on(
         Some(p) => Ok(p.clone()),
         None => server::sibling_binary("callers-purge"),
     };
-    let cmd = cli.command;
+    let cmd = cli.command.clone();
     if matches!(
         cmd,
         Command::Seed | Command::Load | Command::Raw | Command::All
     ) {
         let spec = seed::SeedSpec::realistic(o.scale, o.seed);
-        results.seed = Some(seed::ensure(db, &o.db_name, &spec, o.reseed).await?);
+        results.seed = Some(seed::ensure(db, o.db_name(), &spec, o.reseed).await?);
     }
     if matches!(cmd, Command::Load | Command::Raw | Command::All) {
-        let service = cmd != Command::Raw;
+        let service = !matches!(cmd, Command::Raw);
         results.load = Some(
             load_runs(
                 o,
@@ -241,7 +302,7 @@ async fn run_on(
             log_dir: log_dir.to_owned(),
             keep_copies: o.keep_copies,
         };
-        results.purge = Some(purge::run(db, &o.db_name, &po).await?);
+        results.purge = Some(purge::run(db, o.db_name(), &po).await?);
     }
     Ok(results)
 }
@@ -254,8 +315,8 @@ async fn load_runs(
     server_bin: Option<PathBuf>,
 ) -> anyhow::Result<report::LoadReport> {
     // The writes of the call-note scenarios go to a copy, so every run starts from the seed.
-    let run_db = format!("{}_run", o.db_name);
-    db.copy(&o.db_name, &run_db).await?;
+    let run_db = format!("{}_run", o.db_name());
+    db.copy(o.db_name(), &run_db).await?;
     let url = db.url_for(&run_db);
     let client = db::connect(&url).await?;
     let samples = Arc::new(scenarios::number_samples(&client, 20_000, 0.1, o.seed).await?);

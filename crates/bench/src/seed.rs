@@ -421,7 +421,7 @@ async fn writer(url: &str, rx: Arc<Mutex<mpsc::Receiver<Chunk>>>) -> anyhow::Res
 }
 
 /// Writes `rows` with one binary `COPY` in the fixture's column order.
-async fn copy<R: Fixture>(client: &Client, rows: &[R]) -> anyhow::Result<u64> {
+pub(crate) async fn copy<R: Fixture>(client: &Client, rows: &[R]) -> anyhow::Result<u64> {
     let sink = client.copy_in(&rows::copy_statement::<R>()).await?;
     let mut w = pin!(BinaryCopyInWriter::new(sink, &R::types()));
     for row in rows {
