@@ -150,6 +150,7 @@ async fn seed_account(db: &Db, name: &str, pop: &[Contact], seed: u64) -> anyhow
             account_id: ACCOUNT.into(),
             contact_id: c.id,
             position: 0,
+            dial_base: callers_testkit::rows::dial_base(&e164, &number),
             number,
             e164,
             phone_type: 1,
