@@ -376,7 +376,11 @@ fn compare(caller: &Token, contact: &Token) -> Option<(How, f64)> {
         4..=7 => 1,
         _ => 2,
     };
-    let distance = edit_distance(a, b);
+    // "Mzller" is one slip from Müller as typed, two from its folded "mueller".
+    let distance = edit_distance(a, b).min(edit_distance(
+        &caller.without_umlaut_e.chars().collect::<Vec<_>>(),
+        &contact.without_umlaut_e.chars().collect::<Vec<_>>(),
+    ));
     if distance <= allowed {
         return Some((How::Typo, (1.0 - distance as f64 / long as f64).max(0.75)));
     }
@@ -401,7 +405,7 @@ fn without_umlaut_e(folded: &str) -> String {
 
 /// A folded word with German spelling variants of one name made equal: Meier, Meyer, Maier
 /// and Mayer; Schmidt, Schmitt and Schmid; Hofmann and Hoffmann; Philipp and Filip; Fischer
-/// and Fisher; Carl and Karl; Fuchs and Fux. Two spellings of a name may still be two
+/// and Fisher; Carl and Karl; Fuchs and Fux; Eichmayr and Eichmeier. Two spellings of a name may still be two
 /// families: a match by skeleton is never certain.
 fn skeleton(folded: &str) -> String {
     let mut s = without_umlaut_e(folded);
@@ -427,6 +431,10 @@ fn skeleton(folded: &str) -> String {
     if s.ends_with('d') {
         s.pop();
         s.push('t');
+    }
+    // The Bavarian -mayr is -maier.
+    if s.ends_with("eir") {
+        s.insert(s.len() - 1, 'e');
     }
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -561,9 +569,8 @@ pub fn fit(name: &CallerName, contact: &Contact, counts: &WordCounts) -> Option<
         .enumerate()
         .any(|(i, w)| similarity_of(i).is_none() && (!w.initial || c.has(Field::FirstName)));
     let person_cue = name.gender.is_some() || !name.titles.is_empty();
-    let first_said = pairs
-        .iter()
-        .any(|p| c.words[p.contact_word].field == Field::FirstName);
+    let said = |field: Field| pairs.iter().any(|p| c.words[p.contact_word].field == field);
+    let (first_said, last_said) = (said(Field::FirstName), said(Field::LastName));
 
     let mut views = Vec::new();
     if c.has(Field::LastName) {
@@ -581,9 +588,14 @@ pub fn fit(name: &CallerName, contact: &Contact, counts: &WordCounts) -> Option<
         };
         views.push(cue * (0.55 * field_fit(Field::LastName) + 0.25 * first + 0.2 * coverage));
     }
+    let by_company = c.has(Field::Company) && !last_said && !first_said;
     if c.has(Field::Company) {
-        let cue = if person_cue && !c.has(Field::LastName) {
+        // "Herr Wehrmann" is a person called Wehrmann, not somebody at Wehrmann AG; "Firma
+        // Linden" is Linden KG itself before a person who works there.
+        let cue = if person_cue {
             0.85
+        } else if c.has(Field::LastName) {
+            0.97
         } else {
             1.0
         };
@@ -626,7 +638,7 @@ pub fn fit(name: &CallerName, contact: &Contact, counts: &WordCounts) -> Option<
         evidence.push(cue_evidence(Field::Title, stored));
     }
     cue_conflict |= name.company_cue && !c.has(Field::Company);
-    cue_conflict |= person_cue && !c.has(Field::LastName) && !c.has(Field::FirstName);
+    cue_conflict |= person_cue && by_company;
     let closeness = closeness.min(1.0);
     if closeness < MIN_NAME_CLOSENESS {
         return Some(NameFit {

@@ -456,3 +456,4 @@ fn the_callers_words_and_cues_are_read_apart() {
         CallerName::parse("a b c d e f g h i j k l m n o p q r s t u v w x y z aa bb cc dd ee ff");
     assert!(n.search_words().len() <= MAX_QUERY_WORDS);
 }
+
