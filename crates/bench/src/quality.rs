@@ -25,10 +25,16 @@ use uuid::Uuid;
 pub const ACCOUNT: &str = "acc-quality";
 
 /// The pg_trgm baseline: the whole name against the caller's text as given, at the extension's
-/// default threshold (0.3).
-const BASELINE_SQL: &str = "SELECT contact_id FROM contacts WHERE account_id = $1 \
-     AND concat_ws(' ', first_name, last_name, company) % $2 \
-     ORDER BY similarity(concat_ws(' ', first_name, last_name, company), $2) DESC LIMIT 5";
+/// default threshold (0.3), ties in contact id order. It reads the account's names from a
+/// trigram-indexed copy (`concat_ws` is not immutable, so `contacts` cannot index it): the same
+/// answers as over `contacts`, in milliseconds instead of a sequential scan's 100 ms.
+const BASELINE_SQL: &str = "SELECT contact_id FROM baseline_names WHERE name % $1 \
+     ORDER BY similarity(name, $1) DESC, contact_id LIMIT 5";
+const BASELINE_NAMES: &str = "CREATE TEMPORARY TABLE baseline_names AS \
+     SELECT contact_id, concat_ws(' ', first_name, last_name, company) AS name \
+     FROM contacts WHERE account_id = '{account}'; \
+     CREATE INDEX ON baseline_names USING gin (name gin_trgm_ops); \
+     ANALYZE baseline_names";
 
 pub struct QualityOptions {
     pub db_name: String,
@@ -94,12 +100,13 @@ pub async fn run(db: &Db, o: &QualityOptions) -> anyhow::Result<String> {
     let mut md = report.markdown();
     let _ = writeln!(
         md,
-        "\n{} contacts (Müller {:.2} %), {} queries per class, seed {}; {:.0} s.",
+        "\n{} contacts (Müller {:.2} %), {} queries per class, seed {}; {:.0} s. `{}`",
         pop.len(),
         100.0 * mueller as f64 / pop.len() as f64,
         o.queries_per_class,
         o.seed,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        std::env::args().collect::<Vec<_>>().join(" ")
     );
     Ok(md)
 }
@@ -210,10 +217,13 @@ async fn ask_baseline(
     by_id: &HashMap<Uuid, usize>,
 ) -> anyhow::Result<Vec<Vec<usize>>> {
     let client = db::connect(url).await?;
+    client
+        .batch_execute(&BASELINE_NAMES.replace("{account}", ACCOUNT))
+        .await?;
     let stmt = client.prepare(BASELINE_SQL).await?;
     let mut out = Vec::with_capacity(queries.len());
     for q in queries {
-        let rows = client.query(&stmt, &[&ACCOUNT, &q.text]).await?;
+        let rows = client.query(&stmt, &[&q.text]).await?;
         out.push(
             rows.iter()
                 .filter_map(|r| by_id.get(&r.get::<_, Uuid>("contact_id")).copied())
