@@ -294,9 +294,10 @@ struct Row {
     flagged_ambiguous: usize,
     base_top1: usize,
     base_top5: usize,
-    /// Salutation: the first match is a person with the surname; and is the intended contact.
-    person_surname: usize,
+    /// The first match is the very contact the query was made from.
     intended: usize,
+    /// Salutation: the first match is a person with the surname.
+    person_surname: usize,
     base_person_surname: usize,
     /// Not in the account: any match, a LIKELY or CERTAIN one, any pg_trgm match.
     any: usize,
@@ -345,10 +346,10 @@ impl Report {
                 row.top5 += usize::from(q.hit5(&a.ranked));
                 row.base_top1 += usize::from(q.hit1(b));
                 row.base_top5 += usize::from(q.hit5(b));
+                row.intended += usize::from(a.ranked.first() == q.intended.as_ref());
                 if q.class == Class::Salutation {
                     row.person_surname += usize::from(q.person_with_surname(&a.ranked, pop));
                     row.base_person_surname += usize::from(q.person_with_surname(b, pop));
-                    row.intended += usize::from(a.ranked.first() == q.intended.as_ref());
                 }
             } else {
                 row.any += usize::from(!a.ranked.is_empty());
@@ -372,19 +373,20 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "| class | n | ambiguous | top-1 | top-5 | first match CERTAIN / LIKELY / POSSIBLE / unspecified / none | flagged ambiguous | pg_trgm top-1 | pg_trgm top-5 |"
+            "| class | n | ambiguous | top-1 | top-5 | top-1 the very contact | first match CERTAIN / LIKELY / POSSIBLE / unspecified / none | flagged ambiguous | pg_trgm top-1 | pg_trgm top-5 |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
         for (class, r) in self.rows.iter().filter(|(c, _)| c.in_account()) {
             let c = &r.confidence;
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} / {} / {} / {} / {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} / {} / {} / {} / {} | {} | {} | {} |",
                 class.label(),
                 r.n,
                 r.ambiguous,
                 pct(r.top1, r.n),
                 pct(r.top5, r.n),
+                pct(r.intended, r.n),
                 c[4],
                 c[3],
                 c[2],
