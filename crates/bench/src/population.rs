@@ -358,21 +358,20 @@ pub struct Index<'p> {
     by_surname: HashMap<String, Vec<usize>>,
     tokens: Vec<HashSet<String>>,
     surnames: HashSet<String>,
-    first_names: HashSet<String>,
+    /// Every surname (folded) with its Kölner Phonetik code.
+    surname_codes: Vec<(String, String)>,
 }
 
 impl<'p> Index<'p> {
     pub fn new(pop: &'p [Contact]) -> Self {
         let mut by_name: HashMap<(String, String), Vec<usize>> = HashMap::new();
         let mut by_surname: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut first_names = HashSet::new();
         for (i, c) in pop.iter().enumerate() {
             if !c.is_person() {
                 continue;
             }
             let (f, l) = (fold(&c.first_name), fold(&c.last_name));
             by_surname.entry(l.clone()).or_default().push(i);
-            first_names.insert(f.clone());
             by_name.entry((f, l)).or_default().push(i);
         }
         let tokens = pop
@@ -383,14 +382,20 @@ impl<'p> Index<'p> {
                     .collect()
             })
             .collect();
-        let surnames = by_surname.keys().cloned().collect();
+        let surnames: HashSet<String> = by_surname.keys().cloned().collect();
+        let mut surname_codes: Vec<(String, String)> = surnames
+            .iter()
+            .map(|s| (s.clone(), koelner_phonetik(s)))
+            .collect();
+        // HashSet order is random per process; the queries must not depend on it.
+        surname_codes.sort();
         Index {
             pop,
             by_name,
             by_surname,
             tokens,
             surnames,
-            first_names,
+            surname_codes,
         }
     }
 
@@ -400,6 +405,42 @@ impl<'p> Index<'p> {
             .get(&(fold(first), fold(last)))
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The persons a varied name ("Hans Mayer", "Hans Mülelr") fits as well as it fits person
+    /// `intended`, counting how far each word is from the contact's (see [`deviation`]); None
+    /// when somebody else fits it better (then that person is the right answer).
+    pub fn variant_consistent(
+        &self,
+        first: &str,
+        last: &str,
+        intended: usize,
+    ) -> Option<Vec<usize>> {
+        let (qf, ql) = (fold(first), fold(last));
+        let (qf_code, ql_code) = (koelner_phonetik(&qf), koelner_phonetik(&ql));
+        let c = &self.pop[intended];
+        let (f, l) = (fold(&c.first_name), fold(&c.last_name));
+        let own = deviation(&qf, &qf_code, &f, &koelner_phonetik(&f))
+            + deviation(&ql, &ql_code, &l, &koelner_phonetik(&l));
+        let mut out = Vec::new();
+        for (s, code) in &self.surname_codes {
+            let dl = deviation(&ql, &ql_code, s, code);
+            if dl > own {
+                continue;
+            }
+            for &k in &self.by_surname[s] {
+                let kf = fold(&self.pop[k].first_name);
+                let total = dl + deviation(&qf, &qf_code, &kf, &koelner_phonetik(&kf));
+                if total < own {
+                    return None;
+                }
+                if total == own {
+                    out.push(k);
+                }
+            }
+        }
+        out.sort_unstable();
+        Some(out)
     }
 
     /// Persons "Frau Dr. Karge" fits: that surname, and a salutation and title that do not
@@ -453,6 +494,23 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     d[a.len()][b.len()]
+}
+
+/// How far a caller's (folded) word is from a contact's: 0 the same, 1 a spelling that sounds
+/// the same (Kölner Phonetik) or one edit, otherwise the edit distance.
+fn deviation(a: &str, a_code: &str, b: &str, b_code: &str) -> usize {
+    if a == b {
+        return 0;
+    }
+    if a.chars().count().abs_diff(b.chars().count()) > 3 && a_code != b_code {
+        return 4;
+    }
+    let d = edit_distance(a, b);
+    if a_code == b_code && !a_code.is_empty() {
+        d.min(1)
+    } else {
+        d
+    }
 }
 
 /// Close enough that a good scorer may fairly suggest one for the other.
@@ -653,22 +711,18 @@ fn query(
                 0.5
             });
             let (f, l) = if in_first {
-                let t = typo(rng, first, swap);
-                if fold(&t) == fold(first) || index.first_names.contains(&fold(&t)) {
-                    return None;
-                }
-                (t, last.to_owned())
+                (typo(rng, first, swap), last.to_owned())
             } else {
                 if !plain_word(last) {
                     return None;
                 }
-                let t = typo(rng, last, swap);
-                if fold(&t) == fold(last) || index.surnames.contains(&fold(&t)) {
-                    return None;
-                }
-                (first.to_owned(), t)
+                (first.to_owned(), typo(rng, last, swap))
             };
-            person_query(class, i, format!("{f} {l}"), index.namesakes(first, last))
+            if fold(&f) == fold(first) && fold(&l) == fold(last) {
+                return None;
+            }
+            let consistent = index.variant_consistent(&f, &l, i)?;
+            person_query(class, i, format!("{f} {l}"), consistent)
         }
         Class::Phonetic => {
             if !named {
@@ -676,16 +730,7 @@ fn query(
             }
             let variants = phonetic_variants(last);
             let v = variants.choose(rng)?;
-            // Somebody with that very name would be the right answer.
-            if !index.namesakes(first, v).is_empty() {
-                return None;
-            }
-            let mut consistent = index.namesakes(first, last);
-            for other in &variants {
-                if other != v {
-                    consistent.extend(index.namesakes(first, other));
-                }
-            }
+            let consistent = index.variant_consistent(first, v, i)?;
             person_query(class, i, format!("{first} {v}"), consistent)
         }
         Class::Umlaut => {
@@ -698,10 +743,8 @@ fn query(
                 without_umlauts(first, with_e),
                 without_umlauts(last, with_e),
             );
-            if !with_e && !index.namesakes(&f, &l).is_empty() {
-                return None;
-            }
-            person_query(class, i, format!("{f} {l}"), index.namesakes(first, last))
+            let consistent = index.variant_consistent(&f, &l, i)?;
+            person_query(class, i, format!("{f} {l}"), consistent)
         }
         Class::CompanyFirma => {
             if !c.is_company_only() {
@@ -856,6 +899,35 @@ mod tests {
         assert!(!q.hit1(&[2, 0]));
         assert!(q.hit5(&[2, 3, 4, 5, 0]));
         assert!(!q.hit5(&[2, 3, 4, 5, 5, 0]));
+    }
+
+    #[test]
+    fn a_variant_fits_every_contact_it_is_as_close_to_and_none_when_another_is_closer() {
+        let pop = vec![
+            person("Hans", "Meier", "Herr", ""),
+            person("Hans", "Maier", "Herr", ""),
+            person("Peter", "Mayer", "Herr", ""),
+            person("Marie", "Sonnenmayr", "Frau", ""),
+            person("Mia", "Sonnenmeier", "Frau", ""),
+            person("Hans", "Herrmann", "Herr", ""),
+        ];
+        let index = Index::new(&pop);
+        // Meier and Maier both sound like Mayer; Peter Mayer has another first name.
+        assert_eq!(
+            index.variant_consistent("Hans", "Mayer", 0),
+            Some(vec![0, 1])
+        );
+        // The first name is the caller's own; Mia is not Marie.
+        assert_eq!(
+            index.variant_consistent("Marie", "Sonnenmeier", 3),
+            Some(vec![3])
+        );
+        assert_eq!(
+            index.variant_consistent("Hans", "Herramnn", 5),
+            Some(vec![5])
+        );
+        // "Peter Mayer" is somebody: not a variant of Hans Meier.
+        assert_eq!(index.variant_consistent("Peter", "Mayer", 0), None);
     }
 
     #[test]

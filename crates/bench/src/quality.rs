@@ -25,10 +25,16 @@ use uuid::Uuid;
 pub const ACCOUNT: &str = "acc-quality";
 
 /// The pg_trgm baseline: the whole name against the caller's text as given, at the extension's
-/// default threshold (0.3).
-const BASELINE_SQL: &str = "SELECT contact_id FROM contacts WHERE account_id = $1 \
-     AND concat_ws(' ', first_name, last_name, company) % $2 \
-     ORDER BY similarity(concat_ws(' ', first_name, last_name, company), $2) DESC LIMIT 5";
+/// default threshold (0.3), ties in contact id order. It reads the account's names from a
+/// trigram-indexed copy (`concat_ws` is not immutable, so `contacts` cannot index it): the same
+/// answers as over `contacts`, in milliseconds instead of a sequential scan's 100 ms.
+const BASELINE_SQL: &str = "SELECT contact_id FROM baseline_names WHERE name % $1 \
+     ORDER BY similarity(name, $1) DESC, contact_id LIMIT 5";
+const BASELINE_NAMES: &str = "CREATE TEMPORARY TABLE baseline_names AS \
+     SELECT contact_id, concat_ws(' ', first_name, last_name, company) AS name \
+     FROM contacts WHERE account_id = '{account}'; \
+     CREATE INDEX ON baseline_names USING gin (name gin_trgm_ops); \
+     ANALYZE baseline_names";
 
 pub struct QualityOptions {
     pub db_name: String,
@@ -94,12 +100,13 @@ pub async fn run(db: &Db, o: &QualityOptions) -> anyhow::Result<String> {
     let mut md = report.markdown();
     let _ = writeln!(
         md,
-        "\n{} contacts (Müller {:.2} %), {} queries per class, seed {}; {:.0} s.",
+        "\n{} contacts (Müller {:.2} %), {} queries per class, seed {}; {:.0} s. `{}`",
         pop.len(),
         100.0 * mueller as f64 / pop.len() as f64,
         o.queries_per_class,
         o.seed,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        std::env::args().collect::<Vec<_>>().join(" ")
     );
     Ok(md)
 }
@@ -211,10 +218,13 @@ async fn ask_baseline(
     by_id: &HashMap<Uuid, usize>,
 ) -> anyhow::Result<Vec<Vec<usize>>> {
     let client = db::connect(url).await?;
+    client
+        .batch_execute(&BASELINE_NAMES.replace("{account}", ACCOUNT))
+        .await?;
     let stmt = client.prepare(BASELINE_SQL).await?;
     let mut out = Vec::with_capacity(queries.len());
     for q in queries {
-        let rows = client.query(&stmt, &[&ACCOUNT, &q.text]).await?;
+        let rows = client.query(&stmt, &[&q.text]).await?;
         out.push(
             rows.iter()
                 .filter_map(|r| by_id.get(&r.get::<_, Uuid>("contact_id")).copied())
@@ -285,9 +295,10 @@ struct Row {
     flagged_ambiguous: usize,
     base_top1: usize,
     base_top5: usize,
-    /// Salutation: the first match is a person with the surname; and is the intended contact.
-    person_surname: usize,
+    /// The first match is the very contact the query was made from.
     intended: usize,
+    /// Salutation: the first match is a person with the surname.
+    person_surname: usize,
     base_person_surname: usize,
     /// Not in the account: any match, a LIKELY or CERTAIN one, any pg_trgm match.
     any: usize,
@@ -336,10 +347,10 @@ impl Report {
                 row.top5 += usize::from(q.hit5(&a.ranked));
                 row.base_top1 += usize::from(q.hit1(b));
                 row.base_top5 += usize::from(q.hit5(b));
+                row.intended += usize::from(a.ranked.first() == q.intended.as_ref());
                 if q.class == Class::Salutation {
                     row.person_surname += usize::from(q.person_with_surname(&a.ranked, pop));
                     row.base_person_surname += usize::from(q.person_with_surname(b, pop));
-                    row.intended += usize::from(a.ranked.first() == q.intended.as_ref());
                 }
             } else {
                 row.any += usize::from(!a.ranked.is_empty());
@@ -363,19 +374,20 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "| class | n | ambiguous | top-1 | top-5 | first match CERTAIN / LIKELY / POSSIBLE / unspecified / none | flagged ambiguous | pg_trgm top-1 | pg_trgm top-5 |"
+            "| class | n | ambiguous | top-1 | top-5 | top-1 the very contact | first match CERTAIN / LIKELY / POSSIBLE / unspecified / none | flagged ambiguous | pg_trgm top-1 | pg_trgm top-5 |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
         for (class, r) in self.rows.iter().filter(|(c, _)| c.in_account()) {
             let c = &r.confidence;
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} / {} / {} / {} / {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} / {} / {} / {} / {} | {} | {} | {} |",
                 class.label(),
                 r.n,
                 r.ambiguous,
                 pct(r.top1, r.n),
                 pct(r.top5, r.n),
+                pct(r.intended, r.n),
                 c[4],
                 c[3],
                 c[2],
