@@ -29,13 +29,14 @@ const NAME_CANDIDATES: i64 = 50;
 
 /// Settings of the name path, per transaction so no pooled session keeps them:
 /// - the trigram path accepts a word of the account when `word_similarity(query word, word)`
-///   reaches 0.5 (pg_trgm's default is 0.6): a typo in a six-letter name scores about 0.67,
-///   and 0.5 still leaves few words in a large account;
+///   reaches 0.35 (pg_trgm's default is 0.6): one slip in a name of five to ten letters
+///   ("Kesseblerg", "Hathn") leaves 0.37 to 0.47 of its trigrams, and the length bound below
+///   keeps the longer words that merely contain the caller's out;
 /// - always the generic plan: the `OFFSET 0` fences fix its shape, it uses the same indexes as
 ///   a plan made for the words at hand (the EXPLAIN test below checks both modes), and it is
 ///   planned once per connection instead of per lookup, which a large account notices
 ///   (`EXPLAIN ANALYZE`, BENCHMARKS.md).
-const SET_NAME_SEARCH: &str = "SET LOCAL pg_trgm.word_similarity_threshold = 0.5; \
+const SET_NAME_SEARCH: &str = "SET LOCAL pg_trgm.word_similarity_threshold = 0.35; \
      SET LOCAL plan_cache_mode = force_generic_plan";
 
 /// The contacts on a number, for [`BY_NUMBER`] and [`CALL_BY_NUMBER`]: the ids come from one
