@@ -354,24 +354,41 @@ fn rarity(contacts: Option<i64>) -> f64 {
 /// Two spellings that [`skeleton`] makes equal: the same name, or two families' names.
 const SKELETON_SIMILARITY: f64 = 0.92;
 
+/// How two words are alike.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Likeness {
+    how: How,
+    similarity: f64,
+    /// Too loose to vouch for the name on its own: words that only sound alike, or two slips.
+    weak: bool,
+}
+
+fn likeness(how: How, similarity: f64) -> Option<Likeness> {
+    Some(Likeness {
+        how,
+        similarity,
+        weak: how == How::SoundsAlike,
+    })
+}
+
 /// How close two words are, if they are the same name at all.
-fn compare(caller: &Token, contact: &Token) -> Option<(How, f64)> {
+fn compare(caller: &Token, contact: &Token) -> Option<Likeness> {
     if caller.text == contact.text {
-        return Some((How::Same, 1.0));
+        return likeness(How::Same, 1.0);
     }
     if caller.without_umlaut_e == contact.without_umlaut_e {
-        return Some((How::SpellingVariant, 0.95));
+        return likeness(How::SpellingVariant, 0.95);
     }
     if caller.skeleton == contact.skeleton {
-        return Some((How::SpellingVariant, SKELETON_SIMILARITY));
+        return likeness(How::SpellingVariant, SKELETON_SIMILARITY);
     }
     let (a, b) = (&caller.chars, &contact.chars);
     let (short, long) = (a.len().min(b.len()), a.len().max(b.len()));
     if short == 0 || long > 64 || (short as f64) < MIN_LENGTH_RATIO * long as f64 {
         return None;
     }
-    // One slip in a word of four letters or more, two in one of eight or more.
-    let allowed = match long {
+    // One slip when both words have four letters or more, two when both have eight.
+    let allowed = match short {
         0..=3 => 0,
         4..=7 => 1,
         _ => 2,
@@ -382,10 +399,14 @@ fn compare(caller: &Token, contact: &Token) -> Option<(How, f64)> {
         &contact.without_umlaut_e.chars().collect::<Vec<_>>(),
     ));
     if distance <= allowed {
-        return Some((How::Typo, (1.0 - distance as f64 / long as f64).max(0.75)));
+        return Some(Likeness {
+            how: How::Typo,
+            similarity: (1.0 - distance as f64 / long as f64).max(0.75),
+            weak: distance > 1,
+        });
     }
     match (&caller.phonetic, &contact.phonetic) {
-        (Some(x), Some(y)) if x == y => Some((How::SoundsAlike, 0.7)),
+        (Some(x), Some(y)) if x == y => likeness(How::SoundsAlike, 0.7),
         _ => None,
     }
 }
@@ -489,6 +510,7 @@ struct Pair {
     contact_word: usize,
     how: How,
     similarity: f64,
+    weak: bool,
 }
 
 /// How well `name` fits `contact`; `None` when the caller gave no name.
@@ -654,10 +676,15 @@ pub fn fit(name: &CallerName, contact: &Contact, counts: &WordCounts) -> Option<
         matches!(
             c.words[p.contact_word].field,
             Field::LastName | Field::Company
-        ) && p.how != How::SoundsAlike
+        ) && !p.weak
     }) || (!c.has(Field::LastName) && !c.has(Field::Company) && first_said);
-    let weak = pairs.iter().any(|p| p.how == How::SoundsAlike);
-    // Müller typed as Mueller or Muller is the same name; Meyer for Meier may be another family.
+    // Words that only sound alike or are two slips apart may be another name altogether; a
+    // first name with a company word ("Hans Eichhof" for Hans Weber of Eichhof KG) is not
+    // the person's name; a company is vouched for by its most telling word ("Spree Sanitär"
+    // is not "Elbe Sanitär").
+    let weak = pairs.iter().any(|p| p.weak)
+        || (first_said && c.has(Field::LastName) && !last_said)
+        || ((name.company_cue || by_company) && !telling_company_word_said(&c, &pairs));
     let exact = pairs.iter().all(|p| {
         p.how == How::Same || (p.how == How::SpellingVariant && p.similarity > SKELETON_SIMILARITY)
     });
@@ -690,6 +717,18 @@ pub fn fit(name: &CallerName, contact: &Contact, counts: &WordCounts) -> Option<
     })
 }
 
+/// Whether the rarest word of the contact's company name fits one of the caller's words.
+fn telling_company_word_said(c: &ContactName, pairs: &[Pair]) -> bool {
+    // On a tie the first word: "Henk Logistik" is Henk's.
+    let mut telling: Option<(usize, f64)> = None;
+    for (j, w) in c.words.iter().enumerate() {
+        if w.field == Field::Company && telling.is_none_or(|(_, best)| w.weight > best) {
+            telling = Some((j, w.weight));
+        }
+    }
+    telling.is_some_and(|(j, _)| pairs.iter().any(|p| p.contact_word == j && !p.weak))
+}
+
 fn cue_evidence(field: Field, stored: &str) -> Evidence {
     Evidence {
         field,
@@ -708,16 +747,21 @@ fn align(name: &CallerName, c: &ContactName) -> Vec<Pair> {
         for (j, cw) in c.words.iter().enumerate() {
             let found = if w.initial {
                 (cw.field == Field::FirstName && cw.token.text.starts_with(&w.token.text))
-                    .then_some((How::Initial, 0.5))
+                    .then_some(Likeness {
+                        how: How::Initial,
+                        similarity: 0.5,
+                        weak: false,
+                    })
             } else {
                 compare(&w.token, &cw.token)
             };
-            if let Some((how, similarity)) = found {
+            if let Some(l) = found {
                 candidates.push(Pair {
                     word: i,
                     contact_word: j,
-                    how,
-                    similarity,
+                    how: l.how,
+                    similarity: l.similarity,
+                    weak: l.weak,
                 });
             }
         }

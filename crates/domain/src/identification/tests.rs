@@ -242,6 +242,34 @@ fn confidence_says_how_sure_a_match_is() {
             false,
         ),
         ("Frau Karge", &["||||Karge KG"], Some(Possible), false),
+        // Two slips, a first name with a company word, a company without its telling word:
+        // probably somebody else.
+        ("Herr Harrison", &["Herr||Robert|Harris|"], None, false),
+        (
+            "Hans Eichhof",
+            &["Herr||Hans|Rodenwieser|Reichhof Spedition KG"],
+            Some(Possible),
+            false,
+        ),
+        (
+            "Firma Elbe Sanitär",
+            &["Frau|Dr.|Elke|Seegruber|Spree Sanitär GmbH"],
+            Some(Possible),
+            false,
+        ),
+        (
+            "Firma Hoffmann Sanitär",
+            &["||Martin|Hofmann|Lindhorst Sanitär"],
+            Some(Possible),
+            false,
+        ),
+        // One slip in the company's own name: likely.
+        (
+            "Firma Kuhlfeld Autohaus",
+            &["||||Kohlfeld Autohaus OHG"],
+            Some(Likely),
+            false,
+        ),
         // A first name alone is a weak match; a shared first name with another surname none.
         ("Hans", &["||Hans|Müller|"], Some(Possible), false),
         ("Hans Schmidt", &["||Hans|Müller|"], None, false),
@@ -401,7 +429,7 @@ fn evidence_names_the_words_fields_and_how_they_matched() {
 
 #[test]
 fn word_comparison_table() {
-    let how = |a: &str, b: &str| compare(&Token::new(a), &Token::new(b)).map(|(h, _)| h);
+    let how = |a: &str, b: &str| compare(&Token::new(a), &Token::new(b)).map(|l| l.how);
     use How::*;
     let cases: &[(&str, &str, Option<How>)] = &[
         ("mueller", "mueller", Some(Same)),
@@ -424,6 +452,8 @@ fn word_comparison_table() {
         ("ott", "ada", None),
         ("stein", "steinmann", None),
         ("max", "mia", None),
+        ("bau", "bauer", None),
+        ("mzller", "mueller", Some(Typo)),
     ];
     for (a, b, expected) in cases {
         assert_eq!(how(a, b), *expected, "{a} vs {b}");
@@ -456,4 +486,3 @@ fn the_callers_words_and_cues_are_read_apart() {
         CallerName::parse("a b c d e f g h i j k l m n o p q r s t u v w x y z aa bb cc dd ee ff");
     assert!(n.search_words().len() <= MAX_QUERY_WORDS);
 }
-
