@@ -790,6 +790,10 @@ fn align(name: &CallerName, c: &ContactName) -> Vec<Pair> {
     pairs
 }
 
+/// A likely match this close to a certain one leaves it only likely: a typo's distance (a
+/// misspelt namesake) is more than this, a surname saved without the first name is less.
+const RIVAL_MARGIN: f64 = 0.1;
+
 /// What an incoming call brings to identify its caller by.
 pub struct Caller<'a> {
     /// The caller's number in E.164.
@@ -811,9 +815,9 @@ struct Scored {
 /// first (number and name, number, direct dial, name), then the confidence, then how close
 /// the name is; equal scores go to the contact active most recently.
 ///
-/// Only the first match can be [`Confidence::Certain`]; when the second is of the same kind
-/// and was certain too (namesakes, two contacts on one number), neither is, and the ranking is
-/// ambiguous.
+/// Only the first match can be [`Confidence::Certain`], and only without a rival of its kind
+/// that is certain too (namesakes, two contacts on one number) or likely and within
+/// [`RIVAL_MARGIN`] of its closeness.
 pub fn rank(caller: &Caller, candidates: Vec<Contact>, limit: usize) -> Ranking {
     let mut seen = HashSet::new();
     let mut scored: Vec<Scored> = candidates
@@ -833,11 +837,17 @@ pub fn rank(caller: &Caller, candidates: Vec<Contact>, limit: usize) -> Ranking 
             .then(a.contact.contact_id.cmp(&b.contact.contact_id))
     };
     scored.sort_by(order);
-    let top_kind = scored.first().map(|s| s.kind);
-    let rivals = scored
-        .iter()
-        .skip(1)
-        .any(|s| s.confidence == Confidence::Certain && Some(s.kind) == top_kind);
+    // A rival: another match of the top's kind that is certain too, or likely and nearly as
+    // close ("Frau Karge" saved without a first name beside Frau Petra Karge).
+    let rivals = match scored.split_first() {
+        Some((top, rest)) => rest.iter().any(|s| {
+            s.kind == top.kind
+                && (s.confidence == Confidence::Certain
+                    || (s.confidence == Confidence::Likely
+                        && top.closeness - s.closeness < RIVAL_MARGIN))
+        }),
+        None => false,
+    };
     for (i, s) in scored.iter_mut().enumerate() {
         if s.confidence == Confidence::Certain && (i > 0 || rivals) {
             s.confidence = Confidence::Likely;

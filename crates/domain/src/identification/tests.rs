@@ -222,6 +222,19 @@ fn confidence_says_how_sure_a_match_is() {
             Some(Likely),
             true,
         ),
+        // A contact saved by surname only may be the same Karge as the one with a first name.
+        (
+            "Frau Karge",
+            &["Frau|||Karge|", "Frau||Petra|Karge|"],
+            Some(Likely),
+            true,
+        ),
+        (
+            "Petra Karge",
+            &["Frau||Petra|Karge|", "Frau||Petra|Krage|"],
+            Some(Certain),
+            false,
+        ),
         // The stored salutation tells them apart.
         (
             "Frau Karge",
