@@ -26,6 +26,11 @@ pub use callers_domain::identification::{CallerMatch, Confidence, MatchKind, Ran
 /// database more: 50 is more than twice the largest `limit`).
 pub const NUMBER_CANDIDATES: i64 = 500;
 const NAME_CANDIDATES: i64 = 50;
+/// The account words each of the caller's words leads on to contacts: its closest, the word
+/// itself first. Every word brings all contacts that carry it, and near words of common names
+/// ("hansen", "hanse" for "hans") brought ten thousand in an account of 100,000 where the
+/// closest few hold the caller (BENCHMARKS.md).
+const WORDS_PER_QUERY_WORD: i64 = 6;
 
 /// Settings of the name path, per transaction so no pooled session keeps them:
 /// - the trigram path accepts a word of the account when `word_similarity(query word, word)`
@@ -81,7 +86,8 @@ pub const CALL_BY_NUMBER: &str = concat!(
 );
 
 /// `$1` account, `$2` query words, `$3` their Kölner Phonetik codes (aligned with the words;
-/// empty where a code says too little), `$4` candidate limit.
+/// empty where a code says too little), `$4` candidate limit, `$5` account words per query
+/// word.
 ///
 /// The words are matched against the account's distinct words (`account_words`: trigrams with
 /// `%>`, codes by equality, and words of the same first letter and about the same length
@@ -93,7 +99,9 @@ pub const CALL_BY_NUMBER: &str = concat!(
 /// allows a length difference of 0.4 of the longer word): `%>` finds "stein" in every
 /// "steinmann", which the ranking drops, and such words used to take the candidate places of
 /// the Steins themselves. A contact's estimate is, per query word, its best word's
-/// similarity (`word_similarity` capped by the length ratio; a phonetic twin counts 0.8)
+/// similarity (`word_similarity` capped by the length ratio; a phonetic twin counts 0.8 to
+/// 0.95, the more the more it looks alike, so that the twins of a name come before words that
+/// merely share its trigrams, Südermayr before Süderhammer for Südermaier)
 /// weighted by the query word's length, summed over the query words (one `FILTER` term each,
 /// in one aggregation): a long word that matches says more than a short one. Ties go to the
 /// newest contact (ids are UUIDv7). The ranking proper happens in Rust.
@@ -101,11 +109,16 @@ const BY_NAME: &str = concat!(
     select_contact!(),
     "WHERE c.account_id = $1 AND c.contact_id = ANY(ARRAY( \
        SELECT w.contact_id \
-       FROM (SELECT q.i, a.word, \
+       FROM (SELECT i, word, weight \
+             FROM (SELECT i, word, weight, \
+                          row_number() OVER (PARTITION BY i ORDER BY weight DESC, word) AS r \
+             FROM (SELECT i, word, max(weight) AS weight FROM ( \
+             SELECT q.i, a.word, \
                     greatest(least(word_similarity(q.word, a.word), \
                                    1 - abs(length(a.word) - length(q.word))::float8 \
                                        / greatest(length(a.word), length(q.word))), \
-                             CASE WHEN a.phonetic = q.code THEN 0.8 ELSE 0 END) \
+                             CASE WHEN a.phonetic = q.code \
+                                  THEN 0.8 + 0.15 * word_similarity(q.word, a.word) ELSE 0 END) \
                     * (length(q.word) + 1) AS weight \
              FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS q(word, code, i) \
              JOIN account_words a ON a.account_id = $1 \
@@ -127,7 +140,8 @@ const BY_NAME: &str = concat!(
              UNION ALL \
              SELECT q.i, q.word, length(q.word) + 1 \
              FROM unnest($2::text[]) WITH ORDINALITY AS q(word, i) \
-             OFFSET 0) v \
+             ) u GROUP BY i, word) g) ranked \
+             WHERE r <= $5 OFFSET 0) v \
        CROSS JOIN LATERAL (SELECT x.contact_id FROM contact_words x \
                            WHERE x.account_id = $1 AND x.word = v.word OFFSET 0) w \
        GROUP BY w.contact_id \
@@ -145,13 +159,13 @@ const _: () = assert!(MAX_QUERY_WORDS == 5);
 // The length bound of `BY_NAME` (0.4) is the scorer's.
 const _: () = assert!(identification::MIN_LENGTH_RATIO == 0.6);
 
-/// How many contacts carry each word (counted up to 1,000: beyond that a word says little
+/// How many contacts carry each word (counted up to 200: beyond that a word says little
 /// either way), from the btree of `contact_words`: `$1` account, `$2` words. Counting at read
 /// time costs one index range per word of the few candidates; a counter kept by the triggers
 /// would make every writer of a common word wait for the others.
 const WORD_COUNTS: &str = "SELECT u.word, \
        (SELECT count(*) FROM (SELECT 1 FROM contact_words x \
-                              WHERE x.account_id = $1 AND x.word = u.word LIMIT 1000) t) AS contacts \
+                              WHERE x.account_id = $1 AND x.word = u.word LIMIT 200) t) AS contacts \
      FROM unnest($2::text[]) AS u(word)";
 
 row_struct! {
@@ -411,7 +425,13 @@ async fn statements(
         db.batch_execute(SET_NAME_SEARCH).await?;
         db.query(
             BY_NAME,
-            &[&account, &name.words, &name.codes, &NAME_CANDIDATES],
+            &[
+                &account,
+                &name.words,
+                &name.codes,
+                &NAME_CANDIDATES,
+                &WORDS_PER_QUERY_WORD,
+            ],
         )
         .await
     };
@@ -937,7 +957,7 @@ mod tests {
             .join(",");
         let number_args = format!("'big', '+4930123456789', 500, ARRAY[{bases}]");
         let call_args = format!("'big', '+4930123456789', 500, 'e1', ARRAY[{bases}]");
-        let name_args = "'big', ARRAY['hans','mueller'], ARRAY['068','657'], 200";
+        let name_args = "'big', ARRAY['hans','mueller'], ARRAY['068','657'], 200, 6";
         // The number path runs with whatever plan the session would choose; the name path
         // with its own settings (the generic plan), which must win over the session's mode.
         let cases = [
