@@ -197,9 +197,12 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("migration failed")?;
     }
+    let (pooler, statements) = args.db_mode();
     let store = Store::connect(
         &url,
         &PoolConfig {
+            pooler,
+            statements,
             max_size: args.db_pool_size,
             shared_connections: args.db_shared_connections,
             wait_timeout: Duration::from_millis(args.db_wait_timeout_ms),
@@ -225,6 +228,8 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let health_probe = Store::connect(
         &url,
         &PoolConfig {
+            pooler,
+            statements,
             max_size: 1,
             shared_connections: 0,
             ..PoolConfig::default()

@@ -19,10 +19,10 @@ mod tls;
 
 pub use contacts::{ContactPage, ExpiringPage};
 pub use error::{Entity, Error};
-pub use exec::Connections;
+pub use exec::{Connections, Statements};
 pub use idempotency::{IdempotencyKey, Operation};
 pub use migrate::{migrate, migrations_fingerprint};
-pub use pool::{PoolConfig, Store};
+pub use pool::{PoolConfig, Pooler, Store};
 
 #[cfg(test)]
 mod tests;

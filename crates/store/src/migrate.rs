@@ -15,7 +15,9 @@ const MIGRATION_LOCK: i64 = 0x6361_6c6c_6572_7301;
 pub async fn migrate(url: &str) -> Result<(), Error> {
     let cfg = tokio_postgres::Config::from_str(url)
         .map_err(|e| Error::Unavailable(format!("invalid database url: {e}").into()))?;
-    let (mut client, conn) = crate::exec::Connector::new(&cfg)?.connect(&cfg).await?;
+    let connector = crate::exec::Connector::new(&cfg)?;
+    let (mut client, conn) = connector.connect(&cfg).await?;
+    crate::exec::ensure_session(&connector, &cfg, &client, "migrating").await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;

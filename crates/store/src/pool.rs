@@ -1,7 +1,7 @@
 //! The `Store` handle every query goes through, and how it connects.
 
 use crate::Error;
-use crate::exec::{Connections, Executor, Route, Session};
+use crate::exec::{Connections, Executor, Route, Session, Statements};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +26,24 @@ pub struct PoolConfig {
     /// Connections, besides the pool, that identification by number shares between calls
     /// (`crate::shared`); 0 sends those lookups through the pool too.
     pub shared_connections: usize,
+    /// What sits between the store and PostgreSQL.
+    pub pooler: Pooler,
+    /// How statements travel; [`Statements::Unnamed`] behind a transaction pooler that cannot
+    /// carry named statements.
+    pub statements: Statements,
+}
+
+/// What the database URL points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pooler {
+    /// PostgreSQL itself, or a pooler that gives each client a backend for its whole session.
+    #[default]
+    None,
+    /// A transaction pooler (PgBouncer `pool_mode = transaction`): consecutive transactions
+    /// may run on different backends, and startup `options` are refused, so the statement
+    /// timeout is not sent at connect: it must be the role's or the database's setting
+    /// (`ALTER ROLE … SET statement_timeout`).
+    Transaction,
 }
 
 impl Default for PoolConfig {
@@ -39,6 +57,8 @@ impl Default for PoolConfig {
             check_after_idle: Duration::from_millis(500),
             tcp_user_timeout: Duration::from_secs(15),
             shared_connections: 2,
+            pooler: Pooler::None,
+            statements: Statements::Named,
         }
     }
 }
@@ -71,7 +91,8 @@ impl Store {
         if pg.get_application_name().is_none() {
             pg.application_name("callers");
         }
-        if let (Some(t), None) = (cfg.statement_timeout, pg.get_options()) {
+        if let (Some(t), None, Pooler::None) = (cfg.statement_timeout, pg.get_options(), cfg.pooler)
+        {
             pg.options(format!("-c statement_timeout={}", t.as_millis()));
         }
         Ok(Store {

@@ -273,6 +273,7 @@ impl PurgeSession {
             .await
             .map_err(|_| Error::Unavailable("timed out connecting to the database".into()))?;
         let (client, connection) = connected?;
+        crate::exec::ensure_session(&connector, &cfg, &client, "the purge").await?;
         let timeout = format!("{}ms", options.statement_timeout.as_millis());
         client
             .execute(
