@@ -3,10 +3,10 @@
 //! instead of losing its advisory lock between transactions.
 
 use callers_proto::v1 as pb;
+use callers_proto::v1::contact_service_client::ContactServiceClient;
 use callers_proto::v1::identification_service_client::IdentificationServiceClient;
 use callers_store::{PoolConfig, Store};
 use callers_testkit::Launch;
-use callers_proto::v1::contact_service_client::ContactServiceClient;
 use callers_testkit::app::caller;
 use callers_testkit::pgbouncer::{PgBouncer, binary_or_skip};
 use callers_tests::{Row, count, exists, fresh_database, insert, purge_command, sql};
@@ -30,13 +30,18 @@ async fn migrating_through_a_transaction_pooler_is_refused_and_names_the_fix() {
         .await;
     assert_eq!(run.code, Some(1), "{run:#?}");
     assert!(
-        run.stderr.contains("migrating needs a database session of its own")
+        run.stderr
+            .contains("migrating needs a database session of its own")
             && run.stderr.contains("transaction pooler")
             && run.stderr.contains("direct connection or a session pool"),
         "{run:#?}"
     );
     // A direct connection migrates (the database is already up to date: a no-op).
-    let direct = Launch::server().arg("migrate").database(db.url()).run().await;
+    let direct = Launch::server()
+        .arg("migrate")
+        .database(db.url())
+        .run()
+        .await;
     assert_eq!(direct.code, Some(0), "{direct:#?}");
 }
 
@@ -56,7 +61,10 @@ async fn the_purge_through_a_transaction_pooler_is_refused_and_deletes_nothing()
     .await;
     assert_eq!(run.code, Some(1), "{run:#?}");
     assert_eq!(run.outcome(), "failed");
-    let error = run.summary()["error"].as_str().unwrap_or_default().to_owned();
+    let error = run.summary()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(
         error.contains("the purge needs a database session of its own"),
         "{error}"

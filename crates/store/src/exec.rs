@@ -11,6 +11,7 @@
 //! ([`Statements::Unnamed`]).
 
 use crate::Error;
+use crate::connstr::{ConnSettings, SslMode};
 use crate::shared::Shared;
 use deadpool_postgres::{
     ClientWrapper, Hook, HookError, Manager, ManagerConfig, Metrics, Object, Pool, RecyclingMethod,
@@ -302,17 +303,20 @@ async fn learn_types(client: &Client, sql: &str) -> Result<Vec<Type>, Error> {
     Ok(types)
 }
 
-/// Makes connections, with TLS when the configuration asks for it: pooled, shared and single
+/// Makes connections, with TLS as the settings ask (`crate::tls`): pooled, shared and single
 /// ones (migrations, the purge's session) alike.
 #[derive(Clone)]
 pub(crate) struct Connector {
     tls: Option<MakeRustlsConnect>,
+    /// `sslmode=allow`: plaintext first, TLS when the server refuses plaintext.
+    allow: bool,
 }
 
 impl Connector {
-    pub(crate) fn new(pg: &tokio_postgres::Config) -> Result<Connector, Error> {
+    pub(crate) fn new(settings: &ConnSettings) -> Result<Connector, Error> {
         Ok(Connector {
-            tls: crate::tls::connector(pg)?,
+            tls: crate::tls::connector(&settings.tls)?,
+            allow: settings.tls.mode == SslMode::Allow,
         })
     }
 
@@ -331,16 +335,27 @@ impl Connector {
                 }
             })
         }
-        Ok(match &self.tls {
-            Some(tls) => {
+        match (&self.tls, self.allow) {
+            (Some(tls), true) => match pg.connect(NoTls).await {
+                Ok((client, conn)) => Ok((client, drive(conn))),
+                // The server answered and refused: perhaps it wants TLS (hostssl only).
+                Err(e) if e.as_db_error().is_some() => {
+                    let mut tls_pg = pg.clone();
+                    tls_pg.ssl_mode(tokio_postgres::config::SslMode::Require);
+                    let (client, conn) = tls_pg.connect(tls.clone()).await?;
+                    Ok((client, drive(conn)))
+                }
+                Err(e) => Err(e),
+            },
+            (Some(tls), false) => {
                 let (client, conn) = pg.connect(tls.clone()).await?;
-                (client, drive(conn))
+                Ok((client, drive(conn)))
             }
-            None => {
+            (None, _) => {
                 let (client, conn) = pg.connect(NoTls).await?;
-                (client, drive(conn))
+                Ok((client, drive(conn)))
             }
-        })
+        }
     }
 }
 
@@ -535,11 +550,9 @@ pub(crate) struct Executor {
 
 impl Executor {
     /// Connections are made lazily, so this succeeds while the database is down.
-    pub(crate) fn new(
-        pg: tokio_postgres::Config,
-        cfg: &crate::PoolConfig,
-    ) -> Result<Executor, Error> {
-        let connector = Connector::new(&pg)?;
+    pub(crate) fn new(settings: ConnSettings, cfg: &crate::PoolConfig) -> Result<Executor, Error> {
+        let connector = Connector::new(&settings)?;
+        let pg = settings.pg;
         let liveness = Arc::new(Liveness::new(cfg.check_timeout, cfg.check_after_idle));
         let shared = Shared::new(cfg, pg.clone(), connector.clone(), liveness.clone());
         let manager = Manager::from_connect(

@@ -3,6 +3,7 @@
 
 pub mod call_handling;
 pub mod call_notes;
+mod connstr;
 mod contacts;
 mod error;
 mod exec;
@@ -17,6 +18,7 @@ mod shared;
 pub mod testing;
 mod tls;
 
+pub use connstr::{ConnSettings, SslMode};
 pub use contacts::{ContactPage, ExpiringPage};
 pub use error::{Entity, Error};
 pub use exec::{Connections, Statements};

@@ -2,7 +2,6 @@
 //! holding a Postgres advisory lock, so servers starting together do not race.
 
 use crate::Error;
-use std::str::FromStr;
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -13,9 +12,9 @@ const MIGRATION_LOCK: i64 = 0x6361_6c6c_6572_7301;
 
 /// Applies pending migrations to the database at `url`.
 pub async fn migrate(url: &str) -> Result<(), Error> {
-    let cfg = tokio_postgres::Config::from_str(url)
-        .map_err(|e| Error::Unavailable(format!("invalid database url: {e}").into()))?;
-    let connector = crate::exec::Connector::new(&cfg)?;
+    let settings = crate::ConnSettings::parse(url)?;
+    let connector = crate::exec::Connector::new(&settings)?;
+    let cfg = settings.pg;
     let (mut client, conn) = connector.connect(&cfg).await?;
     crate::exec::ensure_session(&connector, &cfg, &client, "migrating").await?;
     client

@@ -1,8 +1,8 @@
 //! The `Store` handle every query goes through, and how it connects.
 
 use crate::Error;
+use crate::connstr::ConnSettings;
 use crate::exec::{Connections, Executor, Route, Session, Statements};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,8 +80,8 @@ impl Store {
     /// Builds the executor; connections are made lazily, so this succeeds while the database
     /// is down.
     pub fn connect(url: &str, cfg: &PoolConfig) -> Result<Store, Error> {
-        let mut pg = tokio_postgres::Config::from_str(url)
-            .map_err(|e| Error::Unavailable(format!("invalid database url: {e}").into()))?;
+        let mut settings = ConnSettings::parse(url)?;
+        let pg = &mut settings.pg;
         pg.connect_timeout(cfg.connect_timeout);
         pg.keepalives(true);
         pg.keepalives_idle(Duration::from_secs(30));
@@ -96,7 +96,7 @@ impl Store {
             pg.options(format!("-c statement_timeout={}", t.as_millis()));
         }
         Ok(Store {
-            exec: Arc::new(Executor::new(pg, cfg)?),
+            exec: Arc::new(Executor::new(settings, cfg)?),
         })
     }
 
