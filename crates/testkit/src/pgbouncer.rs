@@ -60,6 +60,11 @@ impl PgBouncer {
     /// Starts PgBouncer in transaction mode in front of the PostgreSQL at `server_url` (its
     /// host and port; every database and the user `postgres`, trusted).
     pub async fn start(server_url: &str) -> PgBouncer {
+        Self::start_with_pool(server_url, 4).await
+    }
+
+    /// As [`PgBouncer::start`], with `pool_size` backends per database and user.
+    pub async fn start_with_pool(server_url: &str, pool_size: usize) -> PgBouncer {
         let binary = binary().expect("pgbouncer is installed");
         let pg = tokio_postgres::Config::from_str(server_url).expect("a server url");
         let host = match pg.get_hosts().first() {
@@ -85,7 +90,7 @@ impl PgBouncer {
                      listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
                      auth_type = trust\nauth_file = {users}\npool_mode = transaction\n\
                      ignore_startup_parameters = extra_float_digits\n\
-                     default_pool_size = 4\nmax_client_conn = 500\n\
+                     default_pool_size = {pool_size}\nmax_client_conn = 500\n\
                      logfile =\npidfile =\n",
                     users = users.display()
                 ),
