@@ -209,6 +209,20 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..PoolConfig::default()
         },
     )?;
+    if pooler == callers_store::Pooler::Transaction {
+        // Not a reason to refuse to start (the database may be down now); loud in the log.
+        let store = store.clone();
+        tokio::spawn(async move {
+            match store.session_statement_timeout().await {
+                Ok(t) if t == "0" => tracing::warn!(
+                    "behind a transaction pooler the statement timeout must be the role's, and \
+                     it is off: ALTER ROLE <role> SET statement_timeout = '10s'"
+                ),
+                Ok(t) => tracing::info!(statement_timeout = t, "the role's statement timeout"),
+                Err(e) => tracing::warn!(error = %e, "could not read the statement timeout"),
+            }
+        });
+    }
     if let Some(addr) = args.metrics_listen {
         callers_server::metrics::install(addr, store.clone())
             .with_context(|| format!("cannot serve metrics on {addr}"))?;

@@ -106,6 +106,27 @@ impl Store {
             .await
     }
 
+    /// The statement timeout the database gives this role's sessions (`0` is none): behind a
+    /// transaction pooler it is the role's or the database's setting, not ours.
+    pub async fn session_statement_timeout(&self) -> Result<String, Error> {
+        crate::row::row_struct! {
+            struct SettingRow {
+                setting: String,
+            }
+        }
+        let row: Option<SettingRow> = self
+            .pooled(async |s| {
+                s.conn()
+                    .row(
+                        "SELECT current_setting('statement_timeout') AS setting",
+                        &[],
+                    )
+                    .await
+            })
+            .await?;
+        Ok(row.map(|r| r.setting).unwrap_or_default())
+    }
+
     /// Connections, pooled and shared together, for metrics.
     pub fn connections(&self) -> Connections {
         self.exec.connections()
