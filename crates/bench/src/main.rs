@@ -131,6 +131,10 @@ pub struct Opts {
     /// Extra argument for callers-server (repeatable), e.g. --server-arg=--db-pool-size=8.
     #[arg(long, global = true, allow_hyphen_values = true)]
     server_arg: Vec<String>,
+    /// Put the server behind a PgBouncer in transaction mode (Debian's usual configuration,
+    /// 20 backends) and pass it --db-pooler=transaction; the raw baselines stay direct.
+    #[arg(long, global = true)]
+    pgbouncer: bool,
     /// N: due contacts of the purge benchmark (among 2N); default 200,000 × scale, at least 10,000.
     #[arg(long, global = true)]
     purge_n: Option<u64>,
@@ -343,9 +347,19 @@ async fn load_runs(
 
     report.micro = micro(&samples, &names);
     let wanted = |s: Scenario| o.scenarios.is_empty() || o.scenarios.contains(&s);
+    let mut bouncer = None;
     let server = match (service, &o.addr, &server_bin) {
         (true, None, Some(bin)) => {
-            let s = server::Server::start(bin, &url, log_dir, &o.server_arg).await?;
+            let s = if o.pgbouncer {
+                let pgb = callers_testkit::pgbouncer::PgBouncer::start_with_pool(&url, 20).await;
+                let mut args = vec!["--db-pooler=transaction".to_owned()];
+                args.extend(o.server_arg.iter().cloned());
+                let s = server::Server::start(bin, &pgb.url_for(&run_db), log_dir, &args).await?;
+                bouncer = Some(pgb);
+                s
+            } else {
+                server::Server::start(bin, &url, log_dir, &o.server_arg).await?
+            };
             let (rss, _) = s.memory_kib();
             eprintln!(
                 "server: SERVING {:.0} ms after start, RSS {} MiB idle",
@@ -431,6 +445,7 @@ async fn load_runs(
         s.stop().await?;
     }
     drop(raw);
+    drop(bouncer);
     report.runs = result?;
     if !o.keep_copies {
         db.drop_database(&run_db).await?;

@@ -6,7 +6,6 @@ use callers_store::purge::SessionOptions;
 use chrono::{DateTime, Utc};
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
-use std::str::FromStr;
 use std::time::Duration;
 
 /// API.md: idempotency keys are kept at least 24 hours.
@@ -128,13 +127,12 @@ impl Cli {
     {
         let cli = Cli::try_parse_from(args)?;
         // Checked here rather than by clap, whose message would quote the URL and its password.
-        if let Err(e) = tokio_postgres::Config::from_str(cli.database_url.expose()) {
+        if let Err(e) = callers_store::ConnSettings::parse(cli.database_url.expose()) {
+            let e = e.to_string();
+            let detail = e.strip_prefix("invalid database url: ").unwrap_or(&e);
             return Err(Cli::command().error(
                 ErrorKind::ValueValidation,
-                match std::error::Error::source(&e) {
-                    Some(cause) => format!("--database-url is not a PostgreSQL URL: {cause}"),
-                    None => format!("--database-url is not a PostgreSQL URL: {e}"),
-                },
+                format!("--database-url is not a PostgreSQL URL: {detail}"),
             ));
         }
         if let Some(url) = &cli.pushgateway_url

@@ -77,6 +77,16 @@ pub struct ServeArgs {
     /// (statements pipelined; PostgreSQL reads several per wake-up); 0 uses the pool for it.
     #[arg(long, env = "CALLERS_DB_SHARED_CONNECTIONS", default_value_t = 2)]
     pub db_shared_connections: usize,
+    /// What the database URL leads to: `none` (PostgreSQL, or a session pooler) or
+    /// `transaction` (a transaction pooler such as PgBouncer's `pool_mode = transaction`: no
+    /// startup options, so the statement timeout must be the role's setting).
+    #[arg(long, env = "CALLERS_DB_POOLER", value_enum, default_value_t = DbPooler::None)]
+    pub db_pooler: DbPooler,
+    /// How statements travel: `named` (prepared once per connection) or `unnamed` (parsed
+    /// each time, for transaction poolers that cannot keep named statements, such as PgBouncer
+    /// before 1.21); default `named`, or `unnamed` with `--db-pooler transaction`.
+    #[arg(long, env = "CALLERS_DB_STATEMENTS", value_enum)]
+    pub db_statements: Option<DbStatements>,
     /// How long a request waits for a free database connection before UNAVAILABLE.
     #[arg(long, env = "CALLERS_DB_WAIT_TIMEOUT_MS", default_value_t = 2000)]
     pub db_wait_timeout_ms: u64,
@@ -103,4 +113,32 @@ pub struct ServeArgs {
         hide = cfg!(not(feature = "dev-db"))
     )]
     pub dev_db_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DbPooler {
+    None,
+    Transaction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DbStatements {
+    Named,
+    Unnamed,
+}
+
+impl ServeArgs {
+    /// The pooler and statement mode the flags ask for.
+    pub fn db_mode(&self) -> (callers_store::Pooler, callers_store::Statements) {
+        use callers_store::{Pooler, Statements};
+        let pooler = match self.db_pooler {
+            DbPooler::None => Pooler::None,
+            DbPooler::Transaction => Pooler::Transaction,
+        };
+        let statements = match (self.db_statements, pooler) {
+            (Some(DbStatements::Named), _) | (None, Pooler::None) => Statements::Named,
+            (Some(DbStatements::Unnamed), _) | (None, Pooler::Transaction) => Statements::Unnamed,
+        };
+        (pooler, statements)
+    }
 }

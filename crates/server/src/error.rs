@@ -99,6 +99,10 @@ pub fn from_store(e: Error) -> Status {
             tracing::error!(what, "stored data does not fit the domain");
             Status::internal("internal error")
         }
+        Error::Config(what) => {
+            tracing::error!(what, "database configuration");
+            Status::internal("internal error")
+        }
     }
 }
 

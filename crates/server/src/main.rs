@@ -197,15 +197,32 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("migration failed")?;
     }
+    let (pooler, statements) = args.db_mode();
     let store = Store::connect(
         &url,
         &PoolConfig {
+            pooler,
+            statements,
             max_size: args.db_pool_size,
             shared_connections: args.db_shared_connections,
             wait_timeout: Duration::from_millis(args.db_wait_timeout_ms),
             ..PoolConfig::default()
         },
     )?;
+    if pooler == callers_store::Pooler::Transaction {
+        // Not a reason to refuse to start (the database may be down now); loud in the log.
+        let store = store.clone();
+        tokio::spawn(async move {
+            match store.session_statement_timeout().await {
+                Ok(t) if t == "0" => tracing::warn!(
+                    "behind a transaction pooler the statement timeout must be the role's, and \
+                     it is off: ALTER ROLE <role> SET statement_timeout = '10s'"
+                ),
+                Ok(t) => tracing::info!(statement_timeout = t, "the role's statement timeout"),
+                Err(e) => tracing::warn!(error = %e, "could not read the statement timeout"),
+            }
+        });
+    }
     if let Some(addr) = args.metrics_listen {
         callers_server::metrics::install(addr, store.clone())
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
@@ -225,6 +242,8 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let health_probe = Store::connect(
         &url,
         &PoolConfig {
+            pooler,
+            statements,
             max_size: 1,
             shared_connections: 0,
             ..PoolConfig::default()

@@ -35,6 +35,10 @@ pub enum Error {
     Database(#[source] tokio_postgres::Error),
     #[error("stored data does not fit the domain: {0}")]
     Corrupt(String),
+    /// The configuration cannot work (a bad connection setting, a pooler where a session is
+    /// needed); the message names what to change, never a password.
+    #[error("{0}")]
+    Config(String),
 }
 
 impl From<tokio_postgres::Error> for Error {

@@ -5,20 +5,24 @@
 //! single statements, pipelined. Both are made by one [`Connector`] (the one place that knows
 //! TLS), vetted by one [`Liveness`] check after sitting idle, and guarded by one rule for a call
 //! given up midway: its connection may still carry an unanswered statement, so it is never
-//! handed to another call. Statements run through [`Conn`], the one place that prepares them
-//! (cached per connection), so a later change of how statements travel (unnamed statements for
-//! a transaction pooler, a span per statement) is made here once.
+//! handed to another call. Statements run through [`Conn`], the one place that prepares them:
+//! named and cached per connection ([`Statements::Named`]), or unnamed, one round trip each,
+//! for a transaction pooler that cannot carry named statements from one transaction to the next
+//! ([`Statements::Unnamed`]).
 
 use crate::Error;
+use crate::connstr::{ConnSettings, SslMode};
 use crate::shared::Shared;
 use deadpool_postgres::{
     ClientWrapper, Hook, HookError, Manager, ManagerConfig, Metrics, Object, Pool, RecyclingMethod,
     Runtime, Transaction,
 };
+use futures::TryStreamExt;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -33,35 +37,94 @@ pub(crate) enum Route {
     Shared,
 }
 
+/// How statements travel to PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Statements {
+    /// Prepared once per connection under a name and reused: the fewest bytes and parses. For
+    /// direct connections, session poolers, and PgBouncer 1.21+ with `max_prepared_statements`.
+    #[default]
+    Named,
+    /// Parsed anew on every execution, in the same round trip: for transaction poolers that
+    /// cannot carry named statements (PgBouncer before 1.21), where the next transaction may
+    /// run on another backend that never saw the name.
+    Unnamed,
+}
+
+/// What running statements needs besides a connection: the statement mode and, for unnamed
+/// statements, the parameter types each SQL text takes, learnt once per process.
+pub(crate) struct Prep {
+    mode: Statements,
+    types: Mutex<HashMap<String, Arc<[Type]>>>,
+    /// Where the types of a statement on a shared connection are learnt: a shared connection
+    /// cannot hold the transaction that learning needs while other calls pipeline on it.
+    pool: Pool,
+}
+
+impl Prep {
+    fn known(&self, sql: &str) -> Option<Arc<[Type]>> {
+        self.types
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sql)
+            .cloned()
+    }
+
+    fn learn(&self, sql: &str, types: Vec<Type>) -> Arc<[Type]> {
+        let types: Arc<[Type]> = types.into();
+        self.types
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sql.to_owned(), types.clone());
+        types
+    }
+}
+
 /// The connection a call's work gets.
-pub(crate) enum Session<'a> {
+pub(crate) struct Session<'a> {
+    on: SessionKind<'a>,
+    prep: &'a Prep,
+}
+
+enum SessionKind<'a> {
     Pooled(&'a mut Object),
     Shared(&'a ClientWrapper),
 }
 
 impl Session<'_> {
     pub(crate) fn conn(&self) -> Conn<'_> {
-        match self {
-            Session::Pooled(object) => Conn::Client(object),
-            Session::Shared(client) => Conn::Client(client),
+        let on = match &self.on {
+            SessionKind::Pooled(object) => On::Pooled(object),
+            SessionKind::Shared(client) => On::Shared(client),
+        };
+        Conn {
+            on,
+            prep: self.prep,
         }
     }
 
     /// A read-write transaction; only a pooled connection has them.
     pub(crate) async fn transaction(&mut self) -> Result<Tx<'_>, Error> {
-        Ok(Tx(self.pooled()?.transaction().await?))
+        let prep = self.prep;
+        Ok(Tx {
+            tx: self.pooled()?.transaction().await?,
+            prep,
+        })
     }
 
     /// A read-only transaction: one snapshot for several statements.
     pub(crate) async fn read_only(&mut self) -> Result<Tx<'_>, Error> {
+        let prep = self.prep;
         let tx = self.pooled()?.build_transaction().read_only(true);
-        Ok(Tx(tx.start().await?))
+        Ok(Tx {
+            tx: tx.start().await?,
+            prep,
+        })
     }
 
     fn pooled(&mut self) -> Result<&mut Object, Error> {
-        match self {
-            Session::Pooled(object) => Ok(object),
-            Session::Shared(_) => Err(Error::Corrupt(
+        match &mut self.on {
+            SessionKind::Pooled(object) => Ok(object),
+            SessionKind::Shared(_) => Err(Error::Corrupt(
                 "a transaction was asked of a shared connection".into(),
             )),
         }
@@ -69,39 +132,92 @@ impl Session<'_> {
 }
 
 /// A transaction on a pooled connection; dropped without [`Tx::commit`], it rolls back.
-pub(crate) struct Tx<'a>(Transaction<'a>);
+pub(crate) struct Tx<'a> {
+    tx: Transaction<'a>,
+    prep: &'a Prep,
+}
 
 impl Tx<'_> {
     pub(crate) fn conn(&self) -> Conn<'_> {
-        Conn::Tx(&self.0)
+        Conn {
+            on: On::Tx(&self.tx),
+            prep: self.prep,
+        }
     }
 
     pub(crate) async fn commit(self) -> Result<(), Error> {
-        Ok(self.0.commit().await?)
+        Ok(self.tx.commit().await?)
     }
 }
 
-/// Runs statements on a connection or inside a transaction; every statement is prepared once
-/// per connection and then reused. Rows come back raw or decoded by column name.
+/// Runs statements on a connection or inside a transaction, named and prepared once per
+/// connection or unnamed ([`Statements`]). Rows come back raw or decoded by column name.
 #[derive(Clone, Copy)]
-pub(crate) enum Conn<'a> {
-    Client(&'a ClientWrapper),
+pub(crate) struct Conn<'a> {
+    on: On<'a>,
+    prep: &'a Prep,
+}
+
+#[derive(Clone, Copy)]
+enum On<'a> {
+    Pooled(&'a ClientWrapper),
+    Shared(&'a ClientWrapper),
     Tx(&'a Transaction<'a>),
 }
 
 impl Conn<'_> {
     async fn prepare(self, sql: &str) -> Result<tokio_postgres::Statement, Error> {
-        Ok(match self {
-            Conn::Client(c) => c.prepare_cached(sql).await?,
-            Conn::Tx(t) => t.prepare_cached(sql).await?,
+        Ok(match self.on {
+            On::Pooled(c) | On::Shared(c) => c.prepare_cached(sql).await?,
+            On::Tx(t) => t.prepare_cached(sql).await?,
+        })
+    }
+
+    /// The parameter types of `sql`, for an unnamed statement. Learnt by preparing it inside a
+    /// transaction and closing it before the transaction ends, so a transaction pooler keeps
+    /// one backend throughout and no name is left behind on it.
+    async fn param_types(self, sql: &str) -> Result<Arc<[Type]>, Error> {
+        if let Some(types) = self.prep.known(sql) {
+            return Ok(types);
+        }
+        let types = match self.on {
+            // Dropping the statement sends its Close inside the transaction.
+            On::Tx(t) => t.prepare(sql).await?.params().to_vec(),
+            On::Pooled(c) => learn_types(c, sql).await?,
+            On::Shared(_) => {
+                let mut object = Midway::new(self.prep.pool.get().await?, |o: Object| {
+                    drop(Object::take(o));
+                });
+                let types = learn_types(object.get(), sql).await;
+                drop(object.finish());
+                types?
+            }
+        };
+        Ok(self.prep.learn(sql, types))
+    }
+
+    /// Runs `sql` as an unnamed statement: parse, bind and execute in one round trip.
+    async fn unnamed(
+        self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<tokio_postgres::RowStream, Error> {
+        let types = self.param_types(sql).await?;
+        let typed = params.iter().copied().zip(types.iter().cloned());
+        Ok(match self.on {
+            On::Pooled(c) | On::Shared(c) => c.query_typed_raw(sql, typed).await?,
+            On::Tx(t) => t.query_typed_raw(sql, typed).await?,
         })
     }
 
     pub(crate) async fn query(self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Error> {
+        if self.prep.mode == Statements::Unnamed {
+            return Ok(self.unnamed(sql, params).await?.try_collect().await?);
+        }
         let stmt = self.prepare(sql).await?;
-        Ok(match self {
-            Conn::Client(c) => c.query(&stmt, params).await?,
-            Conn::Tx(t) => t.query(&stmt, params).await?,
+        Ok(match self.on {
+            On::Pooled(c) | On::Shared(c) => c.query(&stmt, params).await?,
+            On::Tx(t) => t.query(&stmt, params).await?,
         })
     }
 
@@ -110,26 +226,41 @@ impl Conn<'_> {
         sql: &str,
         params: Params<'_>,
     ) -> Result<Option<Row>, Error> {
+        if self.prep.mode == Statements::Unnamed {
+            let mut rows = self.query(sql, params).await?;
+            if rows.len() > 1 {
+                return Err(Error::Corrupt(format!(
+                    "a statement of at most one row returned {}",
+                    rows.len()
+                )));
+            }
+            return Ok(rows.pop());
+        }
         let stmt = self.prepare(sql).await?;
-        Ok(match self {
-            Conn::Client(c) => c.query_opt(&stmt, params).await?,
-            Conn::Tx(t) => t.query_opt(&stmt, params).await?,
+        Ok(match self.on {
+            On::Pooled(c) | On::Shared(c) => c.query_opt(&stmt, params).await?,
+            On::Tx(t) => t.query_opt(&stmt, params).await?,
         })
     }
 
     pub(crate) async fn execute(self, sql: &str, params: Params<'_>) -> Result<u64, Error> {
+        if self.prep.mode == Statements::Unnamed {
+            let mut rows = std::pin::pin!(self.unnamed(sql, params).await?);
+            while rows.try_next().await?.is_some() {}
+            return Ok(rows.rows_affected().unwrap_or(0));
+        }
         let stmt = self.prepare(sql).await?;
-        Ok(match self {
-            Conn::Client(c) => c.execute(&stmt, params).await?,
-            Conn::Tx(t) => t.execute(&stmt, params).await?,
+        Ok(match self.on {
+            On::Pooled(c) | On::Shared(c) => c.execute(&stmt, params).await?,
+            On::Tx(t) => t.execute(&stmt, params).await?,
         })
     }
 
     /// Statements without parameters or results (settings), in one round trip.
     pub(crate) async fn batch_execute(self, sql: &str) -> Result<(), Error> {
-        match self {
-            Conn::Client(c) => c.batch_execute(sql).await?,
-            Conn::Tx(t) => t.batch_execute(sql).await?,
+        match self.on {
+            On::Pooled(c) | On::Shared(c) => c.batch_execute(sql).await?,
+            On::Tx(t) => t.batch_execute(sql).await?,
         }
         Ok(())
     }
@@ -159,17 +290,33 @@ impl Conn<'_> {
     }
 }
 
-/// Makes connections, with TLS when the configuration asks for it: pooled, shared and single
+/// Prepares `sql` on a connection no other call uses, inside a transaction of its own.
+async fn learn_types(client: &Client, sql: &str) -> Result<Vec<Type>, Error> {
+    client.batch_execute("BEGIN").await?;
+    let prepared = client.prepare(sql).await;
+    let types = prepared.map(|s| s.params().to_vec());
+    let end = client
+        .batch_execute(if types.is_ok() { "COMMIT" } else { "ROLLBACK" })
+        .await;
+    let types = types?;
+    end?;
+    Ok(types)
+}
+
+/// Makes connections, with TLS as the settings ask (`crate::tls`): pooled, shared and single
 /// ones (migrations, the purge's session) alike.
 #[derive(Clone)]
 pub(crate) struct Connector {
     tls: Option<MakeRustlsConnect>,
+    /// `sslmode=allow`: plaintext first, TLS when the server refuses plaintext.
+    allow: bool,
 }
 
 impl Connector {
-    pub(crate) fn new(pg: &tokio_postgres::Config) -> Result<Connector, Error> {
+    pub(crate) fn new(settings: &ConnSettings) -> Result<Connector, Error> {
         Ok(Connector {
-            tls: crate::tls::connector(pg)?,
+            tls: crate::tls::connector(&settings.tls)?,
+            allow: settings.tls.mode == SslMode::Allow,
         })
     }
 
@@ -188,16 +335,27 @@ impl Connector {
                 }
             })
         }
-        Ok(match &self.tls {
-            Some(tls) => {
+        match (&self.tls, self.allow) {
+            (Some(tls), true) => match pg.connect(NoTls).await {
+                Ok((client, conn)) => Ok((client, drive(conn))),
+                // The server answered and refused: perhaps it wants TLS (hostssl only).
+                Err(e) if e.as_db_error().is_some() => {
+                    let mut tls_pg = pg.clone();
+                    tls_pg.ssl_mode(tokio_postgres::config::SslMode::Require);
+                    let (client, conn) = tls_pg.connect(tls.clone()).await?;
+                    Ok((client, drive(conn)))
+                }
+                Err(e) => Err(e),
+            },
+            (Some(tls), false) => {
                 let (client, conn) = pg.connect(tls.clone()).await?;
-                (client, drive(conn))
+                Ok((client, drive(conn)))
             }
-            None => {
+            (None, _) => {
                 let (client, conn) = pg.connect(NoTls).await?;
-                (client, drive(conn))
+                Ok((client, drive(conn)))
             }
-        })
+        }
     }
 }
 
@@ -215,6 +373,53 @@ impl deadpool_postgres::Connect for Connector {
         let pg = pg.clone();
         Box::pin(async move { Connector::connect(self, &pg).await })
     }
+}
+
+/// Fails unless `client` has a backend of its own for its whole session, as session advisory
+/// locks need (migrations, the purge): a transaction pooler hands the backend to other clients
+/// between transactions, and the lock would stay with the backend, not with us.
+///
+/// The test: note our backend, then open a second connection and hold a transaction on it. A
+/// transaction pooler that reuses the backend it freed last (PgBouncer's default) gives it ours;
+/// otherwise our next statement finds its backend taken and runs on another. A direct
+/// connection or a session pooler passes both, whatever else runs. Simple queries only: named
+/// statements would not survive the pooler this looks for.
+pub(crate) async fn ensure_session(
+    connector: &Connector,
+    pg: &tokio_postgres::Config,
+    client: &Client,
+    what: &str,
+) -> Result<(), Error> {
+    let ours = backend_pid(client).await?;
+    let (mut other, task) = connector.connect(pg).await?;
+    let held = other.transaction().await?;
+    let theirs = backend_pid(&held).await;
+    let again = match theirs {
+        Ok(theirs) if theirs != ours => backend_pid(client).await.map(Some),
+        Ok(_) => Ok(None),
+        Err(e) => Err(e),
+    };
+    drop(held);
+    drop(other);
+    let _ = task.await;
+    if again? != Some(ours) {
+        return Err(Error::Config(format!(
+            "{what} needs a database session of its own (its advisory lock lives in the \
+             session), but the database URL leads to a transaction pooler: give it a direct \
+             connection or a session pool"
+        )));
+    }
+    Ok(())
+}
+
+async fn backend_pid(client: &impl tokio_postgres::GenericClient) -> Result<i32, Error> {
+    let rows = client.simple_query("SELECT pg_backend_pid()").await?;
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0)?.parse().ok(),
+            _ => None,
+        })
+        .ok_or_else(|| Error::Corrupt("pg_backend_pid() answered no number".into()))
 }
 
 /// The check of a connection that sat idle before it is used again: one empty statement,
@@ -340,15 +545,14 @@ pub struct Connections {
 pub(crate) struct Executor {
     pool: Pool,
     shared: Option<Shared>,
+    prep: Prep,
 }
 
 impl Executor {
     /// Connections are made lazily, so this succeeds while the database is down.
-    pub(crate) fn new(
-        pg: tokio_postgres::Config,
-        cfg: &crate::PoolConfig,
-    ) -> Result<Executor, Error> {
-        let connector = Connector::new(&pg)?;
+    pub(crate) fn new(settings: ConnSettings, cfg: &crate::PoolConfig) -> Result<Executor, Error> {
+        let connector = Connector::new(&settings)?;
+        let pg = settings.pg;
         let liveness = Arc::new(Liveness::new(cfg.check_timeout, cfg.check_after_idle));
         let shared = Shared::new(cfg, pg.clone(), connector.clone(), liveness.clone());
         let manager = Manager::from_connect(
@@ -367,7 +571,12 @@ impl Executor {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| Error::Unavailable(Box::new(e)))?;
-        Ok(Executor { pool, shared })
+        let prep = Prep {
+            mode: cfg.statements,
+            types: Mutex::default(),
+            pool: pool.clone(),
+        };
+        Ok(Executor { pool, shared, prep })
     }
 
     /// Runs `work` on a connection of `route`. The connection serves other calls afterwards only
@@ -378,14 +587,25 @@ impl Executor {
         work: impl AsyncFnOnce(&mut Session<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
         if let (Route::Shared, Some(shared)) = (route, &self.shared) {
+            let prep = &self.prep;
             return shared
-                .run(async |client| work(&mut Session::Shared(client)).await)
+                .run(async |client| {
+                    work(&mut Session {
+                        on: SessionKind::Shared(client),
+                        prep,
+                    })
+                    .await
+                })
                 .await;
         }
         let mut object = Midway::new(self.pool.get().await?, |o: Object| {
             drop(Object::take(o));
         });
-        let result = work(&mut Session::Pooled(object.get())).await;
+        let result = work(&mut Session {
+            on: SessionKind::Pooled(object.get()),
+            prep: &self.prep,
+        })
+        .await;
         drop(object.finish());
         result
     }

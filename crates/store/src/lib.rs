@@ -3,6 +3,7 @@
 
 pub mod call_handling;
 pub mod call_notes;
+mod connstr;
 mod contacts;
 mod error;
 mod exec;
@@ -17,12 +18,13 @@ mod shared;
 pub mod testing;
 mod tls;
 
+pub use connstr::{ConnSettings, SslMode};
 pub use contacts::{ContactPage, ExpiringPage};
 pub use error::{Entity, Error};
-pub use exec::Connections;
+pub use exec::{Connections, Statements};
 pub use idempotency::{IdempotencyKey, Operation};
 pub use migrate::{migrate, migrations_fingerprint};
-pub use pool::{PoolConfig, Store};
+pub use pool::{PoolConfig, Pooler, Store};
 
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,6 @@ use crate::Error;
 use crate::contacts::dial_base_column;
 use crate::row::row_struct;
 use callers_domain::phone::E164;
-use std::str::FromStr;
 use uuid::Uuid;
 
 mod embedded {
@@ -18,9 +17,11 @@ const MIGRATION_LOCK: i64 = 0x6361_6c6c_6572_7301;
 
 /// Applies pending migrations to the database at `url`.
 pub async fn migrate(url: &str) -> Result<(), Error> {
-    let cfg = tokio_postgres::Config::from_str(url)
-        .map_err(|e| Error::Unavailable(format!("invalid database url: {e}").into()))?;
-    let (mut client, conn) = crate::exec::Connector::new(&cfg)?.connect(&cfg).await?;
+    let settings = crate::ConnSettings::parse(url)?;
+    let connector = crate::exec::Connector::new(&settings)?;
+    let cfg = settings.pg;
+    let (mut client, conn) = connector.connect(&cfg).await?;
+    crate::exec::ensure_session(&connector, &cfg, &client, "migrating").await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;

@@ -1,8 +1,8 @@
 //! The `Store` handle every query goes through, and how it connects.
 
 use crate::Error;
-use crate::exec::{Connections, Executor, Route, Session};
-use std::str::FromStr;
+use crate::connstr::ConnSettings;
+use crate::exec::{Connections, Executor, Route, Session, Statements};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +26,24 @@ pub struct PoolConfig {
     /// Connections, besides the pool, that identification by number shares between calls
     /// (`crate::shared`); 0 sends those lookups through the pool too.
     pub shared_connections: usize,
+    /// What sits between the store and PostgreSQL.
+    pub pooler: Pooler,
+    /// How statements travel; [`Statements::Unnamed`] behind a transaction pooler that cannot
+    /// carry named statements.
+    pub statements: Statements,
+}
+
+/// What the database URL points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pooler {
+    /// PostgreSQL itself, or a pooler that gives each client a backend for its whole session.
+    #[default]
+    None,
+    /// A transaction pooler (PgBouncer `pool_mode = transaction`): consecutive transactions
+    /// may run on different backends, and startup `options` are refused, so the statement
+    /// timeout is not sent at connect: it must be the role's or the database's setting
+    /// (`ALTER ROLE … SET statement_timeout`).
+    Transaction,
 }
 
 impl Default for PoolConfig {
@@ -39,6 +57,8 @@ impl Default for PoolConfig {
             check_after_idle: Duration::from_millis(500),
             tcp_user_timeout: Duration::from_secs(15),
             shared_connections: 2,
+            pooler: Pooler::None,
+            statements: Statements::Named,
         }
     }
 }
@@ -60,8 +80,8 @@ impl Store {
     /// Builds the executor; connections are made lazily, so this succeeds while the database
     /// is down.
     pub fn connect(url: &str, cfg: &PoolConfig) -> Result<Store, Error> {
-        let mut pg = tokio_postgres::Config::from_str(url)
-            .map_err(|e| Error::Unavailable(format!("invalid database url: {e}").into()))?;
+        let mut settings = ConnSettings::parse(url)?;
+        let pg = &mut settings.pg;
         pg.connect_timeout(cfg.connect_timeout);
         pg.keepalives(true);
         pg.keepalives_idle(Duration::from_secs(30));
@@ -71,11 +91,12 @@ impl Store {
         if pg.get_application_name().is_none() {
             pg.application_name("callers");
         }
-        if let (Some(t), None) = (cfg.statement_timeout, pg.get_options()) {
+        if let (Some(t), None, Pooler::None) = (cfg.statement_timeout, pg.get_options(), cfg.pooler)
+        {
             pg.options(format!("-c statement_timeout={}", t.as_millis()));
         }
         Ok(Store {
-            exec: Arc::new(Executor::new(pg, cfg)?),
+            exec: Arc::new(Executor::new(settings, cfg)?),
         })
     }
 
@@ -83,6 +104,27 @@ impl Store {
     pub async fn ping(&self) -> Result<(), Error> {
         self.pooled(async |s| s.conn().batch_execute("SELECT 1").await)
             .await
+    }
+
+    /// The statement timeout the database gives this role's sessions (`0` is none): behind a
+    /// transaction pooler it is the role's or the database's setting, not ours.
+    pub async fn session_statement_timeout(&self) -> Result<String, Error> {
+        crate::row::row_struct! {
+            struct SettingRow {
+                setting: String,
+            }
+        }
+        let row: Option<SettingRow> = self
+            .pooled(async |s| {
+                s.conn()
+                    .row(
+                        "SELECT current_setting('statement_timeout') AS setting",
+                        &[],
+                    )
+                    .await
+            })
+            .await?;
+        Ok(row.map(|r| r.setting).unwrap_or_default())
     }
 
     /// Connections, pooled and shared together, for metrics.

@@ -14,7 +14,6 @@ use crate::row::row_struct;
 use callers_domain::retention::Retention;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap};
-use std::str::FromStr;
 use std::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, Row, Statement};
@@ -259,20 +258,21 @@ impl std::fmt::Debug for PurgeSession {
 
 impl PurgeSession {
     pub async fn connect(url: &str, options: &SessionOptions) -> Result<Self, Error> {
-        let mut cfg = tokio_postgres::Config::from_str(url)
-            .map_err(|e| Error::Unavailable(format!("invalid database url: {e}").into()))?;
+        let settings = crate::ConnSettings::parse(url)?;
+        let connector = crate::exec::Connector::new(&settings)?;
+        let mut cfg = settings.pg;
         cfg.connect_timeout(options.connect_timeout);
         cfg.keepalives(true);
         cfg.keepalives_idle(std::time::Duration::from_secs(30));
         if cfg.get_application_name().is_none() {
             cfg.application_name("callers-purge");
         }
-        let connector = crate::exec::Connector::new(&cfg)?;
         // Some failures (a blackholed address) never reach the connect timeout of one attempt.
         let connected = tokio::time::timeout(options.connect_timeout, connector.connect(&cfg))
             .await
             .map_err(|_| Error::Unavailable("timed out connecting to the database".into()))?;
         let (client, connection) = connected?;
+        crate::exec::ensure_session(&connector, &cfg, &client, "the purge").await?;
         let timeout = format!("{}ms", options.statement_timeout.as_millis());
         client
             .execute(

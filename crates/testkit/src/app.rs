@@ -11,7 +11,7 @@ use callers_proto::v1::contact_service_client::ContactServiceClient;
 use callers_server::auth::Authenticator;
 use callers_server::grpc::App;
 use callers_server::{Deps, Limits, serve};
-use callers_store::{PoolConfig, Store};
+use callers_store::{PoolConfig, Pooler, Statements, Store};
 use chrono::{TimeZone, Utc};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +25,8 @@ pub struct TestApp {
     pub store: Store,
     pub clock: Arc<FixedClock>,
     pub db: Option<TestDatabase>,
+    /// The PgBouncer the server goes through, under `CALLERS_TEST_PGBOUNCER=1`.
+    pub pgbouncer: Option<crate::pgbouncer::PgBouncer>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -37,10 +39,46 @@ pub async fn spawn_app_with(auth: Authenticator) -> TestApp {
     spawn_app_custom(auth, Limits::default()).await
 }
 
+/// Under `CALLERS_TEST_PGBOUNCER=1` the server goes through PgBouncer in transaction mode
+/// ([`crate::pgbouncer`]) with unnamed statements, and the statement timeout is the database's
+/// setting, as operators set it up behind one.
 pub async fn spawn_app_custom(auth: Authenticator, limits: Limits) -> TestApp {
     let db = fresh_database().await;
+    if crate::pgbouncer::requested() {
+        return spawn_through_pgbouncer(auth, db, limits).await;
+    }
     let url = db.url().to_owned();
     spawn(auth, &url, Some(db), limits, None).await
+}
+
+/// A server on a fresh database through PgBouncer in transaction mode.
+pub async fn spawn_app_through_pgbouncer() -> TestApp {
+    let db = fresh_database().await;
+    spawn_through_pgbouncer(Authenticator::disabled(), db, Limits::default()).await
+}
+
+async fn spawn_through_pgbouncer(auth: Authenticator, db: TestDatabase, limits: Limits) -> TestApp {
+    let server = callers_devdb::test_server_url()
+        .await
+        .expect("the test server");
+    crate::database::connect(&server)
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET statement_timeout = '10s'",
+            db.name()
+        ))
+        .await
+        .expect("the database's statement timeout");
+    let bouncer = crate::pgbouncer::PgBouncer::start(&server).await;
+    let url = bouncer.url_for(db.name());
+    let pool = PoolConfig {
+        pooler: Pooler::Transaction,
+        statements: Statements::Unnamed,
+        ..test_pool()
+    };
+    let mut app = spawn_with_pool(auth, &url, Some(db), limits, None, pool).await;
+    app.pgbouncer = Some(bouncer);
+    app
 }
 
 /// A server speaking TLS; `channel` is unusable, tests connect to `addr` themselves.
@@ -76,11 +114,25 @@ async fn spawn(
     limits: Limits,
     tls: Option<tonic::transport::ServerTlsConfig>,
 ) -> TestApp {
-    let pool = PoolConfig {
+    spawn_with_pool(auth, url, db, limits, tls, test_pool()).await
+}
+
+fn test_pool() -> PoolConfig {
+    PoolConfig {
         wait_timeout: Duration::from_millis(500),
         connect_timeout: Duration::from_millis(500),
         ..PoolConfig::default()
-    };
+    }
+}
+
+async fn spawn_with_pool(
+    auth: Authenticator,
+    url: &str,
+    db: Option<TestDatabase>,
+    limits: Limits,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    pool: PoolConfig,
+) -> TestApp {
     let store = Store::connect(url, &pool).unwrap();
     let clock = Arc::new(FixedClock::new(
         Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap(),
@@ -123,6 +175,7 @@ async fn spawn(
         store,
         clock,
         db,
+        pgbouncer: None,
         stop: Some(tx),
         server: Some(server),
     }

@@ -7,16 +7,19 @@
 //! * [`process`] — the `callers-server` and `callers-purge` binaries: where they come from and
 //!   the one launcher that runs them, for the tests and the benchmark alike.
 //! * [`logs`] — every log line of the test process, captured.
+//! * [`pgbouncer`] — PgBouncer in transaction mode in front of the test PostgreSQL.
 //! * [`rows`] — raw rows written straight into the tables, for tests and the benchmark's seed.
 
 pub mod app;
 pub mod database;
 pub mod logs;
+pub mod pgbouncer;
 pub mod process;
 pub mod rows;
 
 pub use app::{
-    TestApp, spawn_app, spawn_app_against, spawn_app_custom, spawn_app_tls, spawn_app_with,
+    TestApp, spawn_app, spawn_app_against, spawn_app_custom, spawn_app_through_pgbouncer,
+    spawn_app_tls, spawn_app_with,
 };
 pub use database::{TestDatabase, count, empty_database, fresh_database, fresh_store, scalar, sql};
 pub use process::{Finished, Launch, ServerProcess, purge_binary, server_binary};
