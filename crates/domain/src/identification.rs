@@ -144,16 +144,20 @@ struct Token {
     text: String,
     chars: Vec<char>,
     without_umlaut_e: String,
+    /// [`Token::without_umlaut_e`] as characters, for the edit distance.
+    plain_chars: Vec<char>,
     skeleton: String,
     phonetic: Option<String>,
 }
 
 impl Token {
     fn new(folded: &str) -> Token {
+        let plain = without_umlaut_e(folded);
         Token {
             text: folded.to_owned(),
             chars: folded.chars().collect(),
-            without_umlaut_e: without_umlaut_e(folded),
+            plain_chars: plain.chars().collect(),
+            without_umlaut_e: plain,
             skeleton: skeleton(folded),
             phonetic: names::telling_phonetic_code(folded),
         }
@@ -394,10 +398,8 @@ fn compare(caller: &Token, contact: &Token) -> Option<Likeness> {
         _ => 2,
     };
     // "Mzller" is one slip from Müller as typed, two from its folded "mueller".
-    let distance = edit_distance(a, b).min(edit_distance(
-        &caller.without_umlaut_e.chars().collect::<Vec<_>>(),
-        &contact.without_umlaut_e.chars().collect::<Vec<_>>(),
-    ));
+    let distance =
+        edit_distance(a, b).min(edit_distance(&caller.plain_chars, &contact.plain_chars));
     if distance <= allowed {
         return Some(Likeness {
             how: How::Typo,
