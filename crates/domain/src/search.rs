@@ -146,6 +146,77 @@ pub fn ranked_page(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contact::{Contact, ContactFields};
+    use crate::identification::{CallerName, WordCounts};
+    use chrono::{Duration, TimeZone, Utc};
+
+    /// Namesakes (equal scores) whose last activity orders them against their ids, and others.
+    fn contacts() -> Vec<Contact> {
+        let t = Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap();
+        let names = [
+            "Müller", "Müller", "Müller", "Mueller", "Möller", "Müller", "Muller", "Schmidt",
+        ];
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, last)| Contact {
+                account_id: "acc".into(),
+                contact_id: Uuid::from_u128(i as u128 + 1),
+                fields: ContactFields {
+                    first_name: "Hans".into(),
+                    last_name: (*last).into(),
+                    ..ContactFields::default()
+                },
+                caller_message: None,
+                origin: Origin::Manual,
+                create_time: t,
+                update_time: t,
+                // The later id, the later activity: the ranking breaks ties the other way round.
+                last_activity_time: t + Duration::days(i as i64),
+                version: 1,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pages_of_a_ranked_search_are_the_whole_ranking_by_score_then_id() {
+        let name = CallerName::parse("Hans Müller");
+        let counts = WordCounts::new();
+        let caller = Caller {
+            number: None,
+            name: &name,
+            counts: &counts,
+        };
+        let (whole, next) = ranked_page(&caller, contacts(), None, MAX_DEPTH);
+        assert_eq!(next, None);
+        assert_eq!(whole.len(), 7, "Schmidt is no match");
+        for w in whole.windows(2) {
+            let (a, b) = (RankedPosition::of(&w[0]), RankedPosition::of(&w[1]));
+            assert!(
+                a.score > b.score || (a.score == b.score && a.contact_id < b.contact_id),
+                "{a:?} before {b:?}"
+            );
+        }
+        assert!(
+            whole.windows(2).any(|w| w[0].score == w[1].score),
+            "namesakes tie"
+        );
+        for size in 1..=7 {
+            let mut seen = Vec::new();
+            let mut after = None;
+            loop {
+                let (page, next) = ranked_page(&caller, contacts(), after, size);
+                assert!(page.len() <= size);
+                seen.extend(page.iter().map(|m| m.contact.contact_id));
+                match next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+            let want: Vec<Uuid> = whole.iter().map(|m| m.contact.contact_id).collect();
+            assert_eq!(seen, want, "pages of {size}");
+        }
+    }
 
     fn prefix(s: &str) -> Result<String, String> {
         NumberPrefix::parse(s, &Region::germany()).map(|p| p.0)
