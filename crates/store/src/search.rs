@@ -472,5 +472,63 @@ mod tests {
                 }
             }
         }
+
+        // The same through the store, past the plan cache's five custom plans.
+        let row = client
+            .query_one(
+                "SELECT contact_id, first_name || ' ' || last_name AS name FROM contacts \
+                 WHERE account_id = 'big' ORDER BY contact_id LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (id, name): (Uuid, String) = (row.get("contact_id"), row.get("name"));
+        let big = AccountId::parse("big").unwrap();
+        let de = callers_domain::phone::Region::germany();
+        let ranked = Search {
+            query: Some(name.clone()),
+            ..Search::default()
+        };
+        let prefix = Search {
+            number: Some(search::NumberPrefix::parse("+493020001", &de).unwrap()),
+            ..Search::default()
+        };
+        for _ in 0..7 {
+            let started = std::time::Instant::now();
+            let page = store
+                .search_contacts(&big, &ranked, None, 50)
+                .await
+                .unwrap();
+            eprintln!(
+                "ranked search in 100k contacts took {:?}",
+                started.elapsed()
+            );
+            let SearchPage::Ranked { matches, .. } = page else {
+                panic!("not ranked")
+            };
+            assert_eq!(matches[0].contact.contact_id, id, "{name}");
+            let started = std::time::Instant::now();
+            let page = store
+                .search_contacts(&big, &prefix, None, 50)
+                .await
+                .unwrap();
+            eprintln!(
+                "prefix search in 100k contacts took {:?}",
+                started.elapsed()
+            );
+            let SearchPage::Newest { contacts, .. } = page else {
+                panic!("not newest first")
+            };
+            // +4930 2000100 … +4930 2000199: numbers were handed out in the order the contacts
+            // were inserted, big's first.
+            assert_eq!(contacts.len(), 50);
+            assert!(
+                contacts.iter().all(|c| c.fields.phone_numbers[0]
+                    .e164
+                    .as_str()
+                    .starts_with("+493020001")),
+                "{contacts:?}"
+            );
+        }
     }
 }
