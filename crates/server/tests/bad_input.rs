@@ -1742,15 +1742,17 @@ fn change_cases(c: &mut Corpus, app: &TestApp) {
             c,
         );
     }
-    list(
-        "cursor ahead of the feed",
-        Reason(Code::FailedPrecondition, "CURSOR_EXPIRED"),
-        pb::ListChangesRequest {
-            cursor: "123456".into(),
-            ..base()
-        },
-        c,
-    );
+    for cursor in ["123456", "9223372036854775807"] {
+        list(
+            &format!("cursor {cursor} ahead of the feed"),
+            Reason(Code::FailedPrecondition, "CURSOR_EXPIRED"),
+            pb::ListChangesRequest {
+                cursor: cursor.into(),
+                ..base()
+            },
+            c,
+        );
+    }
     list(
         "negative page size",
         Invalid("page_size"),
