@@ -1985,6 +1985,7 @@ mod random {
         Identify(String, String, String, String, i32),
         Settings(pb::CallHandling, Vec<String>),
         Recognition(String, String),
+        Changes(String, String, i32),
     }
 
     fn req() -> impl Strategy<Value = Req> {
@@ -2072,6 +2073,16 @@ mod random {
                     )
                 }),
             (account(), text()).prop_map(|(a, e)| Req::Recognition(a, e)),
+            (
+                account(),
+                prop_oneof![
+                    text(),
+                    any::<i64>().prop_map(|n| n.to_string()),
+                    "[0-9]{1,25}"
+                ],
+                int()
+            )
+                .prop_map(|(a, c, s)| Req::Changes(a, c, s)),
         ]
     }
 
@@ -2080,7 +2091,8 @@ mod random {
         let mut contacts = ContactServiceClient::new(ch.clone());
         let mut notes = CallNoteServiceClient::new(ch.clone());
         let mut ident = IdentificationServiceClient::new(ch.clone());
-        let mut handling = CallHandlingServiceClient::new(ch);
+        let mut handling = CallHandlingServiceClient::new(ch.clone());
+        let mut changes = ChangeServiceClient::new(ch);
         let m = |paths: Vec<String>| Some(FieldMask { paths });
         match r {
             Req::Create(account_id, contact, request_id) => contacts
@@ -2178,6 +2190,14 @@ mod random {
                 .check_caller_recognition(pb::CheckCallerRecognitionRequest {
                     account_id,
                     employee_id,
+                })
+                .await
+                .map(drop),
+            Req::Changes(account_id, cursor, page_size) => changes
+                .list_changes(pb::ListChangesRequest {
+                    account_id,
+                    cursor,
+                    page_size,
                 })
                 .await
                 .map(drop),
