@@ -191,6 +191,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
     let db = db::Db::open(o.database_url.as_deref(), &o.pg_dir, &o.pg_shared_buffers).await?;
+    match db.postmaster_pid().await {
+        Some(pid) => server::measure_postgres_of(pid),
+        None => eprintln!(
+            "warning: the cluster's postmaster is not known here: every PostgreSQL process on \
+             the machine counts as PostgreSQL"
+        ),
+    }
     if let Command::Quality(q) = &cli.command {
         let qo = quality::QualityOptions {
             db_name: o
