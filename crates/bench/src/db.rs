@@ -89,6 +89,19 @@ impl Db {
         connect(&self.url_for(&self.admin_db)).await
     }
 
+    /// The pid of the cluster's postmaster, when it runs on this machine and its data folder
+    /// is readable here (`postmaster.pid`'s first line).
+    pub async fn postmaster_pid(&self) -> Option<u32> {
+        let admin = self.admin().await.ok()?;
+        let dir: String = admin
+            .query_one("SELECT current_setting('data_directory') AS dir", &[])
+            .await
+            .ok()?
+            .get("dir");
+        let pid_file = std::fs::read_to_string(Path::new(&dir).join("postmaster.pid")).ok()?;
+        pid_file.lines().next()?.trim().parse().ok()
+    }
+
     pub async fn exists(&self, name: &str) -> anyhow::Result<bool> {
         let admin = self.admin().await?;
         Ok(admin

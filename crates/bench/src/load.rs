@@ -22,11 +22,11 @@ pub type Driver = Arc<dyn Fn(usize, &mut SmallRng) -> OpFuture + Send + Sync>;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_US: u64 = 60_000_000;
 
-fn histogram() -> Histogram<u64> {
+pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_US, 3).expect("valid bounds")
 }
 
-fn record(h: &mut Histogram<u64>, d: Duration) {
+pub fn record(h: &mut Histogram<u64>, d: Duration) {
     let us = (d.as_micros() as u64).clamp(1, MAX_US);
     let _ = h.record(us);
 }
@@ -43,7 +43,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(h: &Histogram<u64>) -> Self {
+    pub fn of(h: &Histogram<u64>) -> Self {
         let ms = |us: u64| us as f64 / 1000.0;
         Self {
             count: h.len(),

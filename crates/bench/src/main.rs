@@ -15,7 +15,9 @@ mod report;
 mod scenarios;
 mod seed;
 mod server;
+mod watch;
 mod words;
+mod writes;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -35,7 +37,7 @@ struct Cli {
     opts: Opts,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Subcommand)]
 enum Command {
     /// Recognition quality: one seeded account, callers' names of every class, top-1/top-5
     /// and false suggestions of IdentifyCaller beside a pg_trgm baseline (a Markdown table;
@@ -51,6 +53,37 @@ enum Command {
     Purge,
     /// seed, load (with raw) and purge.
     All,
+    /// Write throughput of the write scenarios against this build's server and, in the same
+    /// run, a baseline build (--baseline-server-bin), alternating, each on a fresh copy of the
+    /// seed.
+    Writes(WritesArgs),
+    /// Change-feed consumers one server serves: WatchChanges streams over one account or one
+    /// account each while a writer writes at a fixed rate; delivery delay, CPU, refusals.
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Clone, PartialEq, Args)]
+struct WritesArgs {
+    /// An earlier server build to measure beside this one (e.g. the commit before a change).
+    #[arg(long)]
+    baseline_server_bin: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Args)]
+struct WatchArgs {
+    /// Streams open at once, one run per value (each over one account, then one account each).
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+    watchers: Vec<usize>,
+    /// CreateCallNote calls per second while the streams are open.
+    #[arg(long, default_value_t = 50.0)]
+    write_rate: f64,
+    /// Seconds with the streams open before the writes begin (their idle cost is measured).
+    #[arg(long, default_value_t = 5.0)]
+    idle: f64,
+    /// Write through a second server on the same database, so the streams find the changes by
+    /// polling instead of being woken by their own replica's commits.
+    #[arg(long)]
+    writer_elsewhere: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
@@ -75,6 +108,33 @@ pub enum Scenario {
     IdentifyByName,
     CreateCallNote,
     Mixed,
+    /// CreateCallNote, every client writing into one account (whose writes serialise on its
+    /// change counter); only when named.
+    CreateCallNoteOneAccount,
+    /// CreateContact of a new caller, spread over the accounts; only when named.
+    CreateContact,
+    /// CreateContact, every client writing into one account; only when named.
+    CreateContactOneAccount,
+}
+
+impl Scenario {
+    /// The write scenarios added with the change feed run only when named, so `load` and
+    /// `all` measure what they always did.
+    fn by_default(self) -> bool {
+        !matches!(
+            self,
+            Scenario::CreateCallNoteOneAccount
+                | Scenario::CreateContact
+                | Scenario::CreateContactOneAccount
+        )
+    }
+
+    const WRITES: [Scenario; 4] = [
+        Scenario::CreateCallNote,
+        Scenario::CreateCallNoteOneAccount,
+        Scenario::CreateContact,
+        Scenario::CreateContactOneAccount,
+    ];
 }
 
 #[derive(Debug, Clone, Args)]
@@ -115,7 +175,8 @@ pub struct Opts {
     /// HTTP/2 connections the gRPC clients share.
     #[arg(long, global = true, default_value_t = 4)]
     connections: usize,
-    /// Scenarios of `load` (default: all).
+    /// Scenarios of `load` (default: all but those run only when named) or of `writes`
+    /// (default: the four write scenarios).
     #[arg(long, global = true, value_enum, value_delimiter = ',')]
     scenarios: Vec<Scenario>,
     /// Use a running server instead of starting `callers-server` (must serve the seeded
@@ -191,6 +252,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
     let db = db::Db::open(o.database_url.as_deref(), &o.pg_dir, &o.pg_shared_buffers).await?;
+    match db.postmaster_pid().await {
+        Some(pid) => server::measure_postgres_of(pid),
+        None => eprintln!(
+            "warning: the cluster's postmaster is not known here: every PostgreSQL process on \
+             the machine counts as PostgreSQL"
+        ),
+    }
     if let Command::Quality(q) = &cli.command {
         let qo = quality::QualityOptions {
             db_name: o
@@ -269,7 +337,12 @@ async fn run_on(
     let cmd = cli.command.clone();
     if matches!(
         cmd,
-        Command::Seed | Command::Load | Command::Raw | Command::All
+        Command::Seed
+            | Command::Load
+            | Command::Raw
+            | Command::All
+            | Command::Writes(_)
+            | Command::Watch(_)
     ) {
         let spec = seed::SeedSpec::realistic(o.scale, o.seed);
         results.seed = Some(seed::ensure(db, o.db_name(), &spec, o.reseed).await?);
@@ -286,6 +359,49 @@ async fn run_on(
             )
             .await?,
         );
+    }
+    if let Command::Writes(w) = &cmd {
+        anyhow::ensure!(
+            o.scenarios.iter().all(|s| Scenario::WRITES.contains(s)),
+            "writes runs only the write scenarios ({:?})",
+            Scenario::WRITES
+        );
+        let mut servers = vec![("this build".to_owned(), server_bin()?)];
+        if let Some(b) = &w.baseline_server_bin {
+            servers.push(("baseline".to_owned(), b.clone()));
+        }
+        let wo = writes::WritesOptions {
+            scenarios: if o.scenarios.is_empty() {
+                Scenario::WRITES.to_vec()
+            } else {
+                o.scenarios.clone()
+            },
+            concurrency: o.concurrency.clone(),
+            warmup: Duration::from_secs_f64(o.warmup),
+            duration: Duration::from_secs_f64(o.duration),
+            connections: o.connections,
+            seed: o.seed,
+            servers,
+            server_args: o.server_arg.clone(),
+            log_dir: log_dir.to_owned(),
+            keep_copies: o.keep_copies,
+        };
+        results.writes = Some(writes::run(db, o.db_name(), &wo).await?);
+    }
+    if let Command::Watch(w) = &cmd {
+        let wo = watch::WatchOptions {
+            watchers: w.watchers.clone(),
+            write_rate: w.write_rate,
+            idle: Duration::from_secs_f64(w.idle),
+            duration: Duration::from_secs_f64(o.duration),
+            writer_elsewhere: w.writer_elsewhere,
+            seed: o.seed,
+            server_bin: server_bin()?,
+            server_args: o.server_arg.clone(),
+            log_dir: log_dir.to_owned(),
+            keep_copies: o.keep_copies,
+        };
+        results.watch = Some(watch::run(db, o.db_name(), &wo).await?);
     }
     if matches!(cmd, Command::Purge | Command::All) {
         let n = o
@@ -346,7 +462,14 @@ async fn load_runs(
     };
 
     report.micro = micro(&samples, &names);
-    let wanted = |s: Scenario| o.scenarios.is_empty() || o.scenarios.contains(&s);
+    let wanted = |s: Scenario| {
+        if o.scenarios.is_empty() {
+            s.by_default()
+        } else {
+            o.scenarios.contains(&s)
+        }
+    };
+    let one_account = scenarios::samples_of(&samples, &big);
     let mut bouncer = None;
     let server = match (service, &o.addr, &server_bin) {
         (true, None, Some(bin)) => {
@@ -421,11 +544,11 @@ async fn load_runs(
             }
             // Writes last: they add notes and contacts to the seeded database.
             for &c in &o.concurrency {
-                if wanted(Scenario::CreateCallNote) {
-                    let d = scenarios::create_call_notes(ch.clone(), samples.clone());
-                    runs.push(
-                        run_one("create_call_note", c, warmup, duration, o.seed, d, srv).await,
-                    );
+                for s in Scenario::WRITES.into_iter().filter(|&s| wanted(s)) {
+                    if let Some((name, d)) = scenarios::write_driver(s, ch, &samples, &one_account)
+                    {
+                        runs.push(run_one(name, c, warmup, duration, o.seed, d, srv).await);
+                    }
                 }
             }
             for &c in &o.concurrency {

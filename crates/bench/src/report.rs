@@ -126,6 +126,8 @@ pub struct Results {
     pub seed: Option<SeedReport>,
     pub load: Option<LoadReport>,
     pub purge: Option<PurgeReport>,
+    pub writes: Option<crate::writes::WritesReport>,
+    pub watch: Option<crate::watch::WatchReport>,
     pub goals: Vec<Goal>,
     pub total_secs: f64,
 }
@@ -388,6 +390,12 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(s, "{}", row(&p.lookups_busy_backend));
         let _ = writeln!(s, "{}", row(&p.lookups_writing_backend));
         let _ = writeln!(s, "{}", row(&p.lookups_during));
+    }
+    if let Some(w) = &r.writes {
+        s.push_str(&crate::writes::markdown(w));
+    }
+    if let Some(w) = &r.watch {
+        s.push_str(&crate::watch::markdown(w));
     }
     let _ = writeln!(s, "\n## Goals\n\n| goal | measured | met |\n|---|---|---|");
     for g in &r.goals {

@@ -1,6 +1,7 @@
 //! What the load generator sends: samples drawn from the seeded database, and one driver per
 //! scenario (gRPC against the server, or the raw SQL against PostgreSQL).
 
+use crate::Scenario;
 use crate::data::{Tables, random_number};
 use crate::db;
 use crate::load::{Driver, OpFuture};
@@ -8,6 +9,7 @@ use crate::words::{FIRST_NAMES, LAST_NAMES, NOTE_SENTENCES, SUBJECTS};
 use anyhow::Context;
 use callers_proto::v1 as pb;
 use callers_proto::v1::call_note_service_client::CallNoteServiceClient;
+use callers_proto::v1::contact_service_client::ContactServiceClient;
 use callers_proto::v1::identification_service_client::IdentificationServiceClient;
 use rand::rngs::SmallRng;
 use rand::seq::IndexedRandom;
@@ -322,6 +324,77 @@ pub fn create_call_notes(channels: Vec<Channel>, samples: Arc<Vec<NumberSample>>
         let s = &samples[rng.random_range(0..samples.len())];
         let req = call_note_request(rng, s, &tables);
         create_call_note(&channels[w % channels.len()], req)
+    })
+}
+
+/// The samples of one account, for the write scenarios whose writers all share it.
+pub fn samples_of(samples: &[NumberSample], account: &str) -> Arc<Vec<NumberSample>> {
+    Arc::new(
+        samples
+            .iter()
+            .filter(|s| s.account == account)
+            .cloned()
+            .collect(),
+    )
+}
+
+/// CreateContact of a new caller (a number and a name) in a sample's account: accounts are hit
+/// in proportion to their size, or all writes go to one account when the samples are one
+/// account's ([`samples_of`]).
+pub fn create_contacts(channels: Vec<Channel>, samples: Arc<Vec<NumberSample>>) -> Driver {
+    let tables = Arc::new(Tables::default());
+    Arc::new(move |w, rng| {
+        let s = &samples[rng.random_range(0..samples.len())];
+        let req = pb::CreateContactRequest {
+            account_id: s.account.clone(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            contact: Some(pb::Contact {
+                categories: vec!["caller".into()],
+                first_name: FIRST_NAMES.choose(rng).expect("non-empty").0.to_owned(),
+                last_name: LAST_NAMES.choose(rng).expect("non-empty").to_string(),
+                phone_numbers: vec![pb::PhoneNumber {
+                    number: random_number(&tables, rng).0,
+                    ..Default::default()
+                }],
+                origin: pb::Origin::ExpectedCall as i32,
+                ..Default::default()
+            }),
+        };
+        let mut client = ContactServiceClient::new(channels[w % channels.len()].clone());
+        Box::pin(async move {
+            client
+                .create_contact(req)
+                .await
+                .map(|_| "create_contact")
+                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+        })
+    })
+}
+
+/// The driver of a write scenario (`None` for the others): call notes or contacts, spread over
+/// the samples' accounts or all in `one_account`'s samples.
+pub fn write_driver(
+    scenario: Scenario,
+    channels: &[Channel],
+    samples: &Arc<Vec<NumberSample>>,
+    one_account: &Arc<Vec<NumberSample>>,
+) -> Option<(&'static str, Driver)> {
+    let ch = channels.to_vec();
+    Some(match scenario {
+        Scenario::CreateCallNote => ("create_call_note", create_call_notes(ch, samples.clone())),
+        Scenario::CreateCallNoteOneAccount => (
+            "create_call_note_one_account",
+            create_call_notes(ch, one_account.clone()),
+        ),
+        Scenario::CreateContact => ("create_contact", create_contacts(ch, samples.clone())),
+        Scenario::CreateContactOneAccount => (
+            "create_contact_one_account",
+            create_contacts(ch, one_account.clone()),
+        ),
+        Scenario::GrpcFloor
+        | Scenario::IdentifyByNumber
+        | Scenario::IdentifyByName
+        | Scenario::Mixed => return None,
     })
 }
 

@@ -170,17 +170,42 @@ pub fn machine_busy_secs() -> Option<f64> {
     Some((total - idle) / TICKS_PER_SEC)
 }
 
-/// CPU seconds of every PostgreSQL process (by command name) alive now, by pid.
+/// The postmaster of the cluster under measurement, once known: only it and its children
+/// count as PostgreSQL, so another cluster on the machine (another checkout's test database)
+/// counts as the rest of the machine instead.
+static POSTMASTER: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// Counts only this cluster's processes as PostgreSQL from now on.
+pub fn measure_postgres_of(postmaster: u32) {
+    let _ = POSTMASTER.set(postmaster);
+}
+
+fn parent_pid(pid: &str) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// CPU seconds of every PostgreSQL process (by command name; of the measured cluster when its
+/// postmaster is known) alive now, by pid.
 fn postgres_cpu() -> Vec<(String, f64)> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
+    let postmaster = POSTMASTER.get().copied();
     dir.filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .filter(|pid| match postmaster {
+            Some(pm) => pid.parse() == Ok(pm) || parent_pid(pid) == Some(pm),
+            None => true,
         })
         .filter_map(|pid| process_cpu_secs(&pid).map(|s| (pid, s)))
         .collect()
