@@ -131,6 +131,10 @@ pub struct ServeArgs {
     /// committed through this replica wake its streams at once, others are found by this poll.
     #[arg(long, env = "CALLERS_CHANGE_POLL_MS", default_value_t = 1000)]
     pub change_poll_ms: u64,
+    /// Feed reads for change streams at once, each on a pooled connection; the rest of the
+    /// pool stays for the other calls. Streams at the same cursor of an account share a read.
+    #[arg(long, env = "CALLERS_CHANGE_STREAM_READS", default_value_t = 4)]
+    pub change_stream_reads: usize,
     /// Folder of the development database started when no database URL is given.
     #[arg(
         long,

@@ -271,6 +271,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 max_age: Duration::from_secs(args.change_stream_max_age_secs.max(1)),
                 keepalive: Duration::from_secs(args.change_stream_keepalive_secs.max(1)),
                 poll: Duration::from_millis(args.change_poll_ms.max(10)),
+                max_reads: args.change_stream_reads.max(1),
             },
         },
         tls,

@@ -408,6 +408,7 @@ async fn streams_beyond_the_cap_are_refused_and_a_stream_ends_at_its_age_and_res
             max_age: Duration::from_millis(300),
             keepalive: Duration::from_millis(100),
             poll: Duration::from_millis(50),
+            max_reads: 1,
         },
         ..Limits::default()
     };

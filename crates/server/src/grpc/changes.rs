@@ -3,6 +3,11 @@
 //! (`Store::committed_accounts`), other replicas' and the purge worker's are found by polling
 //! with a back-off. Streams are capped per replica, send keepalives, and end with OK on
 //! shutdown and at their maximum age, before the connection's own age closes it.
+//!
+//! Streams of one account mostly wait at the same cursor, and one commit wakes them all: their
+//! reads are shared ([`Reads`]: one read per account and cursor at a time, its page handed to
+//! every stream that asked), and stream reads have a budget of connections of their own, so a
+//! thousand streams never take the pool from the writes.
 
 use super::App;
 use crate::convert::changes::{self, GetChangeCursor, ListChanges, WatchChanges};
@@ -10,10 +15,14 @@ use crate::error;
 use callers_domain::AccountId;
 use callers_proto::v1 as pb;
 use callers_proto::v1::change_service_server::ChangeService;
-use callers_store::Store;
+use callers_store::{ChangePage, Store};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use metrics::gauge;
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use tokio::time::Instant;
@@ -37,6 +46,8 @@ pub struct WatchLimits {
     pub keepalive: Duration,
     /// The longest wait between two reads of the feed while nothing happens.
     pub poll: Duration,
+    /// Reads of the feed for streams at once (each a pooled connection while it runs).
+    pub max_reads: usize,
 }
 
 impl Default for WatchLimits {
@@ -46,6 +57,7 @@ impl Default for WatchLimits {
             max_age: Duration::from_secs(300),
             keepalive: Duration::from_secs(15),
             poll: Duration::from_secs(1),
+            max_reads: 4,
         }
     }
 }
@@ -54,6 +66,7 @@ pub struct Changes {
     app: App,
     limits: WatchLimits,
     streams: Arc<Semaphore>,
+    reads: Arc<Reads>,
     /// Turns true when the server shuts down: every stream ends.
     stopping: watch::Receiver<bool>,
 }
@@ -62,6 +75,7 @@ impl Changes {
     pub fn new(app: App, limits: WatchLimits, stopping: watch::Receiver<bool>) -> Self {
         Self {
             streams: Arc::new(Semaphore::new(limits.max_streams)),
+            reads: Arc::new(Reads::new(limits.max_reads)),
             app,
             limits,
             stopping,
@@ -127,6 +141,7 @@ impl ChangeService for Changes {
         let (tx, rx) = mpsc::channel(2);
         let watcher = Watcher {
             store: self.app.store.clone(),
+            reads: self.reads.clone(),
             retention: self.app.retention,
             account: cmd.account,
             after: cmd.after,
@@ -143,6 +158,7 @@ impl ChangeService for Changes {
 /// One open stream.
 struct Watcher {
     store: Store,
+    reads: Arc<Reads>,
     retention: callers_domain::retention::Retention,
     account: AccountId,
     after: i64,
@@ -159,24 +175,24 @@ enum Wake {
 }
 
 impl Watcher {
-    async fn run(mut self, first: callers_store::ChangePage, _permit: OwnedSemaphorePermit) {
+    async fn run(mut self, first: ChangePage, _permit: OwnedSemaphorePermit) {
         gauge!("callers_change_streams").increment(1.0);
         let end = Instant::now() + self.limits.max_age;
-        let mut page = Some(first);
+        let mut page = Some(Arc::new(first));
         let mut poll = FIRST_POLL;
         let mut last_sent = Instant::now();
         loop {
             let current = match page.take() {
                 Some(p) => p,
                 None => match self
-                    .store
-                    .list_changes(&self.account, self.after, PAGE)
+                    .reads
+                    .read(&self.store, &self.account, self.after)
                     .await
                 {
                     Ok(p) => p,
-                    Err(e) => {
+                    Err(status) => {
                         // The client resumes from its cursor (after a pause on UNAVAILABLE).
-                        let _ = self.tx.send(Err(error::from_store(e))).await;
+                        let _ = self.tx.send(Err(status)).await;
                         break;
                     }
                 },
@@ -250,5 +266,63 @@ impl Watcher {
             _ = self.tx.closed() => Wake::End,
             _ = self.stopping.changed() => Wake::End,
         }
+    }
+}
+
+type SharedRead = Shared<BoxFuture<'static, Result<Arc<ChangePage>, Status>>>;
+
+/// The feed reads of this replica's streams: one at a time per account and cursor, shared by
+/// every stream waiting for it, and at most `budget` at once.
+pub(crate) struct Reads {
+    pending: Mutex<HashMap<(String, i64), SharedRead>>,
+    budget: Arc<Semaphore>,
+}
+
+impl Reads {
+    fn new(budget: usize) -> Self {
+        Self {
+            pending: Mutex::default(),
+            budget: Arc::new(Semaphore::new(budget.max(1))),
+        }
+    }
+
+    async fn read(
+        self: &Arc<Self>,
+        store: &Store,
+        account: &AccountId,
+        after: i64,
+    ) -> Result<Arc<ChangePage>, Status> {
+        let key = (account.as_str().to_owned(), after);
+        let read = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    let (reads, store, account) = (self.clone(), store.clone(), account.clone());
+                    // A task of its own, so the read ends (and leaves `pending`) even when every
+                    // stream waiting for it went away.
+                    let task = tokio::spawn(async move {
+                        let page = {
+                            let _turn = reads.budget.acquire().await;
+                            store.list_changes(&account, after, PAGE).await
+                        };
+                        // Later streams at this cursor read anew: the feed may have grown.
+                        reads
+                            .pending
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&(account.as_str().to_owned(), after));
+                        page.map(Arc::new).map_err(error::from_store)
+                    });
+                    async move {
+                        task.await
+                            .unwrap_or_else(|_| Err(Status::unavailable("the read was cancelled")))
+                    }
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+        };
+        read.await
     }
 }
