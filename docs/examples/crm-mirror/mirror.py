@@ -692,6 +692,9 @@ def channel_for(args) -> grpc.Channel:
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 0),
+        # grpc's own reconnect backoff grows to 2 minutes by default: after a long outage the
+        # mirror would lag that long behind a server that is back.
+        ("grpc.max_reconnect_backoff_ms", 10_000),
     ]
     if args.tls or args.ca_file:
         root = Path(args.ca_file).read_bytes() if args.ca_file else None
