@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 pub const MAX_EMPLOYEES: usize = 1_000;
 
 /// Codes are those of the contract and the database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ConversationStyle {
     Formal = 1,
     Informal = 2,
@@ -29,14 +29,14 @@ impl ConversationStyle {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EmployeeOverride {
     pub employee_id: String,
     pub conversation_style: Option<ConversationStyle>,
     pub caller_id_transmission: Option<bool>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CallHandling {
     pub account_id: String,
     /// `None`: not set, which counts as not formal.

@@ -12,7 +12,7 @@ pub const MAX_SUBJECT_CHARS: usize = 300;
 pub const MAX_TEXT_CHARS: usize = 20_000;
 pub const MAX_CALLER_NUMBER_CHARS: usize = 64;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MessageDelivery {
     pub message_id: Uuid,
     pub text: String,
@@ -20,7 +20,7 @@ pub struct MessageDelivery {
     pub agent_id: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CallNote {
     pub account_id: String,
     pub call_note_id: Uuid,
@@ -36,7 +36,7 @@ pub struct CallNote {
 }
 
 /// Who called, as the agent noted it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Caller {
     pub first_name: String,
     pub last_name: String,

@@ -17,7 +17,8 @@ pub const MAX_CATEGORIES: usize = 20;
 const MAX_CATEGORY_LEN: usize = 40;
 
 /// A set of category slugs, kept sorted so equal sets compare and store equal.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Categories(Vec<String>);
 
 impl Categories {
@@ -81,7 +82,7 @@ pub fn category(slug: &str) -> Result<&str, String> {
 }
 
 /// Numeric codes are those of the contract and of the database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PhoneType {
     Unspecified = 0,
     Mobile = 1,
@@ -111,7 +112,7 @@ impl PhoneType {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Origin {
     CallNote = 1,
     ExpectedCall = 2,
@@ -133,7 +134,7 @@ impl Origin {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PhoneEntry {
     /// As entered, trimmed.
     pub number: String,
@@ -149,7 +150,7 @@ pub struct RawPhone {
 }
 
 /// The fields of a contact a client writes, validated.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ContactFields {
     pub categories: Categories,
     pub salutation: String,
@@ -179,7 +180,7 @@ impl ContactFields {
 }
 
 /// A contact's pending one-time message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CallerMessage {
     pub message_id: Uuid,
     pub text: String,
@@ -187,7 +188,7 @@ pub struct CallerMessage {
 }
 
 /// A stored contact as read back.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Contact {
     pub account_id: String,
     pub contact_id: Uuid,

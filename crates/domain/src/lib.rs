@@ -3,6 +3,7 @@
 
 pub mod call_handling;
 pub mod call_note;
+pub mod change;
 pub mod clock;
 pub mod contact;
 pub mod identification;

@@ -39,7 +39,8 @@ pub enum PhoneError {
 
 /// An ISO 3166 alpha-2 region the phone library has metadata for; national numbers are read as
 /// numbers of this region.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Region(Id);
 
 impl Region {
@@ -66,6 +67,20 @@ impl Region {
     }
 }
 
+impl TryFrom<String> for Region {
+    type Error = PhoneError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Region::parse(&s)
+    }
+}
+
+impl From<Region> for String {
+    fn from(r: Region) -> String {
+        r.as_str().to_owned()
+    }
+}
+
 impl FromStr for Region {
     type Err = PhoneError;
 
@@ -81,7 +96,10 @@ impl fmt::Display for Region {
 }
 
 /// A valid phone number in E.164 form, e.g. `+493012345678`. Only [`normalize`] makes one.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct E164(String);
 
 impl E164 {

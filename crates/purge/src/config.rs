@@ -57,6 +57,24 @@ pub struct Cli {
         value_parser = clap::value_parser!(u32).range(1..=36_500)
     )]
     pub audit_retention_days: u32,
+    /// Days the change feed keeps a change; a consumer further behind must resynchronise
+    /// (`CURSOR_EXPIRED`).
+    #[arg(
+        long,
+        env = "CALLERS_CHANGE_RETENTION_DAYS",
+        default_value_t = 7,
+        value_parser = clap::value_parser!(u32).range(1..=3_650)
+    )]
+    pub change_retention_days: u32,
+    /// Days before its purge time that a contact subject to deletion is announced in the change
+    /// feed (`CONTACT_EXPIRING`), once per purge time.
+    #[arg(
+        long,
+        env = "CALLERS_EXPIRY_NOTICE_DAYS",
+        default_value_t = 14,
+        value_parser = clap::value_parser!(u32).range(1..=3_650)
+    )]
+    pub expiry_notice_days: u32,
     /// Pause between batches, to spare a busy primary and its replicas.
     #[arg(
         long,
@@ -113,6 +131,8 @@ pub struct Settings {
     pub as_of: Option<DateTime<Utc>>,
     pub idempotency_retention: chrono::Duration,
     pub audit_retention: chrono::Duration,
+    pub change_retention: chrono::Duration,
+    pub expiry_notice: chrono::Duration,
     pub batch_pause: Duration,
     pub progress_every: Duration,
     pub session: SessionOptions,
@@ -165,6 +185,8 @@ impl Cli {
                 self.idempotency_retention_hours,
             )),
             audit_retention: chrono::Duration::days(i64::from(self.audit_retention_days)),
+            change_retention: chrono::Duration::days(i64::from(self.change_retention_days)),
+            expiry_notice: chrono::Duration::days(i64::from(self.expiry_notice_days)),
             batch_pause: Duration::from_millis(self.batch_pause_ms),
             progress_every: Duration::from_secs(self.progress_secs),
             session: SessionOptions {

@@ -288,9 +288,15 @@ async fn work(
 }
 
 /// The housekeeping chores, in the order a run does them after the contacts, each with how
-/// long its rows are kept. A new chore is a line here (and its statements in the store).
-pub fn housekeeping(settings: &Settings) -> [(Chore, chrono::Duration); 2] {
+/// long its rows are kept (for expiry notices: how long a contact's last activity may lie back
+/// before it is announced). A new chore is a line here (and its statements in the store).
+pub fn housekeeping(settings: &Settings) -> [(Chore, chrono::Duration); 4] {
     [
+        (
+            purge::EXPIRY_NOTICES,
+            settings.retention.duration() - settings.expiry_notice,
+        ),
+        (purge::CHANGES, settings.change_retention),
         (purge::IDEMPOTENCY_KEYS, settings.idempotency_retention),
         (purge::AUDIT_ROWS, settings.audit_retention),
     ]

@@ -105,6 +105,32 @@ pub struct ServeArgs {
     /// Seconds between HTTP/2 keepalive PINGs to clients.
     #[arg(long, env = "CALLERS_HTTP2_KEEPALIVE_SECS", default_value_t = 30)]
     pub http2_keepalive_secs: u64,
+    /// Seconds after which a client connection is asked to close (HTTP/2 GOAWAY) so that
+    /// clients spread over replicas added since; 0 keeps connections open.
+    #[arg(long, env = "CALLERS_MAX_CONNECTION_AGE_SECS", default_value_t = 1800)]
+    pub max_connection_age_secs: u64,
+    /// `WatchChanges` streams this replica serves at once; more are RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CALLERS_MAX_CHANGE_STREAMS", default_value_t = 1000)]
+    pub max_change_streams: usize,
+    /// Seconds after which a `WatchChanges` stream ends with OK (the client resumes with its
+    /// cursor); the connection's age grace is this plus 30 seconds.
+    #[arg(
+        long,
+        env = "CALLERS_CHANGE_STREAM_MAX_AGE_SECS",
+        default_value_t = 300
+    )]
+    pub change_stream_max_age_secs: u64,
+    /// Seconds without changes after which a stream sends a keepalive message.
+    #[arg(
+        long,
+        env = "CALLERS_CHANGE_STREAM_KEEPALIVE_SECS",
+        default_value_t = 15
+    )]
+    pub change_stream_keepalive_secs: u64,
+    /// Longest wait in milliseconds between two reads of the feed by an idle stream; changes
+    /// committed through this replica wake its streams at once, others are found by this poll.
+    #[arg(long, env = "CALLERS_CHANGE_POLL_MS", default_value_t = 1000)]
+    pub change_poll_ms: u64,
     /// Folder of the development database started when no database URL is given.
     #[arg(
         long,

@@ -4,6 +4,7 @@
 
 pub mod call_handling;
 pub mod call_notes;
+pub mod changes;
 pub mod contacts;
 pub mod identification;
 

@@ -76,6 +76,12 @@ pub fn from_store(e: Error) -> Status {
             "the call note is linked to another contact",
             "CALL_NOTE_OF_OTHER_CONTACT",
         ),
+        Error::CursorExpired => reason(
+            Code::FailedPrecondition,
+            "changes after this cursor are no longer kept: read the account anew from \
+             GetChangeCursor, then the lists, then follow the feed from that cursor",
+            "CURSOR_EXPIRED",
+        ),
         Error::Unavailable(source) => {
             tracing::warn!(error = %chain(&*source), "database unavailable");
             reason(

@@ -14,6 +14,7 @@ mod page_token;
 use auth::Authenticator;
 use callers_proto::v1::call_handling_service_server::CallHandlingServiceServer;
 use callers_proto::v1::call_note_service_server::CallNoteServiceServer;
+use callers_proto::v1::change_service_server::ChangeServiceServer;
 use callers_proto::v1::contact_service_server::ContactServiceServer;
 use callers_proto::v1::identification_service_server::IdentificationServiceServer;
 use grpc::App;
@@ -50,6 +51,12 @@ pub struct Limits {
     pub max_concurrent_requests: usize,
     /// HTTP/2 PING interval that detects dead client connections.
     pub http2_keepalive: Duration,
+    /// A connection older than this is asked to close (GOAWAY), so that clients spread over
+    /// replicas added since; `None` keeps connections for ever. Change streams end on their own
+    /// before the grace that follows runs out.
+    pub max_connection_age: Option<Duration>,
+    /// `WatchChanges` streams.
+    pub watch: grpc::changes::WatchLimits,
 }
 
 impl Default for Limits {
@@ -59,6 +66,8 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(10),
             max_concurrent_requests: 256,
             http2_keepalive: Duration::from_secs(30),
+            max_connection_age: None,
+            watch: grpc::changes::WatchLimits::default(),
         }
     }
 }
@@ -111,6 +120,16 @@ pub async fn serve(
     let call_handling = InterceptedService::new(
         CallHandlingServiceServer::new(grpc::call_handling::CallHandlings(deps.app.clone()))
             .max_decoding_message_size(max),
+        authenticate.clone(),
+    );
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let changes = InterceptedService::new(
+        ChangeServiceServer::new(grpc::changes::Changes::new(
+            deps.app.clone(),
+            deps.limits.watch.clone(),
+            stopping,
+        ))
+        .max_decoding_message_size(max),
         authenticate,
     );
 
@@ -119,6 +138,12 @@ pub async fn serve(
     let mut builder = Server::builder();
     if let Some(tls) = deps.tls.clone() {
         builder = builder.tls_config(tls)?;
+    }
+    if let Some(age) = limits.max_connection_age {
+        // Streams end within their own maximum age; the grace lets them.
+        builder = builder
+            .max_connection_age(age)
+            .max_connection_age_grace(limits.watch.max_age + Duration::from_secs(30));
     }
     let router = builder
         .http2_keepalive_interval(Some(limits.http2_keepalive))
@@ -133,7 +158,8 @@ pub async fn serve(
         .add_service(contacts)
         .add_service(identification)
         .add_service(call_notes)
-        .add_service(call_handling);
+        .add_service(call_handling)
+        .add_service(changes);
     let server = tokio::spawn(router.serve_with_incoming_shutdown(
         // `serve_with_incoming` ignores the builder's TCP_NODELAY: set it on every accepted
         // connection, or Nagle's algorithm holds each answer until the client's delayed ACK
@@ -148,6 +174,8 @@ pub async fn serve(
     tracing::info!("shutting down: draining in-flight calls");
     health_task.abort();
     health::set_all(&reporter, false).await;
+    // Change streams end with OK; their clients resume with their cursors elsewhere.
+    let _ = stopping_tx.send(true);
     let _ = stop_tx.send(());
     match tokio::time::timeout(deps.shutdown_grace, server).await {
         Ok(joined) => joined??,

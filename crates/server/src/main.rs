@@ -8,6 +8,7 @@ use callers_runtime::logging::{self, Output};
 use callers_server::auth::Authenticator;
 use callers_server::config::{Cli, Command, DatabaseArgs, ServeArgs};
 use callers_server::grpc::App;
+use callers_server::grpc::changes::WatchLimits;
 use callers_server::{Deps, Limits, serve};
 use callers_store::{PoolConfig, Store};
 use clap::Parser;
@@ -263,6 +264,14 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             request_timeout: Duration::from_millis(args.request_timeout_ms),
             max_concurrent_requests: args.max_concurrent_requests.max(1),
             http2_keepalive: Duration::from_secs(args.http2_keepalive_secs.max(1)),
+            max_connection_age: (args.max_connection_age_secs > 0)
+                .then(|| Duration::from_secs(args.max_connection_age_secs)),
+            watch: WatchLimits {
+                max_streams: args.max_change_streams,
+                max_age: Duration::from_secs(args.change_stream_max_age_secs.max(1)),
+                keepalive: Duration::from_secs(args.change_stream_keepalive_secs.max(1)),
+                poll: Duration::from_millis(args.change_poll_ms.max(10)),
+            },
         },
         tls,
         health_probe: Some(health_probe),

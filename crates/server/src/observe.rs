@@ -103,8 +103,9 @@ where
         };
         let account = RequestAccount::default();
         req.extensions_mut().insert(account.clone());
-        // Streams (health Watch, reflection) live as long as the client wants.
-        let deadline = (!method.starts_with("grpc."))
+        // Streams (health Watch, reflection, change streams) live as long as the client wants;
+        // a change stream bounds its own age.
+        let deadline = (!method.starts_with("grpc.") && method != WATCH_CHANGES)
             .then(|| grpc_timeout(req.headers()).map_or(self.timeout, |t| t.min(self.timeout)));
         // The clone that was driven to readiness must serve this call.
         let clone = self.inner.clone();
@@ -130,6 +131,8 @@ where
         })
     }
 }
+
+const WATCH_CHANGES: &str = "callers.v1.ChangeService/WatchChanges";
 
 /// The client's deadline from the `grpc-timeout` header ("100m", "5S", …); `None` when absent
 /// or malformed.
@@ -216,6 +219,9 @@ fn method_label(path: &str) -> &'static str {
         "callers.v1.CallHandlingService/GetCallHandling",
         "callers.v1.CallHandlingService/UpdateCallHandling",
         "callers.v1.CallHandlingService/CheckCallerRecognition",
+        "callers.v1.ChangeService/GetChangeCursor",
+        "callers.v1.ChangeService/ListChanges",
+        "callers.v1.ChangeService/WatchChanges",
         "grpc.health.v1.Health/Check",
         "grpc.health.v1.Health/Watch",
         "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",

@@ -13,6 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use callers_proto::v1 as pb;
 use callers_proto::v1::call_handling_service_client::CallHandlingServiceClient;
 use callers_proto::v1::call_note_service_client::CallNoteServiceClient;
+use callers_proto::v1::change_service_client::ChangeServiceClient;
 use callers_proto::v1::contact_service_client::ContactServiceClient;
 use callers_proto::v1::identification_service_client::IdentificationServiceClient;
 use callers_testkit::app::{TestApp, caller, create, spawn_app};
@@ -63,6 +64,8 @@ async fn snapshot(db: &tokio_postgres::Client) -> Vec<(String, i64, String)> {
         "call_handling",
         "employee_call_handling",
         "idempotency_keys",
+        "changes",
+        "change_counters",
     ] {
         let row = db
             .query_one(
@@ -1471,6 +1474,112 @@ fn call_handling_cases(c: &mut Corpus, app: &TestApp) {
     );
 }
 
+fn change_cases(c: &mut Corpus, app: &TestApp) {
+    use Want::*;
+    let client = ChangeServiceClient::new(app.channel.clone());
+    let mut g = client.clone();
+    c.add(
+        "GetChangeCursor bad account",
+        Invalid("account_id"),
+        async move {
+            g.get_change_cursor(pb::GetChangeCursorRequest {
+                account_id: format!("{ECHO}/x"),
+            })
+            .await
+            .map(drop)
+        },
+    );
+    let list = |name: &str, want: Want, req: pb::ListChangesRequest, c: &mut Corpus| {
+        let mut l = client.clone();
+        c.add(format!("ListChanges {name}"), want, async move {
+            l.list_changes(req).await.map(drop)
+        });
+    };
+    let base = || pb::ListChangesRequest {
+        account_id: "acme".into(),
+        ..Default::default()
+    };
+    list(
+        "missing account",
+        Invalid("account_id"),
+        pb::ListChangesRequest {
+            account_id: String::new(),
+            ..base()
+        },
+        c,
+    );
+    for (name, cursor) in [
+        ("cursor of words", ECHO.to_owned()),
+        ("negative cursor", "-1".to_owned()),
+        ("cursor beyond i64", "99999999999999999999".to_owned()),
+        ("cursor with a sign", "+1".to_owned()),
+    ] {
+        list(
+            name,
+            Invalid("cursor"),
+            pb::ListChangesRequest { cursor, ..base() },
+            c,
+        );
+    }
+    list(
+        "cursor ahead of the feed",
+        Reason(Code::FailedPrecondition, "CURSOR_EXPIRED"),
+        pb::ListChangesRequest {
+            cursor: "123456".into(),
+            ..base()
+        },
+        c,
+    );
+    list(
+        "negative page size",
+        Invalid("page_size"),
+        pb::ListChangesRequest {
+            page_size: -1,
+            ..base()
+        },
+        c,
+    );
+    list(
+        "page size over 1000",
+        Invalid("page_size"),
+        pb::ListChangesRequest {
+            page_size: 1001,
+            ..base()
+        },
+        c,
+    );
+    let watch = |name: &str, want: Want, req: pb::WatchChangesRequest, c: &mut Corpus| {
+        let mut w = client.clone();
+        c.add(format!("WatchChanges {name}"), want, async move {
+            w.watch_changes(req).await.map(drop)
+        });
+    };
+    watch(
+        "missing account",
+        Invalid("account_id"),
+        pb::WatchChangesRequest::default(),
+        c,
+    );
+    watch(
+        "cursor of words",
+        Invalid("cursor"),
+        pb::WatchChangesRequest {
+            account_id: "acme".into(),
+            cursor: ECHO.into(),
+        },
+        c,
+    );
+    watch(
+        "cursor ahead of the feed",
+        Reason(Code::FailedPrecondition, "CURSOR_EXPIRED"),
+        pb::WatchChangesRequest {
+            account_id: "acme".into(),
+            cursor: "123456".into(),
+        },
+        c,
+    );
+}
+
 #[tokio::test]
 async fn every_malformed_request_is_refused_by_field_and_writes_nothing() {
     let logs = callers_testkit::logs::capture();
@@ -1483,6 +1592,7 @@ async fn every_malformed_request_is_refused_by_field_and_writes_nothing() {
     note_cases(&mut corpus, &app, &seeded);
     identification_cases(&mut corpus, &app);
     call_handling_cases(&mut corpus, &app);
+    change_cases(&mut corpus, &app);
     let n = corpus.cases.len();
     // Every case runs; the failures are reported together.
     let mut failures = Vec::new();

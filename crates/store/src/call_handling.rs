@@ -8,6 +8,7 @@ use callers_domain::AccountId;
 use callers_domain::call_handling::{
     CallHandling, CallHandlingPatch, ConversationStyle, EmployeeOverride,
 };
+use callers_domain::change::Change;
 use callers_domain::phone::Region;
 use chrono::{DateTime, Utc};
 
@@ -298,7 +299,9 @@ impl Store {
             if patch.employees.is_some() {
                 replace_employees(db, &settings).await?;
             }
-            tx.commit().await?;
+            let changed = Change::CallHandlingUpdated(settings.clone());
+            self.commit_changes(tx, account.as_str(), now, &[changed])
+                .await?;
             Ok(settings)
         })
         .await

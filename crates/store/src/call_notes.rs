@@ -7,12 +7,14 @@
 
 use crate::contacts::{get_contact, insert_contact};
 use crate::exec::Conn;
+use crate::feed::Written;
 use crate::idempotency::{IdempotencyKey, Replay};
 use crate::identify::{self, NameQuery};
 use crate::row::{in_step, row_struct};
 use crate::{Entity, Error, Store, keyset_page};
 use callers_domain::AccountId;
 use callers_domain::call_note::{CallNote, Caller, MessageDelivery, NewCallNote};
+use callers_domain::change::Change;
 use callers_domain::contact::Contact;
 use callers_domain::identification::Confidence;
 use chrono::{DateTime, Utc};
@@ -251,6 +253,15 @@ impl Store {
                 create_time: now,
                 deliveries: Vec::new(),
             };
+            let mut changes = Vec::with_capacity(2);
+            if let Some(c) = &contact {
+                changes.push(if contact_created {
+                    Change::ContactCreated(c.clone())
+                } else {
+                    Change::ContactUpdated(c.clone())
+                });
+            }
+            changes.push(Change::CallNoteCreated(n.clone()));
             tx.execute(
                 INSERT_NOTE,
                 &[
@@ -270,11 +281,12 @@ impl Store {
                 ],
             )
             .await?;
-            Ok(Created {
+            let created = Created {
                 call_note: n,
                 contact,
                 contact_created,
-            })
+            };
+            Ok(Written::new(created, changes))
         })
         .await
     }
@@ -388,7 +400,8 @@ impl Store {
             .await?;
             tx.execute(
                 "UPDATE contacts SET message_id = NULL, message_text = NULL, \
-                 message_create_time = NULL, last_activity_time = $3, version = version + 1 \
+                 message_create_time = NULL, last_activity_time = $3, update_time = $3, \
+                 version = version + 1 \
                  WHERE account_id = $1 AND contact_id = $2",
                 &[&acc, &d.contact_id, &now],
             )
@@ -401,10 +414,20 @@ impl Store {
                 )
                 .await?;
             }
-            Ok(Delivered {
+            let delivered = Delivered {
                 call_note: get_note(tx, acc, d.call_note_id).await?,
                 contact: get_contact(tx, acc, d.contact_id).await?,
-            })
+            };
+            let mut changes = Vec::with_capacity(3);
+            if linked.is_none() {
+                changes.push(Change::CallNoteLinked(delivered.call_note.clone()));
+            }
+            changes.push(Change::MessageDelivered {
+                message_id: d.message_id,
+                call_note: delivered.call_note.clone(),
+            });
+            changes.push(Change::ContactUpdated(delivered.contact.clone()));
+            Ok(Written::new(delivered, changes))
         })
         .await
     }
@@ -424,7 +447,7 @@ async fn get_note(db: Conn<'_>, acc: &str, id: Uuid) -> Result<CallNote, Error> 
         .into())
 }
 
-/// Links a call note to a contact: its last activity moves to now.
+/// Links a call note to a contact: the contact is written, its last activity moves to now.
 async fn touch_contact(
     tx: Conn<'_>,
     acc: &str,
@@ -433,7 +456,7 @@ async fn touch_contact(
 ) -> Result<Contact, Error> {
     let touched = tx
         .execute(
-            "UPDATE contacts SET last_activity_time = $3, version = version + 1 \
+            "UPDATE contacts SET last_activity_time = $3, update_time = $3, version = version + 1 \
              WHERE account_id = $1 AND contact_id = $2",
             &[&acc, &id, &now],
         )

@@ -2,9 +2,11 @@
 //! update under an etag, delete, and keyset-paged lists.
 
 use crate::exec::{Conn, Params};
+use crate::feed::Written;
 use crate::idempotency::{IdempotencyKey, Replay};
 use crate::row::{in_step, row_struct};
 use crate::{Entity, Error, Store, keyset_page};
+use callers_domain::change::{Change, DeleteReason, replaced_message};
 use callers_domain::contact::{
     CallerMessage, Categories, Contact, ContactFields, ContactPatch, NewContact, Origin,
     PhoneEntry, PhoneType,
@@ -255,7 +257,9 @@ impl Store {
         let now = crate::db_time(now);
         let acc = account.as_str();
         self.write_once(acc, key, now, async |tx| {
-            insert_contact(tx, acc, new, now).await
+            let contact = insert_contact(tx, acc, new, now).await?;
+            let created = Change::ContactCreated(contact.clone());
+            Ok(Written::new(contact, vec![created]))
         })
         .await
     }
@@ -294,6 +298,7 @@ impl Store {
             {
                 return Err(Error::EtagMismatch);
             }
+            let before = contact.clone();
             patch.apply(&mut contact.fields);
             if !contact.fields.identifies_someone() {
                 return Err(Violations::single(
@@ -322,7 +327,11 @@ impl Store {
             if patch.phone_numbers.is_some() {
                 replace_phone_numbers(tx.conn(), &contact).await?;
             }
-            tx.commit().await?;
+            let mut changes: Vec<Change> =
+                replaced_message(&before, &contact).into_iter().collect();
+            changes.push(Change::ContactUpdated(contact.clone()));
+            self.commit_changes(tx, account.as_str(), now, &changes)
+                .await?;
             Ok(contact)
         })
         .await
@@ -334,14 +343,18 @@ impl Store {
         account: &AccountId,
         id: Uuid,
         etag: Option<&str>,
+        now: DateTime<Utc>,
     ) -> Result<(), Error> {
+        let now = crate::db_time(now);
         let expected = match etag {
             Some(e) => Some(version_of(e).ok_or(Error::EtagMismatch)?),
             None => None,
         };
         let outcome = self
             .pooled(async |s| {
-                s.conn()
+                let tx = s.transaction().await?;
+                let outcome = tx
+                    .conn()
                     .row::<Deleted>(
                         "WITH target AS (SELECT version FROM contacts \
                            WHERE account_id = $1 AND contact_id = $2), \
@@ -352,10 +365,19 @@ impl Store {
                                 (SELECT count(*) FROM deleted) AS deleted",
                         &[&account.as_str(), &id, &expected],
                     )
-                    .await
+                    .await?
+                    .ok_or_else(|| Error::Corrupt("no row from the delete".into()))?;
+                if outcome.deleted > 0 {
+                    let deleted = Change::ContactDeleted {
+                        contact_id: id,
+                        reason: DeleteReason::Request,
+                    };
+                    self.commit_changes(tx, account.as_str(), now, &[deleted])
+                        .await?;
+                }
+                Ok(outcome)
             })
-            .await?
-            .ok_or_else(|| Error::Corrupt("no row from the delete".into()))?;
+            .await?;
         match (outcome.found, outcome.deleted) {
             (0, _) => Err(Error::NotFound(Entity::Contact)),
             (_, 0) => Err(Error::EtagMismatch),

@@ -27,6 +27,9 @@ pub enum Error {
     MessageNotPending { delivered_in: Option<Uuid> },
     #[error("call note is linked to another contact")]
     CallNoteOfOtherContact,
+    /// Changes after the cursor were pruned, or the cursor lies beyond the account's feed.
+    #[error("the change cursor expired")]
+    CursorExpired,
     /// The database cannot be reached or refused for now; retrying later may work.
     #[error("database unavailable")]
     Unavailable(#[source] BoxError),

@@ -2,6 +2,7 @@
 //! retry after a lost reply neither repeats nor loses the write. Only ids are stored.
 
 use crate::exec::Conn;
+use crate::feed::Written;
 use crate::row::row_struct;
 use crate::{Error, Store};
 use chrono::{DateTime, Utc};
@@ -65,14 +66,15 @@ row_struct! {
 
 impl Store {
     /// The one sequence of every idempotent write: in one transaction, claim the request id,
-    /// then either replay the first call's result or `write`, record what it produced, and
-    /// commit. Without a key it is just the write in a transaction.
+    /// then either replay the first call's result or `write`, record what it produced and the
+    /// changes it made (`crate::feed`), and commit. Without a key it is just the write and its
+    /// changes in a transaction. A replay changes nothing.
     pub(crate) async fn write_once<T: Replay>(
         &self,
         account: &str,
         key: Option<&IdempotencyKey>,
         now: DateTime<Utc>,
-        write: impl AsyncFnOnce(Conn<'_>) -> Result<T, Error>,
+        write: impl AsyncFnOnce(Conn<'_>) -> Result<Written<T>, Error>,
     ) -> Result<T, Error> {
         self.pooled(async |s| {
             let tx = s.transaction().await?;
@@ -86,12 +88,12 @@ impl Store {
             }
             let done = write(tx.conn()).await?;
             if let Some(key) = key {
-                let result = serde_json::to_value(done.ids())
+                let result = serde_json::to_value(done.value.ids())
                     .map_err(|e| Error::Corrupt(format!("idempotency result: {e}")))?;
                 record(tx.conn(), account, key, result).await?;
             }
-            tx.commit().await?;
-            Ok(done)
+            self.commit_changes(tx, account, now, &done.changes).await?;
+            Ok(done.value)
         })
         .await
     }

@@ -1218,7 +1218,7 @@ mod tests {
             )
         );
         store
-            .delete_contact(&a, anna.contact_id, None)
+            .delete_contact(&a, anna.contact_id, None, Utc::now())
             .await
             .unwrap();
         assert_eq!(

@@ -66,6 +66,7 @@ impl Default for PoolConfig {
 #[derive(Clone)]
 pub struct Store {
     exec: Arc<Executor>,
+    pub(crate) signal: Arc<crate::feed::Signal>,
 }
 
 impl std::fmt::Debug for Store {
@@ -97,6 +98,7 @@ impl Store {
         }
         Ok(Store {
             exec: Arc::new(Executor::new(settings, cfg)?),
+            signal: Arc::default(),
         })
     }
 

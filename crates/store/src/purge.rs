@@ -30,6 +30,35 @@ macro_rules! due {
     };
 }
 
+/// The change feed's record of `$rows` (a CTE of `account_id, contact_id` rows) inside a
+/// statement of several accounts: per account, bump its counter by the count, in account order,
+/// and insert one change per row with `$columns` (kind, contact_id, reason, activity_time, as
+/// SQL over `g`, a row of `$rows`) at `$time`, numbered in contact order (`crate::feed`).
+macro_rules! announce {
+    ($rows:literal, $columns:literal, $time:literal) => {
+        concat!(
+            "per_account AS (SELECT account_id, count(*) AS n FROM ",
+            $rows,
+            " GROUP BY account_id), \
+             bumped AS (INSERT INTO change_counters AS k (account_id, seq) \
+               SELECT account_id, n FROM per_account ORDER BY account_id \
+               ON CONFLICT (account_id) DO UPDATE SET seq = k.seq + excluded.seq \
+               RETURNING k.account_id, k.seq), \
+             announced AS (INSERT INTO changes \
+               (account_id, seq, change_time, kind, contact_id, reason, activity_time) \
+               SELECT g.account_id, b.seq - p.n \
+                 + row_number() OVER (PARTITION BY g.account_id ORDER BY g.contact_id), ",
+            $time,
+            ", ",
+            $columns,
+            " FROM ",
+            $rows,
+            " g JOIN per_account p ON p.account_id = g.account_id \
+               JOIN bumped b ON b.account_id = g.account_id RETURNING 1)"
+        )
+    };
+}
+
 /// One batch in one statement, hence one transaction: lock up to `$2` due candidates (skipping
 /// rows another transaction holds, such as a contact being edited), delete them while
 /// re-checking the whole rule on the row as it is now, audit what was deleted, and count it on
@@ -53,7 +82,9 @@ const DELETE_BATCH: &str = concat!(
        INSERT INTO purged_contacts (account_id, contact_id, run_id, last_activity_time, delete_time) \
        SELECT account_id, contact_id, $3, last_activity_time, $4 FROM gone \
        RETURNING account_id \
-     ), counted AS ( \
+     ), ",
+    announce!("gone", "3, g.contact_id, 2, NULL::timestamptz", "$4"),
+    ", counted AS ( \
        UPDATE purge_runs SET deleted = deleted + (SELECT count(*) FROM audited) WHERE run_id = $3 \
      ) \
      SELECT s.selected, a.account_id, a.deleted \
@@ -115,6 +146,44 @@ pub const IDEMPOTENCY_KEYS: Chore = Chore {
     name: "idempotency_keys",
     batch: delete_older!("idempotency_keys", "request_id", "create_time"),
     count: "SELECT count(*) AS n FROM idempotency_keys WHERE create_time < $1",
+};
+
+/// The change feed's changes, after the feed's keeping time; a cursor before them then answers
+/// `CURSOR_EXPIRED`.
+pub const CHANGES: Chore = Chore {
+    name: "changes",
+    batch: delete_older!("changes", "seq", "change_time"),
+    count: "SELECT count(*) AS n FROM changes WHERE change_time < $1",
+};
+
+/// `CONTACT_EXPIRING` in the change feed for contacts subject to deletion whose last activity
+/// lies before `$1` (the run's time less the retention plus the notice period), once per last
+/// activity: `expiry_notice_for` remembers the one it was sent for, so activity that moves the
+/// purge time sends it again when the new one comes near. Not activity, not a write of the
+/// contact (its version and etag stay).
+pub const EXPIRY_NOTICES: Chore = Chore {
+    name: "expiry_notices",
+    batch: concat!(
+        "WITH due AS MATERIALIZED ( \
+           SELECT account_id, contact_id FROM contacts \
+           WHERE purge_candidate AND last_activity_time < $1 \
+             AND expiry_notice_for IS DISTINCT FROM last_activity_time \
+           ORDER BY last_activity_time, account_id, contact_id LIMIT $2 FOR UPDATE SKIP LOCKED \
+         ), marked AS ( \
+           UPDATE contacts c SET expiry_notice_for = c.last_activity_time FROM due \
+           WHERE c.account_id = due.account_id AND c.contact_id = due.contact_id \
+             AND c.purge_candidate AND c.last_activity_time < $1 \
+           RETURNING c.account_id, c.contact_id, c.last_activity_time \
+         ), ",
+        announce!(
+            "marked",
+            "4, g.contact_id, NULL::smallint, g.last_activity_time",
+            "statement_timestamp()"
+        ),
+        " SELECT 1 FROM announced"
+    ),
+    count: "SELECT count(*) AS n FROM contacts WHERE purge_candidate AND last_activity_time < $1 \
+            AND expiry_notice_for IS DISTINCT FROM last_activity_time",
 };
 
 /// The purge's own audit rows, after the audit's keeping time.

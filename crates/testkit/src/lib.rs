@@ -8,11 +8,14 @@
 //!   the one launcher that runs them, for the tests and the benchmark alike.
 //! * [`logs`] — every log line of the test process, captured.
 //! * [`pgbouncer`] — PgBouncer in transaction mode in front of the test PostgreSQL.
+//! * [`mirror`] — a CRM's copy of an account kept from the change feed, and its comparison
+//!   with the account's lists.
 //! * [`rows`] — raw rows written straight into the tables, for tests and the benchmark's seed.
 
 pub mod app;
 pub mod database;
 pub mod logs;
+pub mod mirror;
 pub mod pgbouncer;
 pub mod process;
 pub mod rows;

@@ -62,9 +62,10 @@ impl ContactService for Contacts {
         request: Request<pb::DeleteContactRequest>,
     ) -> Result<Response<pb::DeleteContactResponse>, Status> {
         let cmd: DeleteContact = self.0.command(&request)?;
+        let now = self.0.clock.now();
         self.0
             .store
-            .delete_contact(&cmd.account, cmd.contact_id, cmd.etag())
+            .delete_contact(&cmd.account, cmd.contact_id, cmd.etag(), now)
             .await
             .map_err(error::from_store)?;
         Ok(Response::new(pb::DeleteContactResponse {}))

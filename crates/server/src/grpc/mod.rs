@@ -4,6 +4,7 @@
 
 pub mod call_handling;
 pub mod call_notes;
+pub mod changes;
 pub mod contacts;
 pub mod identification;
 
@@ -125,4 +126,7 @@ top_level_account_id!(
     pb::GetCallHandlingRequest,
     pb::CheckCallerRecognitionRequest,
     pb::IdentifyCallerRequest,
+    pb::GetChangeCursorRequest,
+    pb::ListChangesRequest,
+    pb::WatchChangesRequest,
 );
