@@ -11,7 +11,7 @@ use callers_proto::v1::call_handling_service_client::CallHandlingServiceClient;
 use callers_proto::v1::call_note_service_client::CallNoteServiceClient;
 use callers_proto::v1::contact_service_client::ContactServiceClient;
 use callers_testkit::Launch;
-use callers_tests::{Server, fresh_database, sql, start_server};
+use callers_tests::{Server, TestDatabase, fresh_database, purge, sql, start_server};
 use chrono::{DateTime, SecondsFormat};
 use prost_types::{FieldMask, Timestamp};
 use serde_json::{Map, Value, json};
@@ -572,13 +572,21 @@ fn settings(
     }
 }
 
-/// Deletes the account's change feed with plain SQL, as a retention that pruned every change
-/// would, and writes one change more, so that the saved cursor lies before a gap.
-async fn expire_the_feed(db: &callers_tests::TestDatabase) {
+/// Ages every change in the feed by 8 days with plain SQL and runs the real purge, whose
+/// `changes` chore then prunes them all at the default keeping time of 7 days.
+async fn prune_the_feed(db: &TestDatabase) {
     let sql = sql(db).await;
-    sql.batch_execute("DELETE FROM changes")
+    let aged = sql
+        .execute(
+            "UPDATE changes SET change_time = change_time - interval '8 days'",
+            &[],
+        )
         .await
-        .expect("delete the feed");
+        .expect("age the feed");
+    assert!(aged > 0, "there are changes to prune");
+    let run = purge(db, &["--change-retention-days", "7"]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert_eq!(run.summary()["changes_deleted"], aged, "{run:#?}");
 }
 
 #[tokio::test]
@@ -689,7 +697,7 @@ async fn the_example_mirror_copies_an_account_resumes_from_its_cursor_and_recove
         .create_contact(caller("Jan", "Kowalski", "0221 1234567"))
         .await;
     api.delete_contact(&lange.contact_id).await;
-    expire_the_feed(&db).await;
+    prune_the_feed(&db).await;
     api.update_contact(
         pb::Contact {
             contact_id: kowalski.contact_id.clone(),
