@@ -14,7 +14,8 @@ use callers_server::convert::call_notes::{
     CreateCallNote, DeliverCallerMessage, GetCallNote, ListCallNotes,
 };
 use callers_server::convert::contacts::{
-    CreateContact, DeleteContact, GetContact, ListContacts, ListExpiringContacts, UpdateContact,
+    CreateContact, DeleteContact, GetContact, ListContacts, ListExpiringContacts, SearchContacts,
+    UpdateContact,
 };
 use callers_server::convert::identification::IdentifyCaller;
 use libfuzzer_sys::fuzz_target;
@@ -59,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let de = Region::germany();
     const PAGE: [&str; 3] = ["account_id", "page_size", "page_token"];
-    match kind % 14 {
+    match kind % 15 {
         0 => run(
             bytes,
             |r| CreateContact::parse(r, &de),
@@ -112,6 +113,11 @@ fuzz_target!(|data: &[u8]| {
         12 => convert::<pb::CheckCallerRecognitionRequest, CheckCallerRecognition>(
             bytes,
             &["account_id", "employee_id"],
+        ),
+        13 => run(
+            bytes,
+            |r| SearchContacts::parse(r, &de),
+            &[&PAGE[..], &["query", "phone_number", "category", "origin"]].concat(),
         ),
         _ => convert::<pb::IdentifyCallerRequest, IdentifyCaller>(
             bytes,

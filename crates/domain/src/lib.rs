@@ -10,6 +10,7 @@ pub mod identification;
 pub mod names;
 pub mod phone;
 pub mod retention;
+pub mod search;
 pub mod validation;
 
 pub use clock::{Clock, FixedClock, SystemClock};

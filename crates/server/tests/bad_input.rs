@@ -153,6 +153,9 @@ struct Seeded {
     their_note: String,
     their_token: String,
     my_token: String,
+    /// SearchContacts tokens of acme: newest first, and ranked for "Hans".
+    my_search_token: String,
+    my_ranked_token: String,
 }
 
 async fn seed(app: &mut TestApp) -> Seeded {
@@ -216,6 +219,26 @@ async fn seed(app: &mut TestApp) -> Seeded {
         .into_inner()
         .next_page_token;
     assert!(!their_token.is_empty() && !my_token.is_empty());
+    let search = |query: &str| pb::SearchContactsRequest {
+        account_id: "acme".into(),
+        query: query.into(),
+        page_size: 1,
+        ..Default::default()
+    };
+    let mut search_tokens = Vec::new();
+    for query in ["", "Hans"] {
+        let token = app
+            .contacts
+            .search_contacts(search(query))
+            .await
+            .unwrap()
+            .into_inner()
+            .next_page_token;
+        assert!(!token.is_empty(), "{query:?}");
+        search_tokens.push(token);
+    }
+    let my_ranked_token = search_tokens.pop().unwrap();
+    let my_search_token = search_tokens.pop().unwrap();
     let mut ch = CallHandlingServiceClient::new(app.channel.clone());
     ch.update_call_handling(pb::UpdateCallHandlingRequest {
         call_handling: Some(pb::CallHandling {
@@ -237,6 +260,8 @@ async fn seed(app: &mut TestApp) -> Seeded {
         their_note,
         their_token,
         my_token,
+        my_search_token,
+        my_ranked_token,
     }
 }
 
@@ -1261,6 +1286,202 @@ fn note_cases(c: &mut Corpus, app: &TestApp, k: &Seeded) {
     );
 }
 
+fn search_cases(c: &mut Corpus, app: &TestApp, k: &Seeded) {
+    use Want::*;
+    let client = ContactServiceClient::new(app.channel.clone());
+    let search = |name: &str, want: Want, req: pb::SearchContactsRequest, c: &mut Corpus| {
+        let mut l = client.clone();
+        c.add(format!("SearchContacts {name}"), want, async move {
+            l.search_contacts(req).await.map(drop)
+        });
+    };
+    let base = || pb::SearchContactsRequest {
+        account_id: "acme".into(),
+        ..Default::default()
+    };
+    let cases: Vec<(&str, Want, pb::SearchContactsRequest)> = vec![
+        (
+            "no account",
+            Invalid("account_id"),
+            pb::SearchContactsRequest {
+                account_id: String::new(),
+                ..base()
+            },
+        ),
+        (
+            "query too long",
+            Invalid("query"),
+            pb::SearchContactsRequest {
+                query: s(201),
+                ..base()
+            },
+        ),
+        (
+            "query with a NUL",
+            Invalid("query"),
+            pb::SearchContactsRequest {
+                query: format!("{ECHO}\0"),
+                ..base()
+            },
+        ),
+        (
+            "number of letters",
+            Invalid("phone_number"),
+            pb::SearchContactsRequest {
+                phone_number: ECHO.into(),
+                ..base()
+            },
+        ),
+        (
+            "number prefix of a plus alone",
+            Invalid("phone_number"),
+            pb::SearchContactsRequest {
+                phone_number: "+".into(),
+                ..base()
+            },
+        ),
+        (
+            "number prefix of 16 digits",
+            Invalid("phone_number"),
+            pb::SearchContactsRequest {
+                phone_number: "+4930123456789012".into(),
+                ..base()
+            },
+        ),
+        (
+            "national prefix that is no whole number",
+            Invalid("phone_number"),
+            pb::SearchContactsRequest {
+                phone_number: "030".into(),
+                ..base()
+            },
+        ),
+        (
+            "suppressed number",
+            Invalid("phone_number"),
+            pb::SearchContactsRequest {
+                phone_number: "anonymous".into(),
+                ..base()
+            },
+        ),
+        (
+            "bad category",
+            Invalid("category"),
+            pb::SearchContactsRequest {
+                category: format!("{ECHO} X"),
+                ..base()
+            },
+        ),
+        (
+            "unknown origin",
+            Invalid("origin"),
+            pb::SearchContactsRequest {
+                origin: 99,
+                ..base()
+            },
+        ),
+        (
+            "negative origin",
+            Invalid("origin"),
+            pb::SearchContactsRequest {
+                origin: -1,
+                ..base()
+            },
+        ),
+        (
+            "negative page size",
+            Invalid("page_size"),
+            pb::SearchContactsRequest {
+                page_size: -1,
+                ..base()
+            },
+        ),
+        (
+            "garbage token",
+            Invalid("page_token"),
+            pb::SearchContactsRequest {
+                page_token: format!("!!{ECHO}!!"),
+                ..base()
+            },
+        ),
+        (
+            "a ListContacts token",
+            Invalid("page_token"),
+            pb::SearchContactsRequest {
+                page_token: k.my_token.clone(),
+                ..base()
+            },
+        ),
+        (
+            "a token of another account",
+            Invalid("page_token"),
+            pb::SearchContactsRequest {
+                account_id: "globex".into(),
+                page_token: k.my_search_token.clone(),
+                ..base()
+            },
+        ),
+        (
+            "a token of another filter",
+            Invalid("page_token"),
+            pb::SearchContactsRequest {
+                category: "caller".into(),
+                page_token: k.my_search_token.clone(),
+                ..base()
+            },
+        ),
+        (
+            "a token of another query",
+            Invalid("page_token"),
+            pb::SearchContactsRequest {
+                query: "Hanns".into(),
+                page_token: k.my_ranked_token.clone(),
+                ..base()
+            },
+        ),
+        (
+            "a ranked token without the query",
+            Invalid("page_token"),
+            pb::SearchContactsRequest {
+                page_token: k.my_ranked_token.clone(),
+                ..base()
+            },
+        ),
+        (
+            "a token forged for another account",
+            Invalid("page_token"),
+            pb::SearchContactsRequest {
+                page_token: token("contacts/globex/", serde_json::json!(uuid::Uuid::nil())),
+                ..base()
+            },
+        ),
+    ];
+    for (name, want, req) in cases {
+        search(name, want, req, c);
+    }
+    // A token of the right query with a position no ranking makes: decoded from a real one,
+    // its score replaced.
+    let bytes = URL_SAFE_NO_PAD.decode(&k.my_ranked_token).unwrap();
+    let mut env: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    for (name, score) in [
+        ("score above 1", serde_json::json!(7.5f64.to_bits())),
+        ("score not a number", serde_json::json!(f64::NAN.to_bits())),
+        ("score of text", serde_json::json!("x")),
+    ] {
+        env["p"][1] = score;
+        search(
+            &format!("a ranked token with a {name}"),
+            Invalid("page_token"),
+            pb::SearchContactsRequest {
+                query: "Hans".into(),
+                page_token: URL_SAFE_NO_PAD.encode(env.to_string()),
+                ..base()
+            },
+            c,
+        );
+    }
+}
+
 fn identification_cases(c: &mut Corpus, app: &TestApp) {
     use Want::*;
     let client = IdentificationServiceClient::new(app.channel.clone());
@@ -1521,15 +1742,17 @@ fn change_cases(c: &mut Corpus, app: &TestApp) {
             c,
         );
     }
-    list(
-        "cursor ahead of the feed",
-        Reason(Code::FailedPrecondition, "CURSOR_EXPIRED"),
-        pb::ListChangesRequest {
-            cursor: "123456".into(),
-            ..base()
-        },
-        c,
-    );
+    for cursor in ["123456", "9223372036854775807"] {
+        list(
+            &format!("cursor {cursor} ahead of the feed"),
+            Reason(Code::FailedPrecondition, "CURSOR_EXPIRED"),
+            pb::ListChangesRequest {
+                cursor: cursor.into(),
+                ..base()
+            },
+            c,
+        );
+    }
     list(
         "negative page size",
         Invalid("page_size"),
@@ -1589,6 +1812,7 @@ async fn every_malformed_request_is_refused_by_field_and_writes_nothing() {
     let before = snapshot(&db).await;
     let mut corpus = Corpus { cases: Vec::new() };
     contact_cases(&mut corpus, &app, &seeded);
+    search_cases(&mut corpus, &app, &seeded);
     note_cases(&mut corpus, &app, &seeded);
     identification_cases(&mut corpus, &app);
     call_handling_cases(&mut corpus, &app);
@@ -1761,6 +1985,7 @@ mod random {
         Identify(String, String, String, String, i32),
         Settings(pb::CallHandling, Vec<String>),
         Recognition(String, String),
+        Changes(String, String, i32),
     }
 
     fn req() -> impl Strategy<Value = Req> {
@@ -1848,6 +2073,16 @@ mod random {
                     )
                 }),
             (account(), text()).prop_map(|(a, e)| Req::Recognition(a, e)),
+            (
+                account(),
+                prop_oneof![
+                    text(),
+                    any::<i64>().prop_map(|n| n.to_string()),
+                    "[0-9]{1,25}"
+                ],
+                int()
+            )
+                .prop_map(|(a, c, s)| Req::Changes(a, c, s)),
         ]
     }
 
@@ -1856,7 +2091,8 @@ mod random {
         let mut contacts = ContactServiceClient::new(ch.clone());
         let mut notes = CallNoteServiceClient::new(ch.clone());
         let mut ident = IdentificationServiceClient::new(ch.clone());
-        let mut handling = CallHandlingServiceClient::new(ch);
+        let mut handling = CallHandlingServiceClient::new(ch.clone());
+        let mut changes = ChangeServiceClient::new(ch);
         let m = |paths: Vec<String>| Some(FieldMask { paths });
         match r {
             Req::Create(account_id, contact, request_id) => contacts
@@ -1954,6 +2190,14 @@ mod random {
                 .check_caller_recognition(pb::CheckCallerRecognitionRequest {
                     account_id,
                     employee_id,
+                })
+                .await
+                .map(drop),
+            Req::Changes(account_id, cursor, page_size) => changes
+                .list_changes(pb::ListChangesRequest {
+                    account_id,
+                    cursor,
+                    page_size,
                 })
                 .await
                 .map(drop),

@@ -49,6 +49,12 @@ enum Op {
     ListExpiring {
         acct: usize,
     },
+    /// SearchContacts by a name, a number prefix, both or neither, every page.
+    Search {
+        acct: usize,
+        name: Option<usize>,
+        number: bool,
+    },
     Identify {
         acct: usize,
         name: usize,
@@ -86,6 +92,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (a.clone(), t.clone()).prop_map(|(acct, target)| Op::Delete { acct, target }),
         1 => a.clone().prop_map(|acct| Op::List { acct }),
         1 => a.clone().prop_map(|acct| Op::ListExpiring { acct }),
+        1 => (a.clone(), prop::option::of(0..NAMES.len()), any::<bool>())
+            .prop_map(|(acct, name, number)| Op::Search { acct, name, number }),
         2 => (a.clone(), 0..NAMES.len(), 0..NUMBERS.len())
             .prop_map(|(acct, name, number)| Op::Identify { acct, name, number }),
         3 => (a.clone(), prop::option::of(t.clone()), 0..NAMES.len(), 0..NUMBERS.len())
@@ -282,6 +290,37 @@ impl Case<'_> {
                         ensure!(
                             c.account_id == self.acct(acct) && mine.contains(&c.contact_id),
                             "expiring list of {} shows {} of {}",
+                            self.acct(acct),
+                            c.contact_id,
+                            c.account_id
+                        );
+                    }
+                    if page.next_page_token.is_empty() {
+                        break;
+                    }
+                    token = page.next_page_token;
+                }
+            }
+            Op::Search { acct, name, number } => {
+                let mut token = String::new();
+                loop {
+                    let page = contacts
+                        .search_contacts(pb::SearchContactsRequest {
+                            account_id: self.acct(acct),
+                            query: name.map(|n| NAMES[n].to_owned()).unwrap_or_default(),
+                            phone_number: if number { "+49".into() } else { String::new() },
+                            page_size: 2,
+                            page_token: token,
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(|s| fail(format!("search: {s:?}")))?
+                        .into_inner();
+                    let mine = self.owned_alive(acct);
+                    for c in &page.contacts {
+                        ensure!(
+                            c.account_id == self.acct(acct) && mine.contains(&c.contact_id),
+                            "search of {} shows {} of {}",
                             self.acct(acct),
                             c.contact_id,
                             c.account_id

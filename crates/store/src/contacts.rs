@@ -353,6 +353,8 @@ impl Store {
         let outcome = self
             .pooled(async |s| {
                 let tx = s.transaction().await?;
+                // The etag is compared on the row being deleted, which PostgreSQL re-reads after
+                // waiting for a concurrent update, not on the snapshot's `target`.
                 let outcome = tx
                     .conn()
                     .row::<Deleted>(
@@ -360,7 +362,7 @@ impl Store {
                            WHERE account_id = $1 AND contact_id = $2), \
                          deleted AS (DELETE FROM contacts c USING target \
                            WHERE c.account_id = $1 AND c.contact_id = $2 \
-                           AND ($3::bigint IS NULL OR target.version = $3) RETURNING 1) \
+                           AND ($3::bigint IS NULL OR c.version = $3) RETURNING 1) \
                          SELECT (SELECT count(*) FROM target) AS found, \
                                 (SELECT count(*) FROM deleted) AS deleted",
                         &[&account.as_str(), &id, &expected],

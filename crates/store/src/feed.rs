@@ -207,12 +207,12 @@ impl ChangeRow {
     }
 }
 
-/// The account's head and the changes numbered `$2 + 1 ..= $2 + $3`, in one snapshot.
+/// The account's head and the changes numbered `$2 + 1 ..= $3`, in one snapshot.
 const LIST: &str = "SELECT h.head, c.seq, c.change_time, c.kind, c.contact_id, c.call_note_id, \
        c.message_id, c.reason, c.activity_time, c.resource \
      FROM (SELECT coalesce((SELECT seq FROM change_counters WHERE account_id = $1), 0) AS head) h \
      LEFT JOIN LATERAL (SELECT * FROM changes \
-       WHERE account_id = $1 AND seq > $2 AND seq <= $2 + $3 ORDER BY seq) c ON true \
+       WHERE account_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq) c ON true \
      ORDER BY c.seq";
 
 row_struct! {
@@ -304,10 +304,12 @@ impl Store {
         after: i64,
         limit: usize,
     ) -> Result<ChangePage, Error> {
+        // Saturating: a cursor near the largest number is answered, not overflowed.
+        let last = after.saturating_add(limit as i64);
         let rows: Vec<ChangeRow> = self
             .pooled(async |s| {
                 s.conn()
-                    .rows(LIST, &[&account.as_str(), &after, &(limit as i64)])
+                    .rows(LIST, &[&account.as_str(), &after, &last])
                     .await
             })
             .await?;
@@ -316,10 +318,16 @@ impl Store {
         for row in rows {
             events.extend(row.event()?);
         }
+        if after > head {
+            return Err(Error::CursorExpired);
+        }
         // Numbers are gap-free: a missing one was pruned.
-        let expected = (head - after).clamp(0, limit as i64);
-        let consecutive = events.iter().zip(after + 1..).all(|(e, seq)| e.seq == seq);
-        if after > head || events.len() as i64 != expected || !consecutive {
+        let expected = (head - after).min(limit as i64);
+        let consecutive = events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.seq - after == i as i64 + 1);
+        if events.len() as i64 != expected || !consecutive {
             return Err(Error::CursorExpired);
         }
         Ok(ChangePage { events, head })

@@ -30,7 +30,7 @@ const NAME_CANDIDATES: i64 = 50;
 /// itself first. Every word brings all contacts that carry it, and near words of common names
 /// ("hansen", "hanse" for "hans") brought ten thousand in an account of 100,000 where the
 /// closest few hold the caller (BENCHMARKS.md).
-const WORDS_PER_QUERY_WORD: i64 = 6;
+pub(crate) const WORDS_PER_QUERY_WORD: i64 = 6;
 
 /// Settings of the name path, per transaction so no pooled session keeps them:
 /// - the trigram path accepts a word of the account when `word_similarity(query word, word)`
@@ -41,7 +41,7 @@ const WORDS_PER_QUERY_WORD: i64 = 6;
 ///   a plan made for the words at hand (the EXPLAIN test below checks both modes), and it is
 ///   planned once per connection instead of per lookup, which a large account notices
 ///   (`EXPLAIN ANALYZE`, BENCHMARKS.md).
-const SET_NAME_SEARCH: &str = "SET LOCAL pg_trgm.word_similarity_threshold = 0.35; \
+pub(crate) const SET_NAME_SEARCH: &str = "SET LOCAL pg_trgm.word_similarity_threshold = 0.35; \
      SET LOCAL plan_cache_mode = force_generic_plan";
 
 /// The contacts on a number, for [`BY_NUMBER`] and [`CALL_BY_NUMBER`]: the ids come from one
@@ -105,7 +105,11 @@ pub const CALL_BY_NUMBER: &str = concat!(
 /// weighted by the query word's length, summed over the query words (one `FILTER` term each,
 /// in one aggregation): a long word that matches says more than a short one. Ties go to the
 /// newest contact (ids are UUIDv7). The ranking proper happens in Rust.
-const BY_NAME: &str = concat!(
+///
+/// `$candidate` is a further condition on a contact (`x.contact_id`) before it takes one of the
+/// `$4` places: none for an incoming call, the filters of a search (`crate::search`).
+macro_rules! by_name {
+    ($candidate:expr) => { concat!(
     select_contact!(),
     "WHERE c.account_id = $1 AND c.contact_id = ANY(ARRAY( \
        SELECT w.contact_id \
@@ -143,7 +147,9 @@ const BY_NAME: &str = concat!(
              ) u GROUP BY i, word) g) ranked \
              WHERE r <= $5 OFFSET 0) v \
        CROSS JOIN LATERAL (SELECT x.contact_id FROM contact_words x \
-                           WHERE x.account_id = $1 AND x.word = v.word OFFSET 0) w \
+                           WHERE x.account_id = $1 AND x.word = v.word ",
+    $candidate,
+    " OFFSET 0) w \
        GROUP BY w.contact_id \
        ORDER BY coalesce(max(v.weight) FILTER (WHERE v.i = 1), 0) \
               + coalesce(max(v.weight) FILTER (WHERE v.i = 2), 0) \
@@ -152,7 +158,10 @@ const BY_NAME: &str = concat!(
               + coalesce(max(v.weight) FILTER (WHERE v.i = 5), 0) DESC, \
                 w.contact_id DESC \
        LIMIT $4))"
-);
+    ) };
+}
+pub(crate) use by_name;
+const BY_NAME: &str = by_name!("");
 // One `FILTER` term per query word: aggregating per (contact, word) first and then per contact
 // sorted or hashed the fan-out twice, measurably slower (BENCHMARKS.md).
 const _: () = assert!(MAX_QUERY_WORDS == 5);
@@ -186,9 +195,9 @@ pub struct CallLookup {
 
 /// The caller's name as read for ranking, and as searched: its words and their phonetic codes.
 pub(crate) struct NameQuery {
-    name: CallerName,
-    words: Vec<String>,
-    codes: Vec<String>,
+    pub(crate) name: CallerName,
+    pub(crate) words: Vec<String>,
+    pub(crate) codes: Vec<String>,
 }
 
 impl NameQuery {
@@ -493,11 +502,10 @@ fn contacts(rows: &[Row]) -> Result<Vec<Contact>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::fresh_store;
+    use crate::testing::{explain, fresh_store};
     use callers_domain::contact::{NewContact, Origin, RawContact, RawPhone};
     use chrono::Utc;
     use deadpool_postgres::GenericClient;
-    use serde_json::Value;
     use std::collections::HashSet;
 
     fn acc(s: &str) -> AccountId {
@@ -811,74 +819,6 @@ mod tests {
             let ids: Vec<_> = got.iter().map(|m| m.contact.contact_id).collect();
             assert_eq!(ids, vec![steyn.contact_id], "{name}: {got:?}");
         }
-    }
-
-    /// Names of every node in an `EXPLAIN (FORMAT JSON)` plan, with the relation and index.
-    /// (node type, relation, index, index condition) of every node of `plan`.
-    type PlanNode = (String, String, String, String);
-
-    fn plan_nodes(plan: &Value, out: &mut Vec<PlanNode>) {
-        let field = |k: &str| plan.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-        out.push((
-            field("Node Type"),
-            field("Relation Name"),
-            field("Index Name"),
-            field("Index Cond"),
-        ));
-        for child in plan
-            .get("Plans")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            plan_nodes(child, out);
-        }
-    }
-
-    /// The plan of `sql` run with `args` after `setup`, in a transaction whose plan cache mode
-    /// is `mode` unless `setup` changes it.
-    async fn explain(
-        client: &deadpool_postgres::Object,
-        mode: &str,
-        setup: &str,
-        sql: &str,
-        args: &str,
-    ) -> Vec<PlanNode> {
-        client
-            .batch_execute(&format!(
-                "DEALLOCATE ALL; BEGIN; SET LOCAL plan_cache_mode = {mode}; {setup}; \
-                 PREPARE q AS {sql}"
-            ))
-            .await
-            .unwrap();
-        let row = client
-            .query_one(&format!("EXPLAIN (FORMAT JSON) EXECUTE q({args})"), &[])
-            .await
-            .unwrap();
-        client
-            .batch_execute("ROLLBACK; DEALLOCATE ALL")
-            .await
-            .unwrap();
-        let json: Value = row.get("QUERY PLAN");
-        let mut nodes = Vec::new();
-        plan_nodes(&json[0]["Plan"], &mut nodes);
-        // A partition (migration V7) and its indexes by the names of their partitioned parents.
-        for (_, relation, index, _) in &mut nodes {
-            for name in [relation, index] {
-                if !name.is_empty() {
-                    *name = client
-                        .query_one(
-                            "SELECT coalesce(pg_partition_root($1::text::regclass), \
-                                             $1::text::regclass)::text AS root",
-                            &[&*name],
-                        )
-                        .await
-                        .unwrap()
-                        .get("root");
-                }
-            }
-        }
-        nodes
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ mod migrate;
 mod pool;
 pub mod purge;
 mod row;
+pub mod search;
 mod shared;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;

@@ -7,11 +7,15 @@ use crate::page_token;
 use callers_domain::contact::{self, ContactPatch, NewContact, Origin};
 use callers_domain::phone::Region;
 use callers_domain::retention::Retention;
+use callers_domain::search::{NumberPrefix, RankedPosition, Search};
 use callers_domain::validation::uuid;
 use callers_domain::{AccountId, Violations};
 use callers_proto::v1 as pb;
+use callers_store::search::{SearchAfter, SearchPage};
 use callers_store::{ContactPage, ExpiringPage, IdempotencyKey, Operation};
 use chrono::{DateTime, Duration, Utc};
+use prost::Message;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 /// The widest `within_days` of `ListExpiringContacts`.
@@ -267,4 +271,140 @@ impl ListExpiringContacts {
 
 fn contacts(list: &[contact::Contact], retention: Retention) -> Vec<pb::Contact> {
     list.iter().map(|c| super::contact(c, retention)).collect()
+}
+
+pub struct SearchContacts {
+    pub account: AccountId,
+    pub search: Search,
+    pub after: Option<SearchAfter>,
+    pub size: usize,
+    /// What the page token belongs to: the request but its paging, hashed (a query of 200
+    /// characters would not fit in a token).
+    query: String,
+}
+
+/// A page token's position: the last contact newest first, or the end of the ranked contacts
+/// and the last result's (score, contact id), the score as its bits: a JSON number need not
+/// read back as exactly the same `f64`, and the next page starts strictly after it.
+type NewestToken = Uuid;
+type RankedToken = (Uuid, u64, Uuid);
+
+impl SearchContacts {
+    /// A national `phone_number` is read in `region`, the account's.
+    pub fn parse(req: &pb::SearchContactsRequest, region: &Region) -> Result<Self, Violations> {
+        let mut v = Violations::new();
+        let account = v.check("account_id", AccountId::parse(&req.account_id));
+        let size = v.check("page_size", page_token::page_size(req.page_size));
+        let query = v.check("query", Search::query(&req.query));
+        let number = match req.phone_number.trim() {
+            "" => Some(None),
+            n => v
+                .check("phone_number", NumberPrefix::parse(n, region))
+                .map(Some),
+        };
+        let category = match req.category.as_str() {
+            "" => Some(None),
+            c => v
+                .check("category", contact::category(c))
+                .map(|c| Some(c.to_owned())),
+        };
+        let origin = match req.origin {
+            0 => Some(None),
+            code => v
+                .check(
+                    "origin",
+                    Origin::from_code(code).ok_or_else(|| "unknown origin".to_owned()),
+                )
+                .map(Some),
+        };
+        let paging = pb::SearchContactsRequest {
+            page_size: 0,
+            page_token: String::new(),
+            ..req.clone()
+        };
+        let bound = format!(
+            "search/{}",
+            hex::encode(Sha256::digest(paging.encode_to_vec()))
+        );
+        let after = match query {
+            Some(Some(_)) => v
+                .check(
+                    "page_token",
+                    page_token::decode::<RankedToken>(&bound, &req.page_token),
+                )
+                .map(|t| t.map(ranked_after)),
+            _ => v
+                .check(
+                    "page_token",
+                    page_token::decode::<NewestToken>(&bound, &req.page_token),
+                )
+                .map(|t| t.map(|id| Some(SearchAfter::Newest(id)))),
+        };
+        let after = match after {
+            Some(Some(None)) => {
+                v.add("page_token", "is not a page token of this request");
+                None
+            }
+            other => other.map(Option::flatten),
+        };
+        let fields = account
+            .zip(size)
+            .zip(query.zip(number))
+            .zip(category.zip(origin))
+            .zip(after);
+        let ((((account, size), (query, number)), (category, origin)), after) = v.finish(fields)?;
+        Ok(Self {
+            account,
+            search: Search {
+                query,
+                number,
+                category,
+                origin,
+            },
+            after,
+            size,
+            query: bound,
+        })
+    }
+
+    pub fn response(&self, page: &SearchPage, retention: Retention) -> pb::SearchContactsResponse {
+        match page {
+            SearchPage::Newest {
+                contacts: list,
+                next_after,
+            } => pb::SearchContactsResponse {
+                contacts: contacts(list, retention),
+                next_page_token: next_after
+                    .map(|id| page_token::encode(&self.query, &id))
+                    .unwrap_or_default(),
+                scores: Vec::new(),
+            },
+            SearchPage::Ranked {
+                matches,
+                next_after,
+            } => pb::SearchContactsResponse {
+                contacts: matches
+                    .iter()
+                    .map(|m| super::contact(&m.contact, retention))
+                    .collect(),
+                scores: matches.iter().map(|m| m.score).collect(),
+                next_page_token: match next_after {
+                    Some(SearchAfter::Ranked { until, position }) => page_token::encode(
+                        &self.query,
+                        &(*until, position.score.to_bits(), position.contact_id),
+                    ),
+                    _ => String::new(),
+                },
+            },
+        }
+    }
+}
+
+/// A ranked token's position; `None` for a score no ranking makes (a forged token).
+fn ranked_after((until, score, contact_id): RankedToken) -> Option<SearchAfter> {
+    let score = f64::from_bits(score);
+    (0.0..=1.0).contains(&score).then_some(SearchAfter::Ranked {
+        until,
+        position: RankedPosition { score, contact_id },
+    })
 }

@@ -2,7 +2,8 @@
 
 use super::App;
 use crate::convert::contacts::{
-    CreateContact, DeleteContact, GetContact, ListContacts, ListExpiringContacts, UpdateContact,
+    CreateContact, DeleteContact, GetContact, ListContacts, ListExpiringContacts, SearchContacts,
+    UpdateContact,
 };
 use crate::{convert, error};
 use callers_proto::v1 as pb;
@@ -98,5 +99,19 @@ impl ContactService for Contacts {
             .await
             .map_err(error::from_store)?;
         Ok(Response::new(cmd.response(until, &page, self.0.retention)))
+    }
+
+    async fn search_contacts(
+        &self,
+        request: Request<pb::SearchContactsRequest>,
+    ) -> Result<Response<pb::SearchContactsResponse>, Status> {
+        let cmd = self.0.with_region(&request, SearchContacts::parse).await?;
+        let page = self
+            .0
+            .store
+            .search_contacts(&cmd.account, &cmd.search, cmd.after, cmd.size)
+            .await
+            .map_err(error::from_store)?;
+        Ok(Response::new(cmd.response(&page, self.0.retention)))
     }
 }

@@ -119,6 +119,7 @@ top_level_account_id!(
     pb::DeleteContactRequest,
     pb::ListContactsRequest,
     pb::ListExpiringContactsRequest,
+    pb::SearchContactsRequest,
     pb::CreateCallNoteRequest,
     pb::GetCallNoteRequest,
     pb::ListCallNotesRequest,
