@@ -67,6 +67,26 @@ fn build(package: &str, override_var: &str) -> PathBuf {
     .current_dir(env!("CARGO_MANIFEST_DIR"))
     .stdin(Stdio::null())
     .stderr(Stdio::inherit());
+    // What cargo sets for the running test binary, not for a build: build scripts that watch
+    // one of these (ring watches CARGO_MANIFEST_DIR) would see a change and rebuild a score of
+    // crates here, and again in the next plain `cargo test`.
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_BIN_")
+            || matches!(
+                k.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            )
+        {
+            cmd.env_remove(&key);
+        }
+    }
     if !cfg!(debug_assertions) {
         cmd.arg("--release");
     }
