@@ -114,9 +114,11 @@ const NEWEST: &str = concat!(
 /// from `contact_phone_numbers_e164_prefix_idx`, whatever else the account holds.
 const NEWEST_BY_NUMBER: &str = concat!(
     select_contact!(),
-    "WHERE c.account_id = $1 AND c.contact_id IN (SELECT p.contact_id \
+    // The number's contacts first, as one array: a semi-join would let the planner walk the
+    // whole account newest first hoping to meet them early (it cannot estimate the range).
+    "WHERE c.account_id = $1 AND c.contact_id = ANY(ARRAY(SELECT p.contact_id \
        FROM contact_phone_numbers p WHERE p.account_id = $1 \
-       AND p.e164 COLLATE \"C\" >= $6 AND p.e164 COLLATE \"C\" < $7) \
+       AND p.e164 COLLATE \"C\" >= $6 AND p.e164 COLLATE \"C\" < $7)) \
      AND ($2::uuid IS NULL OR c.contact_id < $2) AND ",
     filters!("c", "$3", "$4", "NULL", "NULL"),
     " ORDER BY c.contact_id DESC LIMIT $5"
