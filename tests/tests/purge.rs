@@ -396,7 +396,12 @@ async fn housekeeping_drops_expired_idempotency_keys_and_old_audit_rows() {
     assert_eq!(dry.code, Some(0), "{dry:#?}");
     assert_eq!(
         dry.summary()["would_housekeep"],
-        serde_json::json!({"idempotency_keys": 1, "audit_rows": 1}),
+        serde_json::json!({
+            "expiry_notices": 0,
+            "changes": 0,
+            "idempotency_keys": 1,
+            "audit_rows": 1
+        }),
         "the dry run counts what each chore would drop"
     );
     assert_eq!(
