@@ -392,12 +392,23 @@ async fn housekeeping_drops_expired_idempotency_keys_and_old_audit_rows() {
         .await
         .unwrap();
     }
+    // Undelivered caller messages stay in the report for 30 days after they stopped pending.
+    for days in [31, 29] {
+        sql.execute(
+            "INSERT INTO undelivered_messages (account_id, message_id, contact_id, text, \
+             create_time, end_time, reason) VALUES ('acme', $1, $2, 'x', $3, $3, 1)",
+            &[&Uuid::new_v4(), &Uuid::new_v4(), &(now - Duration::days(days))],
+        )
+        .await
+        .unwrap();
+    }
     let dry = purge(&db, &["--dry-run"]).await;
     assert_eq!(dry.code, Some(0), "{dry:#?}");
     assert_eq!(
         dry.summary()["would_housekeep"],
         serde_json::json!({
             "expiry_notices": 0,
+            "undelivered_messages": 1,
             "changes": 0,
             "idempotency_keys": 1,
             "audit_rows": 1
@@ -413,6 +424,17 @@ async fn housekeeping_drops_expired_idempotency_keys_and_old_audit_rows() {
     assert_eq!(run.code, Some(0), "{run:#?}");
     assert_eq!(run.summary()["idempotency_keys_deleted"], 1);
     assert_eq!(run.summary()["audit_rows_deleted"], 1);
+    assert_eq!(run.summary()["undelivered_messages_deleted"], 1);
+    assert_eq!(
+        count(&sql, "SELECT count(*) FROM undelivered_messages").await,
+        1,
+        "the record inside the report period stays"
+    );
+    assert_eq!(
+        count(&sql, "SELECT count(*) FROM changes WHERE kind = 13").await,
+        1,
+        "the feed tells mirrors that the record left the report"
+    );
     assert_eq!(
         count(&sql, "SELECT count(*) FROM idempotency_keys").await,
         1

@@ -485,6 +485,7 @@ impl<'t> AccountGen<'t> {
                 String::new()
             },
             keep_permanently: keep,
+            instructions: Vec::new(),
         };
         let update = between(rng, create, last);
         let message = rng.random_bool(0.02).then(|| {

@@ -8,6 +8,39 @@ use chrono::{DateTime, Utc};
 /// Bounds the employee list, which is read and written as a whole.
 pub const MAX_EMPLOYEES: usize = 1_000;
 
+/// The time zone of an account that names none.
+pub const DEFAULT_TIME_ZONE: &str = "Europe/Berlin";
+
+/// An IANA time zone name (`Europe/Berlin`), in the database's spelling. The server stores and
+/// returns instants; the zone tells clients what "end of Friday" means for the account.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct TimeZone(String);
+
+impl TimeZone {
+    /// Any case; an unknown name is refused.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        chrono_tz::Tz::from_str_insensitive(name.trim())
+            .map(|tz| Self(tz.name().to_owned()))
+            .map_err(|_| "must be an IANA time zone name, like Europe/Berlin".to_owned())
+    }
+
+    /// Trusted input, e.g. read back from the database.
+    pub fn from_stored(name: String) -> Self {
+        Self(name)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for TimeZone {
+    fn default() -> Self {
+        Self(DEFAULT_TIME_ZONE.to_owned())
+    }
+}
+
 /// Codes are those of the contract and the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ConversationStyle {
@@ -44,6 +77,8 @@ pub struct CallHandling {
     pub caller_id_transmission: bool,
     pub phone_region: Region,
     pub employees: Vec<EmployeeOverride>,
+    #[serde(default)]
+    pub time_zone: TimeZone,
     pub version: i64,
     pub update_time: DateTime<Utc>,
 }
@@ -149,6 +184,7 @@ impl CallHandling {
             caller_id_transmission: false,
             phone_region: region,
             employees: Vec::new(),
+            time_zone: TimeZone::default(),
             version: 0,
             update_time: now,
         }
@@ -166,9 +202,12 @@ pub enum Field {
     CallerIdTransmission,
     PhoneRegion,
     Employees,
+    TimeZone,
 }
 
 impl Field {
+    /// What an empty mask writes: the fields the contract had before `time_zone`, so a client
+    /// that does not know the zone never resets it.
     pub const ALL: [Field; 4] = [
         Field::ConversationStyle,
         Field::CallerIdTransmission,
@@ -182,6 +221,7 @@ impl Field {
             "caller_id_transmission" => Self::CallerIdTransmission,
             "phone_region" => Self::PhoneRegion,
             "employees" => Self::Employees,
+            "time_zone" => Self::TimeZone,
             _ => return None,
         })
     }
@@ -202,6 +242,7 @@ pub struct RawCallHandling {
     pub caller_id_transmission: bool,
     pub phone_region: String,
     pub employees: Vec<RawEmployee>,
+    pub time_zone: String,
 }
 
 /// A validated, field-masked change. `None` leaves a field as it is.
@@ -213,6 +254,7 @@ pub struct CallHandlingPatch {
     pub phone_region: Option<Region>,
     /// Replaces the whole list.
     pub employees: Option<Vec<EmployeeOverride>>,
+    pub time_zone: Option<TimeZone>,
 }
 
 impl CallHandlingPatch {
@@ -253,6 +295,13 @@ impl CallHandlingPatch {
                 Field::Employees => {
                     p.employees = v.absorb(employees(&raw.employees, &path("employees")));
                 }
+                Field::TimeZone => {
+                    let r = match raw.time_zone.trim() {
+                        "" => Ok(TimeZone::default()),
+                        name => TimeZone::parse(name),
+                    };
+                    p.time_zone = v.check(&path("time_zone"), r);
+                }
             }
         }
         v.into_result(p)
@@ -270,6 +319,9 @@ impl CallHandlingPatch {
         }
         if let Some(list) = &self.employees {
             s.employees = list.clone();
+        }
+        if let Some(tz) = &self.time_zone {
+            s.time_zone = tz.clone();
         }
     }
 }
@@ -343,9 +395,30 @@ mod tests {
             caller_id_transmission: cid,
             phone_region: Region::germany(),
             employees: emp.into_iter().collect(),
+            time_zone: TimeZone::default(),
             version: 1,
             update_time: Utc::now(),
         }
+    }
+
+    #[test]
+    fn time_zones_are_iana_names_in_any_case() {
+        assert_eq!(TimeZone::parse("europe/berlin").unwrap().as_str(), "Europe/Berlin");
+        assert_eq!(TimeZone::parse("America/New_York").unwrap().as_str(), "America/New_York");
+        assert_eq!(TimeZone::parse("UTC").unwrap().as_str(), "UTC");
+        for bad in ["", "Berlin", "Europe/Atlantis", "+01:00", "CET1"] {
+            assert!(TimeZone::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+        let raw = RawCallHandling {
+            time_zone: "Mars/Olympus".into(),
+            ..Default::default()
+        };
+        let err = CallHandlingPatch::parse(&raw, &[Field::TimeZone], &Region::germany(), "c")
+            .unwrap_err();
+        assert_eq!(err.into_iter().next().unwrap().field, "c.time_zone");
+        let raw = RawCallHandling::default();
+        let p = CallHandlingPatch::parse(&raw, &[Field::TimeZone], &Region::germany(), "c").unwrap();
+        assert_eq!(p.time_zone, Some(TimeZone::default()));
     }
 
     fn codes(s: &RecognitionStatus) -> Vec<(FindingCode, String)> {
@@ -458,6 +531,7 @@ mod tests {
             caller_id_transmission: true,
             phone_region: " at ".into(),
             employees: vec![raw_employee("e1", 0, Some(false))],
+            time_zone: String::new(),
         };
         let de = Region::germany();
         let p = CallHandlingPatch::parse(&raw, &[Field::PhoneRegion], &de, "ch").unwrap();

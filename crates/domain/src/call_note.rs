@@ -1,8 +1,9 @@
 //! Call notes: what an agent writes about one call, and the caller messages delivered in it.
 
 use crate::contact::{
-    Categories, ContactFields, MAX_NAME_CHARS, NewContact, Origin, PhoneEntry, PhoneType,
+    Categories, Contact, ContactFields, MAX_NAME_CHARS, NewContact, Origin, PhoneEntry, PhoneType,
 };
+use crate::identification::{Confidence, Ranking};
 use crate::phone::{self, E164, Region};
 use crate::validation::{Violations, reference, text};
 use chrono::{DateTime, Utc};
@@ -151,6 +152,49 @@ impl NewCallNote {
             caller_message: None,
             origin: Origin::CallNote,
         })
+    }
+}
+
+/// How `CreateCallNote` files a note that names no contact, from the incoming-call ranking of
+/// its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filing {
+    /// The top match is certain and unambiguous: link the note to it.
+    Link(Uuid),
+    /// The caller may be a contact marked `NO_DATA_CAPTURE` (a likely or certain match that is
+    /// not linked): no new contact, and the note keeps no caller fields.
+    Withheld,
+    /// Nobody is known for certain: a new caller contact, when the fields identify anybody.
+    New,
+}
+
+impl Filing {
+    pub fn of(ranking: &Ranking) -> Filing {
+        match ranking.matches.first() {
+            Some(m) if m.confidence == Confidence::Certain && !ranking.ambiguous => {
+                Filing::Link(m.contact.contact_id)
+            }
+            _ if ranking
+                .matches
+                .iter()
+                .any(|m| m.confidence >= Confidence::Likely && m.contact.no_data_capture()) =>
+            {
+                Filing::Withheld
+            }
+            _ => Filing::New,
+        }
+    }
+}
+
+impl NewCallNote {
+    /// What the note stores of the caller: nothing but the link for a contact marked
+    /// `NO_DATA_CAPTURE` (`withheld`: the caller may be one).
+    pub fn caller_kept(&self, linked: Option<&Contact>, withheld: bool) -> Caller {
+        if withheld || linked.is_some_and(Contact::no_data_capture) {
+            Caller::default()
+        } else {
+            self.caller.clone()
+        }
     }
 }
 

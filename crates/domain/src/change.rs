@@ -9,6 +9,7 @@
 use crate::call_handling::CallHandling;
 use crate::call_note::CallNote;
 use crate::contact::Contact;
+use crate::message::{UndeliveredMessage, UndeliveredReason};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -60,15 +61,25 @@ pub enum Change {
         message_id: Uuid,
         call_note: CallNote,
     },
+    /// A message expired untold; `record` is its undelivered-message record (absent in
+    /// changes recorded before records existed).
     MessageExpired {
         contact_id: Uuid,
         message_id: Uuid,
+        record: Option<UndeliveredMessage>,
     },
+    /// A pending message was replaced or cleared untold; `record` as for `MessageExpired`.
     MessageReplaced {
         contact_id: Uuid,
         message_id: Uuid,
+        record: Option<UndeliveredMessage>,
     },
     CallHandlingUpdated(CallHandling),
+    /// An undelivered-message record left the report (its report period ended).
+    UndeliveredMessageRemoved {
+        contact_id: Uuid,
+        message_id: Uuid,
+    },
 }
 
 /// What a change carries of the resource it is about: the resource itself, or only its ids.
@@ -95,6 +106,7 @@ impl Change {
             Change::MessageExpired { .. } => 10,
             Change::MessageReplaced { .. } => 11,
             Change::CallHandlingUpdated(_) => 12,
+            Change::UndeliveredMessageRemoved { .. } => 13,
         }
     }
 
@@ -132,8 +144,14 @@ impl Change {
             Change::MessageExpired {
                 contact_id,
                 message_id,
+                ..
             }
             | Change::MessageReplaced {
+                contact_id,
+                message_id,
+                ..
+            }
+            | Change::UndeliveredMessageRemoved {
                 contact_id,
                 message_id,
             } => ChangeIds {
@@ -155,16 +173,23 @@ pub struct ChangeEvent {
     pub change: Change,
 }
 
-/// What an update of a contact's caller message does to the pending one: a new text or a
-/// clear before it was told replaces it, which the feed reports.
-pub fn replaced_message(before: &Contact, after: &Contact) -> Option<Change> {
-    let old = before.caller_message.as_ref()?;
-    let kept = after
-        .caller_message
-        .as_ref()
-        .is_some_and(|m| m.message_id == old.message_id);
-    (!kept).then_some(Change::MessageReplaced {
-        contact_id: before.contact_id,
-        message_id: old.message_id,
-    })
+impl Change {
+    /// The feed's record of a message that left its contact untold.
+    pub fn untold(record: UndeliveredMessage) -> Change {
+        let (contact_id, message_id) = (record.contact_id, record.message_id);
+        match record.reason {
+            UndeliveredReason::Expired => Change::MessageExpired {
+                contact_id,
+                message_id,
+                record: Some(record),
+            },
+            UndeliveredReason::Replaced | UndeliveredReason::Withdrawn => {
+                Change::MessageReplaced {
+                    contact_id,
+                    message_id,
+                    record: Some(record),
+                }
+            }
+        }
+    }
 }

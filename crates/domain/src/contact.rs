@@ -1,6 +1,8 @@
 //! Contacts: categories, phone entries, the caller message, and the rules a contact's fields
 //! must satisfy on create and on a field-masked update.
 
+use crate::instruction::{self, Instruction, RawInstruction};
+use crate::message::MessageInput;
 use crate::phone::{self, E164, Region};
 use crate::validation::{Violations, text};
 use chrono::{DateTime, Utc};
@@ -162,6 +164,8 @@ pub struct ContactFields {
     pub phone_numbers: Vec<PhoneEntry>,
     pub handling_instruction: String,
     pub keep_permanently: bool,
+    #[serde(default)]
+    pub instructions: Vec<Instruction>,
 }
 
 impl ContactFields {
@@ -185,6 +189,9 @@ pub struct CallerMessage {
     pub message_id: Uuid,
     pub text: String,
     pub create_time: DateTime<Utc>,
+    /// After this instant the message is never told; `None`: it does not expire.
+    #[serde(default)]
+    pub expire_time: Option<DateTime<Utc>>,
 }
 
 /// A stored contact as read back.
@@ -205,6 +212,26 @@ impl Contact {
     pub fn etag(&self) -> String {
         etag(self.version)
     }
+
+    /// "Family – no data capture": calls are taken, nothing about the caller is written down.
+    pub fn no_data_capture(&self) -> bool {
+        self.fields
+            .instructions
+            .iter()
+            .any(|i| *i == Instruction::NoDataCapture)
+    }
+
+    /// The contact as an agent may see it at `now`: a message that has expired is not pending,
+    /// even before the sweep moves it out of the contact.
+    pub fn hide_expired_message(&mut self, now: DateTime<Utc>) {
+        if self
+            .caller_message
+            .as_ref()
+            .is_some_and(|m| m.is_expired_at(now))
+        {
+            self.caller_message = None;
+        }
+    }
 }
 
 /// The etag of a row version: opaque to clients, compared as a string.
@@ -224,8 +251,12 @@ pub struct RawContact {
     pub email: String,
     pub phone_numbers: Vec<RawPhone>,
     pub caller_message_text: String,
+    /// As read off the request: a timestamp that is no valid time is an error to report only
+    /// when the message is written.
+    pub caller_message_expire_time: Option<Result<DateTime<Utc>, String>>,
     pub handling_instruction: String,
     pub keep_permanently: bool,
+    pub instructions: Vec<RawInstruction>,
 }
 
 /// The writable fields, as named in an update mask.
@@ -242,10 +273,11 @@ pub enum Field {
     CallerMessage,
     HandlingInstruction,
     KeepPermanently,
+    Instructions,
 }
 
 impl Field {
-    pub const ALL: [Field; 11] = [
+    pub const ALL: [Field; 12] = [
         Field::Categories,
         Field::Salutation,
         Field::Title,
@@ -257,6 +289,7 @@ impl Field {
         Field::CallerMessage,
         Field::HandlingInstruction,
         Field::KeepPermanently,
+        Field::Instructions,
     ];
 
     pub fn from_path(path: &str) -> Option<Self> {
@@ -269,9 +302,12 @@ impl Field {
             "company" => Self::Company,
             "email" => Self::Email,
             "phone_numbers" => Self::PhoneNumbers,
-            "caller_message" | "caller_message.text" => Self::CallerMessage,
+            "caller_message" | "caller_message.text" | "caller_message.expire_time" => {
+                Self::CallerMessage
+            }
             "handling_instruction" => Self::HandlingInstruction,
             "keep_permanently" => Self::KeepPermanently,
+            "instructions" => Self::Instructions,
             _ => return None,
         })
     }
@@ -288,10 +324,12 @@ pub struct ContactPatch {
     pub company: Option<String>,
     pub email: Option<String>,
     pub phone_numbers: Option<Vec<PhoneEntry>>,
-    /// `Some(None)` clears the pending message; `Some(Some(text))` replaces it by a new one.
-    pub caller_message: Option<Option<String>>,
+    /// `Some(None)` clears the pending message; `Some(Some(m))` sets it
+    /// ([`crate::message::next_message`]).
+    pub caller_message: Option<Option<MessageInput>>,
     pub handling_instruction: Option<String>,
     pub keep_permanently: Option<bool>,
+    pub instructions: Option<Vec<Instruction>>,
 }
 
 impl ContactPatch {
@@ -329,15 +367,33 @@ impl ContactPatch {
                 }
                 Field::CallerMessage => {
                     let r = text(&raw.caller_message_text, MAX_MESSAGE_CHARS);
-                    p.caller_message = v
-                        .check(&path("caller_message.text"), r)
-                        .map(|t| (!t.is_empty()).then_some(t));
+                    let expire_field = path("caller_message.expire_time");
+                    let expire_time = match &raw.caller_message_expire_time {
+                        Some(Ok(t)) if raw.caller_message_text.trim().is_empty() => {
+                            let _ = t;
+                            v.add(&expire_field, "needs a message text to expire");
+                            None
+                        }
+                        Some(Ok(t)) => Some(*t),
+                        Some(Err(e)) => {
+                            v.add(&expire_field, e.clone());
+                            None
+                        }
+                        None => None,
+                    };
+                    p.caller_message = v.check(&path("caller_message.text"), r).map(|text| {
+                        (!text.is_empty()).then_some(MessageInput { text, expire_time })
+                    });
                 }
                 Field::HandlingInstruction => {
                     let r = text(&raw.handling_instruction, MAX_HANDLING_INSTRUCTION_CHARS);
                     p.handling_instruction = v.check(&path("handling_instruction"), r);
                 }
                 Field::KeepPermanently => p.keep_permanently = Some(raw.keep_permanently),
+                Field::Instructions => {
+                    let r = instruction::parse(&raw.instructions, &path("instructions"));
+                    p.instructions = v.absorb(r);
+                }
             }
         }
         v.into_result(p)
@@ -360,6 +416,7 @@ impl ContactPatch {
         set(&mut f.phone_numbers, &self.phone_numbers);
         set(&mut f.handling_instruction, &self.handling_instruction);
         set(&mut f.keep_permanently, &self.keep_permanently);
+        set(&mut f.instructions, &self.instructions);
     }
 }
 
@@ -367,7 +424,7 @@ impl ContactPatch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewContact {
     pub fields: ContactFields,
-    pub caller_message: Option<String>,
+    pub caller_message: Option<MessageInput>,
     pub origin: Origin,
 }
 
@@ -497,7 +554,10 @@ mod tests {
         let c = NewContact::parse(&r, Origin::Manual, &de(), "contact").unwrap();
         assert_eq!(c.fields.phone_numbers[0].e164.as_str(), "+49301234567");
         assert_eq!(c.fields.phone_numbers[0].number, "030 1234567");
-        assert_eq!(c.caller_message.as_deref(), Some("Bitte Rückruf"));
+        assert_eq!(
+            c.caller_message.map(|m| m.text).as_deref(),
+            Some("Bitte Rückruf")
+        );
         assert!(c.fields.categories.is_caller_only());
     }
 

@@ -7,6 +7,8 @@ pub mod change;
 pub mod clock;
 pub mod contact;
 pub mod identification;
+pub mod instruction;
+pub mod message;
 pub mod names;
 pub mod phone;
 pub mod retention;

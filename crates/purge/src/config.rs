@@ -75,6 +75,15 @@ pub struct Cli {
         value_parser = clap::value_parser!(u32).range(1..=3_650)
     )]
     pub expiry_notice_days: u32,
+    /// Days an undelivered caller message (expired or replaced untold) stays in the customer's
+    /// report (`ListUndeliveredMessages`), counted from when it stopped being pending.
+    #[arg(
+        long,
+        env = "CALLERS_UNDELIVERED_REPORT_DAYS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u32).range(1..=3_650)
+    )]
+    pub undelivered_report_days: u32,
     /// Pause between batches, to spare a busy primary and its replicas.
     #[arg(
         long,
@@ -133,6 +142,7 @@ pub struct Settings {
     pub audit_retention: chrono::Duration,
     pub change_retention: chrono::Duration,
     pub expiry_notice: chrono::Duration,
+    pub undelivered_report: chrono::Duration,
     pub batch_pause: Duration,
     pub progress_every: Duration,
     pub session: SessionOptions,
@@ -187,6 +197,7 @@ impl Cli {
             audit_retention: chrono::Duration::days(i64::from(self.audit_retention_days)),
             change_retention: chrono::Duration::days(i64::from(self.change_retention_days)),
             expiry_notice: chrono::Duration::days(i64::from(self.expiry_notice_days)),
+            undelivered_report: chrono::Duration::days(i64::from(self.undelivered_report_days)),
             batch_pause: Duration::from_millis(self.batch_pause_ms),
             progress_every: Duration::from_secs(self.progress_secs),
             session: SessionOptions {

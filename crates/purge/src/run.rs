@@ -290,12 +290,13 @@ async fn work(
 /// The housekeeping chores, in the order a run does them after the contacts, each with how
 /// long its rows are kept (for expiry notices: how long a contact's last activity may lie back
 /// before it is announced). A new chore is a line here (and its statements in the store).
-pub fn housekeeping(settings: &Settings) -> [(Chore, chrono::Duration); 4] {
+pub fn housekeeping(settings: &Settings) -> [(Chore, chrono::Duration); 5] {
     [
         (
             purge::EXPIRY_NOTICES,
             settings.retention.duration() - settings.expiry_notice,
         ),
+        (purge::UNDELIVERED_MESSAGES, settings.undelivered_report),
         (purge::CHANGES, settings.change_retention),
         (purge::IDEMPOTENCY_KEYS, settings.idempotency_retention),
         (purge::AUDIT_ROWS, settings.audit_retention),

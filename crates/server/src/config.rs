@@ -135,6 +135,11 @@ pub struct ServeArgs {
     /// pool stays for the other calls. Streams at the same cursor of an account share a read.
     #[arg(long, env = "CALLERS_CHANGE_STREAM_READS", default_value_t = 4)]
     pub change_stream_reads: usize,
+    /// Seconds between two sweeps of expired caller messages into undelivered-message records
+    /// (every replica sweeps; they skip each other's rows). 0 turns the sweep off on this
+    /// replica: expired messages are still never told, but stay on their contacts unreported.
+    #[arg(long, env = "CALLERS_MESSAGE_SWEEP_SECS", default_value_t = 15)]
+    pub message_sweep_secs: u64,
     /// Folder of the development database started when no database URL is given.
     #[arg(
         long,

@@ -9,6 +9,8 @@ pub mod contacts;
 pub mod identification;
 
 use callers_domain::contact::{Contact, RawContact, RawPhone};
+use callers_domain::instruction::RawInstruction;
+use callers_domain::message::UndeliveredMessage;
 use callers_domain::retention::{self, Retention};
 use callers_domain::{AccountId, Violations};
 use callers_proto::v1 as pb;
@@ -59,8 +61,21 @@ pub(crate) fn raw_contact(c: &pb::Contact) -> RawContact {
             .as_ref()
             .map(|m| m.text.clone())
             .unwrap_or_default(),
+        caller_message_expire_time: c
+            .caller_message
+            .as_ref()
+            .and_then(|m| m.expire_time.as_ref())
+            .map(time),
         handling_instruction: c.handling_instruction.clone(),
         keep_permanently: c.keep_permanently,
+        instructions: c
+            .instructions
+            .iter()
+            .map(|i| RawInstruction {
+                kind: i.r#type,
+                employee_id: i.employee_id.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -89,9 +104,18 @@ pub(crate) fn contact(c: &Contact, retention: Retention) -> pb::Contact {
             message_id: m.message_id.to_string(),
             text: m.text.clone(),
             create_time: Some(timestamp(m.create_time)),
+            expire_time: m.expire_time.map(timestamp),
         }),
         handling_instruction: f.handling_instruction.clone(),
         keep_permanently: f.keep_permanently,
+        instructions: f
+            .instructions
+            .iter()
+            .map(|i| pb::Instruction {
+                r#type: i.code(),
+                employee_id: i.employee_id().to_owned(),
+            })
+            .collect(),
         origin: c.origin.code(),
         create_time: Some(timestamp(c.create_time)),
         update_time: Some(timestamp(c.update_time)),
@@ -104,6 +128,18 @@ pub(crate) fn contact(c: &Contact, retention: Retention) -> pb::Contact {
         )
         .map(timestamp),
         etag: c.etag(),
+    }
+}
+
+pub(crate) fn undelivered_message(m: &UndeliveredMessage) -> pb::UndeliveredMessage {
+    pb::UndeliveredMessage {
+        message_id: m.message_id.to_string(),
+        contact_id: m.contact_id.to_string(),
+        text: m.text.clone(),
+        create_time: Some(timestamp(m.create_time)),
+        expire_time: m.expire_time.map(timestamp),
+        end_time: Some(timestamp(m.end_time)),
+        reason: m.reason.code(),
     }
 }
 

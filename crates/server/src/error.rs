@@ -71,6 +71,11 @@ pub fn from_store(e: Error) -> Status {
                 meta,
             )
         }
+        Error::MessageExpired => reason(
+            Code::FailedPrecondition,
+            "this caller message has expired: it is not told any more",
+            "MESSAGE_EXPIRED",
+        ),
         Error::CallNoteOfOtherContact => reason(
             Code::FailedPrecondition,
             "the call note is linked to another contact",

@@ -10,6 +10,7 @@ mod health;
 pub mod metrics;
 mod observe;
 mod page_token;
+mod sweep;
 
 use auth::Authenticator;
 use callers_proto::v1::call_handling_service_server::CallHandlingServiceServer;
@@ -57,6 +58,9 @@ pub struct Limits {
     pub max_connection_age: Option<Duration>,
     /// `WatchChanges` streams.
     pub watch: grpc::changes::WatchLimits,
+    /// How often this replica sweeps expired caller messages into undelivered records; `None`
+    /// never (tests that sweep by hand).
+    pub message_sweep: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -68,6 +72,7 @@ impl Default for Limits {
             http2_keepalive: Duration::from_secs(30),
             max_connection_age: None,
             watch: grpc::changes::WatchLimits::default(),
+            message_sweep: Some(Duration::from_secs(15)),
         }
     }
 }
@@ -85,6 +90,15 @@ pub async fn serve(
         .clone()
         .unwrap_or_else(|| deps.app.store.clone());
     let health_task = tokio::spawn(health::watch(probe, reporter.clone()));
+    // A delivery handled before a message's instant has finished (or timed out) by the time the
+    // sweep takes the message: the grace is the longest a call may run.
+    let sweep_task = deps.limits.message_sweep.map(|every| {
+        tokio::spawn(sweep::run(
+            deps.app.clone(),
+            every,
+            deps.limits.request_timeout + Duration::from_secs(5),
+        ))
+    });
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(callers_proto::FILE_DESCRIPTOR_SET)
@@ -173,6 +187,9 @@ pub async fn serve(
     shutdown.await;
     tracing::info!("shutting down: draining in-flight calls");
     health_task.abort();
+    if let Some(t) = sweep_task {
+        t.abort();
+    }
     health::set_all(&reporter, false).await;
     // Change streams end with OK; their clients resume with their cursors elsewhere.
     let _ = stopping_tx.send(true);

@@ -273,6 +273,8 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 poll: Duration::from_millis(args.change_poll_ms.max(10)),
                 max_reads: args.change_stream_reads.max(1),
             },
+            message_sweep: (args.message_sweep_secs > 0)
+                .then(|| Duration::from_secs(args.message_sweep_secs)),
         },
         tls,
         health_probe: Some(health_probe),

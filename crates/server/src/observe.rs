@@ -212,6 +212,7 @@ fn method_label(path: &str) -> &'static str {
         "callers.v1.ContactService/ListContacts",
         "callers.v1.ContactService/ListExpiringContacts",
         "callers.v1.ContactService/SearchContacts",
+        "callers.v1.ContactService/ListUndeliveredMessages",
         "callers.v1.IdentificationService/IdentifyCaller",
         "callers.v1.CallNoteService/CreateCallNote",
         "callers.v1.CallNoteService/GetCallNote",

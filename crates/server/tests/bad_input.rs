@@ -66,6 +66,7 @@ async fn snapshot(db: &tokio_postgres::Client) -> Vec<(String, i64, String)> {
         "idempotency_keys",
         "changes",
         "change_counters",
+        "undelivered_messages",
     ] {
         let row = db
             .query_one(
@@ -156,6 +157,10 @@ struct Seeded {
     /// SearchContacts tokens of acme: newest first, and ranked for "Hans".
     my_search_token: String,
     my_ranked_token: String,
+    /// An acme contact whose message expired a second after seeding, and a note of acme linked
+    /// to nobody.
+    expired: pb::Contact,
+    unlinked_note: String,
 }
 
 async fn seed(app: &mut TestApp) -> Seeded {
@@ -253,7 +258,26 @@ async fn seed(app: &mut TestApp) -> Seeded {
     })
     .await
     .unwrap();
+    let mut expiring = with_message("Kurz", "030 3333333");
+    expiring.caller_message.as_mut().unwrap().expire_time = Some(Timestamp {
+        seconds: app.clock_now().timestamp() + 1,
+        nanos: 0,
+    });
+    let expired = create(app, "acme", expiring).await;
+    let unlinked_note = app
+        .notes
+        .create_call_note(note("acme", ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .call_note
+        .unwrap()
+        .call_note_id;
+    app.clock
+        .set(app.clock_now() + chrono::Duration::seconds(2));
     Seeded {
+        expired,
+        unlinked_note,
         mine,
         my_note,
         theirs,
@@ -1803,6 +1827,223 @@ fn change_cases(c: &mut Corpus, app: &TestApp) {
     );
 }
 
+/// Expiring messages, typed instructions, undelivered messages and the account's time zone.
+fn message_cases(c: &mut Corpus, app: &TestApp, k: &Seeded) {
+    use Want::*;
+    let contacts = ContactServiceClient::new(app.channel.clone());
+    let list = |name: &str, want: Want, req: pb::ListUndeliveredMessagesRequest, c: &mut Corpus| {
+        let mut l = contacts.clone();
+        c.add(format!("ListUndeliveredMessages {name}"), want, async move {
+            l.list_undelivered_messages(req).await.map(drop)
+        });
+    };
+    let base = || pb::ListUndeliveredMessagesRequest {
+        account_id: "acme".into(),
+        ..Default::default()
+    };
+    list(
+        "missing account",
+        Invalid("account_id"),
+        pb::ListUndeliveredMessagesRequest::default(),
+        c,
+    );
+    list(
+        "contact id not a uuid",
+        Invalid("contact_id"),
+        pb::ListUndeliveredMessagesRequest {
+            contact_id: ECHO.into(),
+            ..base()
+        },
+        c,
+    );
+    list(
+        "negative page size",
+        Invalid("page_size"),
+        pb::ListUndeliveredMessagesRequest {
+            page_size: -1,
+            ..base()
+        },
+        c,
+    );
+    list(
+        "forged page token",
+        Invalid("page_token"),
+        pb::ListUndeliveredMessagesRequest {
+            page_token: ECHO.into(),
+            ..base()
+        },
+        c,
+    );
+    list(
+        "another account's page token",
+        Invalid("page_token"),
+        pb::ListUndeliveredMessagesRequest {
+            page_token: k.my_token.clone(),
+            ..base()
+        },
+        c,
+    );
+
+    let create = |name: &str, want: Want, f: &dyn Fn(&mut pb::Contact), c: &mut Corpus| {
+        let mut contact = caller("Neu", "030 9999999");
+        f(&mut contact);
+        let mut w = contacts.clone();
+        let req = pb::CreateContactRequest {
+            account_id: "acme".into(),
+            contact: Some(contact),
+            request_id: String::new(),
+        };
+        c.add(format!("CreateContact {name}"), want, async move {
+            w.create_contact(req).await.map(drop)
+        });
+    };
+    let now = app.clock_now().timestamp();
+    let message = |text: &str, seconds: i64, nanos: i32| pb::CallerMessage {
+        text: text.into(),
+        expire_time: Some(Timestamp { seconds, nanos }),
+        ..Default::default()
+    };
+    create(
+        "message expiring in the past",
+        Invalid("contact.caller_message.expire_time"),
+        &|c| c.caller_message = Some(message("Bis gestern", now - 86_400, 0)),
+        c,
+    );
+    create(
+        "message expiring now",
+        Invalid("contact.caller_message.expire_time"),
+        &|c| c.caller_message = Some(message("Jetzt", now, 0)),
+        c,
+    );
+    create(
+        "expire time with bad nanos",
+        Invalid("contact.caller_message.expire_time"),
+        &|c| c.caller_message = Some(message("Text", now + 60, -1)),
+        c,
+    );
+    create(
+        "expire time without a text",
+        Invalid("contact.caller_message.expire_time"),
+        &|c| c.caller_message = Some(message("", now + 60, 0)),
+        c,
+    );
+    let instruction = |t: pb::InstructionType, employee: &str| pb::Instruction {
+        r#type: t as i32,
+        employee_id: employee.into(),
+    };
+    use pb::InstructionType as I;
+    for (name, field, list) in [
+        (
+            "put through to nobody",
+            "contact.instructions[0].employee_id",
+            vec![instruction(I::PutThrough, "")],
+        ),
+        (
+            "responsible employee missing",
+            "contact.instructions[0].employee_id",
+            vec![instruction(I::ResponsibleEmployee, "")],
+        ),
+        (
+            "no data capture with an employee",
+            "contact.instructions[0].employee_id",
+            vec![instruction(I::NoDataCapture, ECHO)],
+        ),
+        (
+            "instruction without a type",
+            "contact.instructions[0].type",
+            vec![instruction(I::Unspecified, "")],
+        ),
+        (
+            "the same type twice",
+            "contact.instructions[1].type",
+            vec![instruction(I::CallBack, ""), instruction(I::CallBack, "e2")],
+        ),
+        (
+            "employee id over 128 bytes",
+            "contact.instructions[0].employee_id",
+            vec![instruction(I::PutThrough, &"x".repeat(129))],
+        ),
+    ] {
+        create(name, Invalid(field), &|c| c.instructions = list.clone(), c);
+    }
+    let mut w = contacts.clone();
+    c.add(
+        "CreateContact unknown instruction type",
+        Invalid("contact.instructions[0].type"),
+        async move {
+            let mut contact = caller("Neu", "030 9999999");
+            contact.instructions = vec![pb::Instruction {
+                r#type: 77,
+                employee_id: String::new(),
+            }];
+            w.create_contact(pb::CreateContactRequest {
+                account_id: "acme".into(),
+                contact: Some(contact),
+                request_id: String::new(),
+            })
+            .await
+            .map(drop)
+        },
+    );
+    let mut w = contacts.clone();
+    let mut past = k.mine.clone();
+    past.caller_message = Some(message("Neu", now - 1, 0));
+    past.etag.clear();
+    c.add(
+        "UpdateContact message expiring in the past",
+        Invalid("contact.caller_message.expire_time"),
+        async move {
+            w.update_contact(pb::UpdateContactRequest {
+                account_id: "acme".into(),
+                contact: Some(past),
+                update_mask: mask(&["caller_message"]),
+                etag: String::new(),
+            })
+            .await
+            .map(drop)
+        },
+    );
+
+    let mut n = CallNoteServiceClient::new(app.channel.clone());
+    let expired = k.expired.clone();
+    let note = k.unlinked_note.clone();
+    c.add(
+        "DeliverCallerMessage of an expired message",
+        Reason(Code::FailedPrecondition, "MESSAGE_EXPIRED"),
+        async move {
+            n.deliver_caller_message(pb::DeliverCallerMessageRequest {
+                account_id: "acme".into(),
+                contact_id: expired.contact_id.clone(),
+                message_id: expired.caller_message.unwrap().message_id,
+                call_note_id: note,
+                agent_id: "agent-1".into(),
+                request_id: String::new(),
+            })
+            .await
+            .map(drop)
+        },
+    );
+
+    let mut h = CallHandlingServiceClient::new(app.channel.clone());
+    c.add(
+        "UpdateCallHandling unknown time zone",
+        Invalid("call_handling.time_zone"),
+        async move {
+            h.update_call_handling(pb::UpdateCallHandlingRequest {
+                call_handling: Some(pb::CallHandling {
+                    account_id: "acme".into(),
+                    time_zone: format!("Europe/{ECHO}"),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["time_zone"]),
+                etag: String::new(),
+            })
+            .await
+            .map(drop)
+        },
+    );
+}
+
 #[tokio::test]
 async fn every_malformed_request_is_refused_by_field_and_writes_nothing() {
     let logs = callers_testkit::logs::capture();
@@ -1817,6 +2058,7 @@ async fn every_malformed_request_is_refused_by_field_and_writes_nothing() {
     identification_cases(&mut corpus, &app);
     call_handling_cases(&mut corpus, &app);
     change_cases(&mut corpus, &app);
+    message_cases(&mut corpus, &app, &seeded);
     let n = corpus.cases.len();
     // Every case runs; the failures are reported together.
     let mut failures = Vec::new();

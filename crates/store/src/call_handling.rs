@@ -6,7 +6,7 @@ use crate::row::{in_step, row_struct};
 use crate::{Entity, Error, Store};
 use callers_domain::AccountId;
 use callers_domain::call_handling::{
-    CallHandling, CallHandlingPatch, ConversationStyle, EmployeeOverride,
+    CallHandling, CallHandlingPatch, ConversationStyle, EmployeeOverride, TimeZone,
 };
 use callers_domain::change::Change;
 use callers_domain::phone::Region;
@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 macro_rules! select_settings {
     () => {
         "SELECT h.account_id, h.conversation_style, h.caller_id_transmission, h.phone_region, \
-         h.version, h.update_time, e.employee_ids, e.employee_styles, e.employee_cids \
+         h.time_zone, h.version, h.update_time, e.employee_ids, e.employee_styles, e.employee_cids \
          FROM call_handling h LEFT JOIN LATERAL ( \
            SELECT array_agg(x.employee_id ORDER BY x.position) AS employee_ids, \
                   array_agg(x.conversation_style ORDER BY x.position) AS employee_styles, \
@@ -37,7 +37,8 @@ macro_rules! select_for_employee {
         concat!(
             "SELECT h.account_id AS settings_account_id, \
              h.conversation_style AS settings_style, h.caller_id_transmission AS settings_cid, \
-             h.phone_region AS settings_region, h.version AS settings_version, \
+             h.phone_region AS settings_region, h.time_zone AS settings_time_zone, \
+             h.version AS settings_version, \
              h.update_time AS settings_update_time, x.employee_id AS settings_employee_id, \
              x.conversation_style AS settings_employee_style, \
              x.caller_id_transmission AS settings_employee_cid \
@@ -55,18 +56,18 @@ pub(crate) use select_for_employee;
 macro_rules! settings_columns {
     () => {
         "(account_id, conversation_style, caller_id_transmission, phone_region, version, \
-         update_time)"
+         update_time, time_zone)"
     };
 }
 const INSERT: &str = concat!(
     "INSERT INTO call_handling ",
     settings_columns!(),
-    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (account_id) DO NOTHING"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (account_id) DO NOTHING"
 );
 const UPDATE: &str = concat!(
     "UPDATE call_handling SET ",
     settings_columns!(),
-    " = ($1, $2, $3, $4, $5, $6) WHERE account_id = $1"
+    " = ($1, $2, $3, $4, $5, $6, $7) WHERE account_id = $1"
 );
 
 /// Stored code of an account style that is not set.
@@ -96,6 +97,7 @@ row_struct! {
         conversation_style: i16,
         caller_id_transmission: bool,
         phone_region: String,
+        time_zone: String,
         version: i64,
         update_time: DateTime<Utc>,
         employee_ids: Option<Vec<String>>,
@@ -117,6 +119,7 @@ impl TryFrom<SettingsRow> for CallHandling {
             caller_id_transmission: r.caller_id_transmission,
             phone_region: region_from_db(&r.phone_region)?,
             employees,
+            time_zone: TimeZone::from_stored(r.time_zone),
             version: r.version,
             update_time: r.update_time,
         })
@@ -131,6 +134,7 @@ row_struct! {
         settings_style: Option<i16>,
         settings_cid: Option<bool>,
         settings_region: Option<String>,
+        settings_time_zone: Option<String>,
         settings_version: Option<i64>,
         settings_update_time: Option<DateTime<Utc>>,
         settings_employee_id: Option<String>,
@@ -174,6 +178,7 @@ impl EmployeeSettingsRow {
             caller_id_transmission: cid,
             phone_region: region_from_db(&region)?,
             employees,
+            time_zone: TimeZone::from_stored(self.settings_time_zone.unwrap_or_default()),
             version,
             update_time,
         }))
@@ -319,6 +324,7 @@ async fn write(tx: Conn<'_>, sql: &str, s: &CallHandling) -> Result<u64, Error> 
             &s.phone_region.as_str(),
             &s.version,
             &s.update_time,
+            &s.time_zone.as_str(),
         ],
     )
     .await

@@ -13,10 +13,11 @@ use crate::identify::{self, NameQuery};
 use crate::row::{in_step, row_struct};
 use crate::{Entity, Error, Store, keyset_page};
 use callers_domain::AccountId;
-use callers_domain::call_note::{CallNote, Caller, MessageDelivery, NewCallNote};
+use crate::messages::undelivered_reason;
+use callers_domain::call_note::{CallNote, Caller, Filing, MessageDelivery, NewCallNote};
 use callers_domain::change::Change;
 use callers_domain::contact::Contact;
-use callers_domain::identification::Confidence;
+use callers_domain::message::{self, UndeliveredReason};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -198,10 +199,13 @@ impl Replay for Delivered {
 }
 
 row_struct! {
-    /// The contact's pending message, locked for delivery.
+    /// The contact's pending message, locked for delivery, and whether it wants no caller
+    /// data in its notes.
     struct PendingRow {
         message_id: Option<Uuid>,
         message_text: Option<String>,
+        message_expire_time: Option<DateTime<Utc>>,
+        no_data_capture: bool,
     }
 }
 
@@ -230,14 +234,16 @@ impl Store {
         let now = crate::db_time(now);
         let acc = account.as_str();
         self.write_once(acc, key, now, async |tx| {
-            let (contact, contact_created) = match note.contact_id {
-                Some(id) => (Some(touch_contact(tx, acc, id, now).await?), false),
-                None => match find_caller(tx, acc, note).await? {
-                    Some(id) => (Some(touch_contact(tx, acc, id, now).await?), false),
-                    None => match note.new_caller_contact() {
-                        Some(new) => (Some(insert_contact(tx, acc, &new, now).await?), true),
-                        None => (None, false),
-                    },
+            let filing = match note.contact_id {
+                Some(id) => Filing::Link(id),
+                None => find_caller(tx, acc, note).await?,
+            };
+            let (contact, contact_created) = match filing {
+                Filing::Link(id) => (Some(touch_contact(tx, acc, id, now).await?), false),
+                Filing::Withheld => (None, false),
+                Filing::New => match note.new_caller_contact() {
+                    Some(new) => (Some(insert_contact(tx, acc, &new, now).await?), true),
+                    None => (None, false),
                 },
             };
             let n = CallNote {
@@ -246,7 +252,7 @@ impl Store {
                 contact_id: contact.as_ref().map(|c| c.contact_id),
                 employee_id: note.employee_id.clone(),
                 agent_id: note.agent_id.clone(),
-                caller: note.caller.clone(),
+                caller: note.caller_kept(contact.as_ref(), filing == Filing::Withheld),
                 subject: note.subject.clone(),
                 text: note.text.clone(),
                 call_time: note.call_time.map(crate::db_time).unwrap_or(now),
@@ -355,8 +361,9 @@ impl Store {
             // Lock order: contact, then note (CreateCallNote takes only the contact).
             let pending: PendingRow = tx
                 .row(
-                    "SELECT message_id, message_text FROM contacts \
-                     WHERE account_id = $1 AND contact_id = $2 FOR UPDATE",
+                    "SELECT message_id, message_text, message_expire_time, \
+                     instructions @> '[{\"type\": \"no_data_capture\"}]' AS no_data_capture \
+                     FROM contacts WHERE account_id = $1 AND contact_id = $2 FOR UPDATE",
                     &[&acc, &d.contact_id],
                 )
                 .await?
@@ -373,7 +380,16 @@ impl Store {
             if linked.is_some_and(|c| c != d.contact_id) {
                 return Err(Error::CallNoteOfOtherContact);
             }
+            let expired = message::expired(pending.message_expire_time, now);
+            if pending.message_id == Some(d.message_id) && expired {
+                return Err(Error::MessageExpired);
+            }
             if pending.message_id != Some(d.message_id) {
+                if undelivered_reason(tx, acc, d.message_id).await?
+                    == Some(UndeliveredReason::Expired)
+                {
+                    return Err(Error::MessageExpired);
+                }
                 let delivered_in = tx
                     .row::<DeliveredInRow>(
                         "SELECT call_note_id FROM message_deliveries \
@@ -400,17 +416,22 @@ impl Store {
             .await?;
             tx.execute(
                 "UPDATE contacts SET message_id = NULL, message_text = NULL, \
-                 message_create_time = NULL, last_activity_time = $3, update_time = $3, \
-                 version = version + 1 \
+                 message_create_time = NULL, message_expire_time = NULL, \
+                 last_activity_time = $3, update_time = $3, version = version + 1 \
                  WHERE account_id = $1 AND contact_id = $2",
                 &[&acc, &d.contact_id, &now],
             )
             .await?;
             if linked.is_none() {
+                // A note linked to a contact marked NO_DATA_CAPTURE keeps no caller fields.
                 tx.execute(
-                    "UPDATE call_notes SET contact_id = $3 \
+                    "UPDATE call_notes SET contact_id = $3, \
+                     caller_first_name = CASE WHEN $4 THEN '' ELSE caller_first_name END, \
+                     caller_last_name = CASE WHEN $4 THEN '' ELSE caller_last_name END, \
+                     caller_company = CASE WHEN $4 THEN '' ELSE caller_company END, \
+                     caller_number = CASE WHEN $4 THEN '' ELSE caller_number END \
                      WHERE account_id = $1 AND call_note_id = $2",
-                    &[&acc, &d.call_note_id, &d.contact_id],
+                    &[&acc, &d.call_note_id, &d.contact_id, &pending.no_data_capture],
                 )
                 .await?;
             }
@@ -467,17 +488,18 @@ async fn touch_contact(
     get_contact(tx, acc, id).await
 }
 
-/// The contact the caller's number and name identify with certainty: the top match of the
-/// incoming-call ranking when it is [`Confidence::Certain`] and not ambiguous (the caller's
-/// exact number on one contact with no name that contradicts it, or a full name that is
-/// exactly one contact's). Anything less makes a new contact rather than risk telling one
-/// caller another's message.
-async fn find_caller(tx: Conn<'_>, acc: &str, note: &NewCallNote) -> Result<Option<Uuid>, Error> {
+/// How the note is filed ([`Filing::of`]): linked to the contact the caller's number and name
+/// identify with certainty (the top match of the incoming-call ranking when it is certain and
+/// not ambiguous: the caller's exact number on one contact with no name that contradicts it,
+/// or a full name that is exactly one contact's), withheld when the caller may be a contact
+/// marked `NO_DATA_CAPTURE`, else a new contact rather than risk telling one caller another's
+/// message.
+async fn find_caller(tx: Conn<'_>, acc: &str, note: &NewCallNote) -> Result<Filing, Error> {
     let c = &note.caller;
     let name = NameQuery::new(&format!("{} {} {}", c.first_name, c.last_name, c.company));
     let e164 = note.caller_e164.as_ref().map(|e| e.as_str());
     if e164.is_none() && name.is_empty() {
-        return Ok(None);
+        return Ok(Filing::New);
     }
     // Two notes about one new caller at once must not both create a contact.
     let lock_key = format!(
@@ -491,11 +513,8 @@ async fn find_caller(tx: Conn<'_>, acc: &str, note: &NewCallNote) -> Result<Opti
     )
     .await?;
     let found = identify::candidates(tx, acc, None, e164, &name).await?;
-    let ranking = name.rank(e164, found, 1);
-    Ok(match ranking.matches.first() {
-        Some(m) if m.confidence == Confidence::Certain && !ranking.ambiguous => {
-            Some(m.contact.contact_id)
-        }
-        _ => None,
-    })
+    Ok(Filing::of(&name.rank(e164, found, MATCHES_WEIGHED)))
 }
+
+/// How many of the caller's matches filing weighs: as many as `IdentifyCaller` shows at most.
+const MATCHES_WEIGHED: usize = 20;

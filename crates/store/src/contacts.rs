@@ -6,7 +6,9 @@ use crate::feed::Written;
 use crate::idempotency::{IdempotencyKey, Replay};
 use crate::row::{in_step, row_struct};
 use crate::{Entity, Error, Store, keyset_page};
-use callers_domain::change::{Change, DeleteReason, replaced_message};
+use crate::messages::insert_undelivered;
+use callers_domain::change::{Change, DeleteReason};
+use callers_domain::message::next_message;
 use callers_domain::contact::{
     CallerMessage, Categories, Contact, ContactFields, ContactPatch, NewContact, Origin,
     PhoneEntry, PhoneType,
@@ -23,8 +25,9 @@ macro_rules! select_contact {
     () => {
         "SELECT c.account_id, c.contact_id, c.categories, c.salutation, c.title, c.first_name, \
          c.last_name, c.company, c.email, c.handling_instruction, c.keep_permanently, c.origin, \
-         c.message_id, c.message_text, c.message_create_time, c.create_time, c.update_time, \
-         c.last_activity_time, c.version, ph.numbers, ph.e164s, ph.types \
+         c.message_id, c.message_text, c.message_create_time, c.message_expire_time, \
+         c.instructions, c.create_time, c.update_time, c.last_activity_time, c.version, \
+         ph.numbers, ph.e164s, ph.types \
          FROM contacts c LEFT JOIN LATERAL ( \
            SELECT array_agg(p.number ORDER BY p.position) AS numbers, \
                   array_agg(p.e164 ORDER BY p.position) AS e164s, \
@@ -55,6 +58,8 @@ row_struct! {
         message_id: Option<Uuid>,
         message_text: Option<String>,
         message_create_time: Option<DateTime<Utc>>,
+        message_expire_time: Option<DateTime<Utc>>,
+        instructions: serde_json::Value,
         create_time: DateTime<Utc>,
         update_time: DateTime<Utc>,
         last_activity_time: DateTime<Utc>,
@@ -81,10 +86,13 @@ impl TryFrom<ContactRow> for Contact {
                 message_id,
                 text,
                 create_time,
+                expire_time: r.message_expire_time,
             }),
             (None, _, _) => None,
             _ => return Err(Error::Corrupt("caller message without text or time".into())),
         };
+        let instructions = serde_json::from_value(r.instructions)
+            .map_err(|e| Error::Corrupt(format!("instructions: {e}")))?;
         Ok(Contact {
             account_id: r.account_id,
             contact_id: r.contact_id,
@@ -99,6 +107,7 @@ impl TryFrom<ContactRow> for Contact {
                 phone_numbers,
                 handling_instruction: r.handling_instruction,
                 keep_permanently: r.keep_permanently,
+                instructions,
             },
             caller_message,
             origin: Origin::from_code(i32::from(r.origin))
@@ -121,12 +130,14 @@ macro_rules! contact_columns {
     () => {
         "account_id, contact_id, categories, salutation, title, first_name, last_name, company, \
          email, handling_instruction, keep_permanently, origin, message_id, message_text, \
-         message_create_time, create_time, update_time, last_activity_time, version, search_text"
+         message_create_time, create_time, update_time, last_activity_time, version, search_text, \
+         message_expire_time, instructions"
     };
 }
 macro_rules! contact_placeholders {
     () => {
-        "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20"
+        "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
+         $21, $22"
     };
 }
 const INSERT_CONTACT: &str = concat!(
@@ -150,26 +161,30 @@ struct ContactValues<'a> {
     categories: &'a [String],
     origin: i16,
     search_text: String,
+    instructions: serde_json::Value,
 }
 
 impl<'a> ContactValues<'a> {
-    fn of(contact: &'a Contact) -> Self {
-        ContactValues {
+    fn of(contact: &'a Contact) -> Result<Self, Error> {
+        Ok(ContactValues {
             contact,
             categories: contact.fields.categories.as_slice(),
             origin: contact.origin.code() as i16,
             search_text: contact.fields.search_text(),
-        }
+            instructions: serde_json::to_value(&contact.fields.instructions)
+                .map_err(|e| Error::Corrupt(format!("instructions: {e}")))?,
+        })
     }
 
     /// Runs `sql` ([`INSERT_CONTACT`] or [`UPDATE_CONTACT`]) with these values.
     async fn write(&self, tx: Conn<'_>, sql: &str) -> Result<u64, Error> {
         let (c, f) = (self.contact, &self.contact.fields);
         let m = c.caller_message.as_ref();
-        let (message_id, text, time) = (
+        let (message_id, text, time, expire) = (
             m.map(|m| m.message_id),
             m.map(|m| m.text.as_str()),
             m.map(|m| m.create_time),
+            m.and_then(|m| m.expire_time),
         );
         tx.execute(
             sql,
@@ -194,6 +209,8 @@ impl<'a> ContactValues<'a> {
                 &c.last_activity_time,
                 &c.version,
                 &self.search_text,
+                &expire,
+                &self.instructions,
             ],
         )
         .await
@@ -307,28 +324,31 @@ impl Store {
                 )
                 .into());
             }
-            match &patch.caller_message {
-                Some(Some(text)) => {
-                    contact.caller_message = Some(CallerMessage {
-                        message_id: Uuid::now_v7(),
-                        text: text.clone(),
-                        create_time: now,
-                    })
+            let mut untold = None;
+            if let Some(new) = &patch.caller_message {
+                if let Some(m) = new {
+                    m.check(now, "contact.caller_message.expire_time")?;
                 }
-                Some(None) => contact.caller_message = None,
-                None => {}
+                let old = before.caller_message.as_ref();
+                let (message, record) =
+                    next_message(id, old, new.as_ref(), now, Uuid::now_v7());
+                contact.caller_message = message;
+                untold = record;
             }
             contact.version += 1;
             contact.update_time = now;
             contact.last_activity_time = now;
-            ContactValues::of(&contact)
+            ContactValues::of(&contact)?
                 .write(tx.conn(), UPDATE_CONTACT)
                 .await?;
             if patch.phone_numbers.is_some() {
                 replace_phone_numbers(tx.conn(), &contact).await?;
             }
-            let mut changes: Vec<Change> =
-                replaced_message(&before, &contact).into_iter().collect();
+            let mut changes = Vec::with_capacity(2);
+            if let Some(record) = untold {
+                insert_undelivered(tx.conn(), account.as_str(), &record).await?;
+                changes.push(Change::untold(record));
+            }
             changes.push(Change::ContactUpdated(contact.clone()));
             self.commit_changes(tx, account.as_str(), now, &changes)
                 .await?;
@@ -482,14 +502,18 @@ pub(crate) async fn insert_contact(
     new: &NewContact,
     now: DateTime<Utc>,
 ) -> Result<Contact, Error> {
+    if let Some(m) = &new.caller_message {
+        m.check(now, "contact.caller_message.expire_time")?;
+    }
     let contact = Contact {
         account_id: account.to_owned(),
         contact_id: Uuid::now_v7(),
         fields: new.fields.clone(),
-        caller_message: new.caller_message.as_ref().map(|text| CallerMessage {
+        caller_message: new.caller_message.as_ref().map(|m| CallerMessage {
             message_id: Uuid::now_v7(),
-            text: text.clone(),
+            text: m.text.clone(),
             create_time: now,
+            expire_time: m.expire_time,
         }),
         origin: new.origin,
         create_time: now,
@@ -497,7 +521,7 @@ pub(crate) async fn insert_contact(
         last_activity_time: now,
         version: 1,
     };
-    ContactValues::of(&contact)
+    ContactValues::of(&contact)?
         .write(tx, INSERT_CONTACT)
         .await?;
     insert_phone_numbers(tx, &contact).await?;

@@ -25,6 +25,9 @@ pub enum Error {
     Invalid(#[from] Violations),
     #[error("caller message is not pending")]
     MessageNotPending { delivered_in: Option<Uuid> },
+    /// The message's instant has passed: it is never told.
+    #[error("caller message expired")]
+    MessageExpired,
     #[error("call note is linked to another contact")]
     CallNoteOfOtherContact,
     /// Changes after the cursor were pruned, or the cursor lies beyond the account's feed.

@@ -123,9 +123,15 @@ fn columns(c: &Change) -> Result<Columns, Error> {
         Change::ContactExpiring {
             last_activity_time, ..
         } => (None, Some(*last_activity_time), None),
-        Change::CallNoteDeleted { .. }
-        | Change::MessageExpired { .. }
-        | Change::MessageReplaced { .. } => (None, None, None),
+        Change::MessageExpired { record, .. } | Change::MessageReplaced { record, .. } => {
+            match record {
+                Some(r) => (None, None, json(r)?),
+                None => (None, None, None),
+            }
+        }
+        Change::CallNoteDeleted { .. } | Change::UndeliveredMessageRemoved { .. } => {
+            (None, None, None)
+        }
     })
 }
 
@@ -191,12 +197,18 @@ impl ChangeRow {
             10 => Change::MessageExpired {
                 contact_id: contact_id()?,
                 message_id: message_id()?,
+                record: resource.map(|r| of(Some(r))).transpose()?,
             },
             11 => Change::MessageReplaced {
                 contact_id: contact_id()?,
                 message_id: message_id()?,
+                record: resource.map(|r| of(Some(r))).transpose()?,
             },
             12 => Change::CallHandlingUpdated(of(resource)?),
+            13 => Change::UndeliveredMessageRemoved {
+                contact_id: contact_id()?,
+                message_id: message_id()?,
+            },
             _ => return Err(corrupt("unknown kind")),
         };
         Ok(Some(ChangeEvent {

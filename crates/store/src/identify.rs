@@ -13,6 +13,7 @@ use callers_domain::contact::Contact;
 use callers_domain::identification::{self, Caller, CallerName, MAX_QUERY_WORDS, WordCounts};
 use callers_domain::names;
 use callers_domain::phone::{self, E164, Reading, Region};
+use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -256,7 +257,9 @@ impl Store {
     /// settings and the number ([`CALL_BY_NUMBER`]), pipelined with the name's. Only when the
     /// account's region is another one that reads `raw_number` differently is the lookup
     /// repeated. A number that cannot be read identifies nobody. A number without a name runs
-    /// on a shared connection (`crate::shared`), anything else on a pooled one.
+    /// on a shared connection (`crate::shared`), anything else on a pooled one. Matches are
+    /// shown as an agent may see them at `now`: without a message that has expired.
+    #[allow(clippy::too_many_arguments)]
     pub async fn identify_call(
         &self,
         account: &AccountId,
@@ -265,6 +268,7 @@ impl Store {
         caller_name: &str,
         limit: usize,
         default_region: &Region,
+        now: DateTime<Utc>,
     ) -> Result<CallLookup, Error> {
         let name = NameQuery::new(caller_name);
         let call = Call {
@@ -284,9 +288,14 @@ impl Store {
             .on(route, async |s| in_region(s, &call, number).await)
             .await?;
         let number = number.and_then(|n| confirmed(n, &found.contacts));
+        let settings = found.settings.clone();
+        let mut ranking = name.rank(number.as_ref().map(E164::as_str), found, limit);
+        for m in &mut ranking.matches {
+            m.contact.hide_expired_message(now);
+        }
         Ok(CallLookup {
-            settings: found.settings.clone(),
-            ranking: name.rank(number.as_ref().map(E164::as_str), found, limit),
+            settings,
+            ranking,
             number,
         })
     }
@@ -568,8 +577,8 @@ mod tests {
             );
         }
         let call = async |employee: &str, number: &str| {
-            let shared = store.identify_call(&a, employee, number, "", 10, &de);
-            let pooled = pooled.identify_call(&a, employee, number, "", 10, &de);
+            let shared = store.identify_call(&a, employee, number, "", 10, &de, Utc::now());
+            let pooled = pooled.identify_call(&a, employee, number, "", 10, &de, Utc::now());
             let (shared, pooled) = (shared.await.unwrap(), pooled.await.unwrap());
             assert_eq!(shared.settings, pooled.settings, "{employee:?} {number}");
             assert_eq!(shared.number, pooled.number, "{employee:?} {number}");
@@ -658,7 +667,7 @@ mod tests {
         let lanes = crate::PoolConfig::default().shared_connections;
         let call = async || {
             store
-                .identify_call(&a, "e1", "030 1234567", "", 10, &de)
+                .identify_call(&a, "e1", "030 1234567", "", 10, &de, Utc::now())
                 .await
         };
         for _ in 0..lanes {

@@ -10,6 +10,7 @@ mod exec;
 mod feed;
 mod idempotency;
 pub mod identify;
+pub mod messages;
 mod migrate;
 mod pool;
 pub mod purge;

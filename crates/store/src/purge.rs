@@ -32,8 +32,9 @@ macro_rules! due {
 
 /// The change feed's record of `$rows` (a CTE of `account_id, contact_id` rows) inside a
 /// statement of several accounts: per account, bump its counter by the count, in account order,
-/// and insert one change per row with `$columns` (kind, contact_id, reason, activity_time, as
-/// SQL over `g`, a row of `$rows`) at `$time`, numbered in contact order (`crate::feed`).
+/// and insert one change per row with `$columns` (kind, contact_id, message_id, reason,
+/// activity_time, as SQL over `g`, a row of `$rows`) at `$time`, numbered in contact order
+/// (`crate::feed`).
 macro_rules! announce {
     ($rows:literal, $columns:literal, $time:literal) => {
         concat!(
@@ -45,7 +46,7 @@ macro_rules! announce {
                ON CONFLICT (account_id) DO UPDATE SET seq = k.seq + excluded.seq \
                RETURNING k.account_id, k.seq), \
              announced AS (INSERT INTO changes \
-               (account_id, seq, change_time, kind, contact_id, reason, activity_time) \
+               (account_id, seq, change_time, kind, contact_id, message_id, reason, activity_time) \
                SELECT g.account_id, b.seq - p.n \
                  + row_number() OVER (PARTITION BY g.account_id ORDER BY g.contact_id), ",
             $time,
@@ -83,7 +84,7 @@ const DELETE_BATCH: &str = concat!(
        SELECT account_id, contact_id, $3, last_activity_time, $4 FROM gone \
        RETURNING account_id \
      ), ",
-    announce!("gone", "3, g.contact_id, 2, NULL::timestamptz", "$4"),
+    announce!("gone", "3, g.contact_id, NULL::uuid, 2, NULL::timestamptz", "$4"),
     ", counted AS ( \
        UPDATE purge_runs SET deleted = deleted + (SELECT count(*) FROM audited) WHERE run_id = $3 \
      ) \
@@ -177,13 +178,37 @@ pub const EXPIRY_NOTICES: Chore = Chore {
          ), ",
         announce!(
             "marked",
-            "4, g.contact_id, NULL::smallint, g.last_activity_time",
+            "4, g.contact_id, NULL::uuid, NULL::smallint, g.last_activity_time",
             "statement_timestamp()"
         ),
         " SELECT 1 FROM announced"
     ),
     count: "SELECT count(*) AS n FROM contacts WHERE purge_candidate AND last_activity_time < $1 \
             AND expiry_notice_for IS DISTINCT FROM last_activity_time",
+};
+
+/// Undelivered-message records after the report period (by `end_time`), each announced in the
+/// change feed as `UNDELIVERED_MESSAGE_REMOVED`.
+pub const UNDELIVERED_MESSAGES: Chore = Chore {
+    name: "undelivered_messages",
+    batch: concat!(
+        "WITH old AS MATERIALIZED ( \
+           SELECT account_id, message_id FROM undelivered_messages WHERE end_time < $1 \
+           ORDER BY end_time LIMIT $2 FOR UPDATE SKIP LOCKED \
+         ), gone AS ( \
+           DELETE FROM undelivered_messages t USING old \
+           WHERE t.account_id = old.account_id AND t.message_id = old.message_id \
+             AND t.end_time < $1 \
+           RETURNING t.account_id, t.contact_id, t.message_id \
+         ), ",
+        announce!(
+            "gone",
+            "13, g.contact_id, g.message_id, NULL::smallint, NULL::timestamptz",
+            "statement_timestamp()"
+        ),
+        " SELECT 1 FROM announced"
+    ),
+    count: "SELECT count(*) AS n FROM undelivered_messages WHERE end_time < $1",
 };
 
 /// The purge's own audit rows, after the audit's keeping time.

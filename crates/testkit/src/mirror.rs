@@ -22,6 +22,8 @@ pub struct Mirror {
     pub contacts: BTreeMap<String, pb::Contact>,
     pub notes: BTreeMap<String, pb::CallNote>,
     pub settings: Option<pb::CallHandling>,
+    /// The undelivered caller messages, by message id.
+    pub undelivered: BTreeMap<String, pb::UndeliveredMessage>,
     /// Every change applied, in order.
     pub applied: Vec<pb::Change>,
 }
@@ -45,7 +47,7 @@ impl Mirror {
             .await?
             .into_inner()
             .cursor;
-        let (contacts, notes, settings) = read_account(channel, account).await?;
+        let (contacts, notes, settings, undelivered) = read_account(channel, account).await?;
         Ok(Mirror {
             account: account.into(),
             cursor,
@@ -58,6 +60,10 @@ impl Mirror {
                 .map(|n| (n.call_note_id.clone(), n))
                 .collect(),
             settings,
+            undelivered: undelivered
+                .into_iter()
+                .map(|m| (m.message_id.clone(), m))
+                .collect(),
             applied: Vec::new(),
         })
     }
@@ -81,7 +87,13 @@ impl Mirror {
                 self.notes.insert(n.call_note_id.clone(), n.clone());
             }
             Some(Resource::CallHandling(s)) => self.settings = Some(s.clone()),
+            Some(Resource::UndeliveredMessage(m)) => {
+                self.undelivered.insert(m.message_id.clone(), m.clone());
+            }
             None => {}
+        }
+        if c.r#type == pb::ChangeType::UndeliveredMessageRemoved as i32 {
+            self.undelivered.remove(&c.message_id);
         }
         if c.r#type == pb::ChangeType::ContactDeleted as i32 {
             self.contacts.remove(&c.contact_id);
@@ -152,7 +164,17 @@ impl Mirror {
 
     /// The mirror equals what the account's reads return now, field by field.
     pub async fn assert_matches(&self, channel: &Channel) {
-        let (contacts, notes, settings) = read_account(channel, &self.account).await.unwrap();
+        let (contacts, notes, settings, undelivered) =
+            read_account(channel, &self.account).await.unwrap();
+        let undelivered: BTreeMap<_, _> = undelivered
+            .into_iter()
+            .map(|m| (m.message_id.clone(), m))
+            .collect();
+        assert_eq!(
+            self.undelivered, undelivered,
+            "account {}: the undelivered messages",
+            self.account
+        );
         let contacts: BTreeMap<_, _> = contacts
             .into_iter()
             .map(|c| (c.contact_id.clone(), c))
@@ -199,9 +221,11 @@ type Account = (
     Vec<pb::Contact>,
     Vec<pb::CallNote>,
     Option<pb::CallHandling>,
+    Vec<pb::UndeliveredMessage>,
 );
 
-/// Every contact and call note of the account and its settings, page by page.
+/// Every contact, call note and undelivered message of the account and its settings, page by
+/// page.
 pub async fn read_account(channel: &Channel, account: &str) -> Result<Account, Status> {
     let mut contacts = Vec::new();
     let mut client = ContactServiceClient::new(channel.clone());
@@ -251,5 +275,24 @@ pub async fn read_account(channel: &Channel, account: &str) -> Result<Account, S
         Err(s) if s.code() == Code::NotFound => None,
         Err(s) => return Err(s),
     };
-    Ok((contacts, notes, settings))
+    let mut undelivered = Vec::new();
+    let mut client = ContactServiceClient::new(channel.clone());
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_undelivered_messages(pb::ListUndeliveredMessagesRequest {
+                account_id: account.into(),
+                page_size: 500,
+                page_token: token,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        undelivered.extend(page.undelivered_messages);
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    Ok((contacts, notes, settings, undelivered))
 }

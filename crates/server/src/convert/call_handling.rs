@@ -123,6 +123,7 @@ fn raw(ch: &pb::CallHandling) -> RawCallHandling {
                 caller_id_transmission: e.caller_id_transmission,
             })
             .collect(),
+        time_zone: ch.time_zone.clone(),
     }
 }
 
@@ -143,6 +144,7 @@ pub fn settings(s: &CallHandling) -> pb::CallHandling {
             .collect(),
         etag: s.etag(),
         update_time: Some(timestamp(s.update_time)),
+        time_zone: s.time_zone.as_str().to_owned(),
     }
 }
 

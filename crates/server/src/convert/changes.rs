@@ -135,9 +135,12 @@ pub fn change(e: &ChangeEvent, retention: Retention) -> pb::Change {
         Change::ContactExpiring {
             last_activity_time, ..
         } => out.purge_time = Some(timestamp(*last_activity_time + retention.duration())),
-        Change::CallNoteDeleted { .. }
-        | Change::MessageExpired { .. }
-        | Change::MessageReplaced { .. } => {}
+        Change::MessageExpired { record, .. } | Change::MessageReplaced { record, .. } => {
+            out.resource = record
+                .as_ref()
+                .map(|r| Resource::UndeliveredMessage(super::undelivered_message(r)));
+        }
+        Change::CallNoteDeleted { .. } | Change::UndeliveredMessageRemoved { .. } => {}
     }
     out
 }

@@ -11,6 +11,7 @@ use callers_domain::search::{NumberPrefix, RankedPosition, Search};
 use callers_domain::validation::uuid;
 use callers_domain::{AccountId, Violations};
 use callers_proto::v1 as pb;
+use callers_store::messages::{UndeliveredPage, UndeliveredPosition};
 use callers_store::search::{SearchAfter, SearchPage};
 use callers_store::{ContactPage, ExpiringPage, IdempotencyKey, Operation};
 use chrono::{DateTime, Duration, Utc};
@@ -264,6 +265,54 @@ impl ListExpiringContacts {
             next_page_token: page
                 .next_after
                 .map(|(t, id)| page_token::encode(&self.query, &(until, t, id)))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+pub struct ListUndeliveredMessages {
+    pub account: AccountId,
+    pub contact_id: Option<Uuid>,
+    pub after: Option<UndeliveredPosition>,
+    pub size: usize,
+    query: String,
+}
+
+impl TryFrom<&pb::ListUndeliveredMessagesRequest> for ListUndeliveredMessages {
+    type Error = Violations;
+
+    fn try_from(req: &pb::ListUndeliveredMessagesRequest) -> Result<Self, Violations> {
+        let mut v = Violations::new();
+        let account = v.check("account_id", AccountId::parse(&req.account_id));
+        let size = v.check("page_size", page_token::page_size(req.page_size));
+        let contact_id = match req.contact_id.as_str() {
+            "" => Some(None),
+            id => v.check("contact_id", uuid(id)).map(Some),
+        };
+        let query = format!("undelivered/{}/{}", req.account_id, req.contact_id);
+        let after = v.check("page_token", page_token::decode(&query, &req.page_token));
+        let ((account, size), contact_id) = v.finish(account.zip(size).zip(contact_id))?;
+        Ok(Self {
+            account,
+            contact_id,
+            after: after.flatten(),
+            size,
+            query,
+        })
+    }
+}
+
+impl ListUndeliveredMessages {
+    pub fn response(&self, page: &UndeliveredPage) -> pb::ListUndeliveredMessagesResponse {
+        pb::ListUndeliveredMessagesResponse {
+            undelivered_messages: page
+                .messages
+                .iter()
+                .map(super::undelivered_message)
+                .collect(),
+            next_page_token: page
+                .next_after
+                .map(|after| page_token::encode(&self.query, &after))
                 .unwrap_or_default(),
         }
     }

@@ -2,8 +2,8 @@
 
 use super::App;
 use crate::convert::contacts::{
-    CreateContact, DeleteContact, GetContact, ListContacts, ListExpiringContacts, SearchContacts,
-    UpdateContact,
+    CreateContact, DeleteContact, GetContact, ListContacts, ListExpiringContacts,
+    ListUndeliveredMessages, SearchContacts, UpdateContact,
 };
 use crate::{convert, error};
 use callers_proto::v1 as pb;
@@ -113,5 +113,19 @@ impl ContactService for Contacts {
             .await
             .map_err(error::from_store)?;
         Ok(Response::new(cmd.response(&page, self.0.retention)))
+    }
+
+    async fn list_undelivered_messages(
+        &self,
+        request: Request<pb::ListUndeliveredMessagesRequest>,
+    ) -> Result<Response<pb::ListUndeliveredMessagesResponse>, Status> {
+        let cmd: ListUndeliveredMessages = self.0.command(&request)?;
+        let page = self
+            .0
+            .store
+            .list_undelivered_messages(&cmd.account, cmd.contact_id, cmd.after, cmd.size)
+            .await
+            .map_err(error::from_store)?;
+        Ok(Response::new(cmd.response(&page)))
     }
 }

@@ -18,10 +18,11 @@ impl IdentificationService for Identification {
         let cmd: IdentifyCaller = self.0.command(&request)?;
         let (employee, number) = (&cmd.employee_id, &cmd.caller_number);
         let (name, max, region) = (&cmd.caller_name, cmd.max_results, &self.0.default_region);
+        let now = self.0.clock.now();
         let found = self
             .0
             .store
-            .identify_call(&cmd.account, employee, number, name, max, region)
+            .identify_call(&cmd.account, employee, number, name, max, region, now)
             .await
             .map_err(error::from_store)?;
         Ok(Response::new(cmd.response(found, self.0.retention)))

@@ -120,6 +120,7 @@ top_level_account_id!(
     pb::ListContactsRequest,
     pb::ListExpiringContactsRequest,
     pb::SearchContactsRequest,
+    pb::ListUndeliveredMessagesRequest,
     pb::CreateCallNoteRequest,
     pb::GetCallNoteRequest,
     pb::ListCallNotesRequest,
