@@ -397,7 +397,11 @@ async fn housekeeping_drops_expired_idempotency_keys_and_old_audit_rows() {
         sql.execute(
             "INSERT INTO undelivered_messages (account_id, message_id, contact_id, text, \
              create_time, end_time, reason) VALUES ('acme', $1, $2, 'x', $3, $3, 1)",
-            &[&Uuid::new_v4(), &Uuid::new_v4(), &(now - Duration::days(days))],
+            &[
+                &Uuid::new_v4(),
+                &Uuid::new_v4(),
+                &(now - Duration::days(days)),
+            ],
         )
         .await
         .unwrap();

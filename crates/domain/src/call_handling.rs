@@ -403,8 +403,14 @@ mod tests {
 
     #[test]
     fn time_zones_are_iana_names_in_any_case() {
-        assert_eq!(TimeZone::parse("europe/berlin").unwrap().as_str(), "Europe/Berlin");
-        assert_eq!(TimeZone::parse("America/New_York").unwrap().as_str(), "America/New_York");
+        assert_eq!(
+            TimeZone::parse("europe/berlin").unwrap().as_str(),
+            "Europe/Berlin"
+        );
+        assert_eq!(
+            TimeZone::parse("America/New_York").unwrap().as_str(),
+            "America/New_York"
+        );
         assert_eq!(TimeZone::parse("UTC").unwrap().as_str(), "UTC");
         for bad in ["", "Berlin", "Europe/Atlantis", "+01:00", "CET1"] {
             assert!(TimeZone::parse(bad).is_err(), "{bad:?} should be refused");
@@ -417,7 +423,8 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.into_iter().next().unwrap().field, "c.time_zone");
         let raw = RawCallHandling::default();
-        let p = CallHandlingPatch::parse(&raw, &[Field::TimeZone], &Region::germany(), "c").unwrap();
+        let p =
+            CallHandlingPatch::parse(&raw, &[Field::TimeZone], &Region::germany(), "c").unwrap();
         assert_eq!(p.time_zone, Some(TimeZone::default()));
     }
 

@@ -183,13 +183,11 @@ impl Change {
                 message_id,
                 record: Some(record),
             },
-            UndeliveredReason::Replaced | UndeliveredReason::Withdrawn => {
-                Change::MessageReplaced {
-                    contact_id,
-                    message_id,
-                    record: Some(record),
-                }
-            }
+            UndeliveredReason::Replaced | UndeliveredReason::Withdrawn => Change::MessageReplaced {
+                contact_id,
+                message_id,
+                record: Some(record),
+            },
         }
     }
 }

@@ -217,8 +217,7 @@ impl Contact {
     pub fn no_data_capture(&self) -> bool {
         self.fields
             .instructions
-            .iter()
-            .any(|i| *i == Instruction::NoDataCapture)
+            .contains(&Instruction::NoDataCapture)
     }
 
     /// The contact as an agent may see it at `now`: a message that has expired is not pending,

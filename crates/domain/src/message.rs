@@ -80,7 +80,12 @@ impl CallerMessage {
     /// The record of this message leaving `contact_id` untold at `now`, replaced by a new text
     /// (`replaced`) or cleared. A message that had expired by then counts as expired, ending at
     /// its instant.
-    pub fn untold(&self, contact_id: Uuid, now: DateTime<Utc>, replaced: bool) -> UndeliveredMessage {
+    pub fn untold(
+        &self,
+        contact_id: Uuid,
+        now: DateTime<Utc>,
+        replaced: bool,
+    ) -> UndeliveredMessage {
         let (reason, end_time) = match self.expire_time {
             Some(t) if t <= now => (UndeliveredReason::Expired, t),
             _ if replaced => (UndeliveredReason::Replaced, now),
@@ -166,20 +171,41 @@ mod tests {
     #[test]
     fn a_new_text_replaces_and_records_the_untold_one() {
         let c = Uuid::from_u128(9);
-        let (m, r) = next_message(c, Some(&pending(None)), Some(&input("Neu", None)), at(10), Uuid::from_u128(2));
+        let (m, r) = next_message(
+            c,
+            Some(&pending(None)),
+            Some(&input("Neu", None)),
+            at(10),
+            Uuid::from_u128(2),
+        );
         assert_eq!(m.unwrap().message_id, Uuid::from_u128(2));
         let r = r.unwrap();
-        assert_eq!((r.reason, r.end_time, r.contact_id), (UndeliveredReason::Replaced, at(10), c));
+        assert_eq!(
+            (r.reason, r.end_time, r.contact_id),
+            (UndeliveredReason::Replaced, at(10), c)
+        );
     }
 
     #[test]
     fn an_expired_message_is_recorded_as_expired_at_its_instant() {
         let old = pending(Some(at(9)));
-        let (_, r) = next_message(Uuid::nil(), Some(&old), Some(&input("Neu", None)), at(10), Uuid::from_u128(2));
+        let (_, r) = next_message(
+            Uuid::nil(),
+            Some(&old),
+            Some(&input("Neu", None)),
+            at(10),
+            Uuid::from_u128(2),
+        );
         let r = r.unwrap();
         assert_eq!((r.reason, r.end_time), (UndeliveredReason::Expired, at(9)));
         // The same text does not revive it either.
-        let (m, r) = next_message(Uuid::nil(), Some(&old), Some(&input("Bitte Rückruf", None)), at(10), Uuid::from_u128(2));
+        let (m, r) = next_message(
+            Uuid::nil(),
+            Some(&old),
+            Some(&input("Bitte Rückruf", None)),
+            at(10),
+            Uuid::from_u128(2),
+        );
         assert_eq!(m.unwrap().message_id, Uuid::from_u128(2));
         assert_eq!(r.unwrap().reason, UndeliveredReason::Expired);
     }
@@ -194,7 +220,10 @@ mod tests {
             Uuid::from_u128(2),
         );
         let m = m.unwrap();
-        assert_eq!((m.message_id, m.create_time, m.expire_time), (Uuid::from_u128(1), at(8), Some(at(18))));
+        assert_eq!(
+            (m.message_id, m.create_time, m.expire_time),
+            (Uuid::from_u128(1), at(8), Some(at(18)))
+        );
         assert_eq!(r, None);
     }
 

@@ -19,7 +19,11 @@ pub async fn run(app: App, every: Duration, grace: Duration) {
     loop {
         tick.tick().await;
         loop {
-            match app.store.expire_messages(app.clock.now(), grace, BATCH).await {
+            match app
+                .store
+                .expire_messages(app.clock.now(), grace, BATCH)
+                .await
+            {
                 Ok(n) => {
                     counter!("callers_caller_messages_expired_total").increment(n);
                     if n < u64::from(BATCH) {

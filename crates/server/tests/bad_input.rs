@@ -1833,9 +1833,11 @@ fn message_cases(c: &mut Corpus, app: &TestApp, k: &Seeded) {
     let contacts = ContactServiceClient::new(app.channel.clone());
     let list = |name: &str, want: Want, req: pb::ListUndeliveredMessagesRequest, c: &mut Corpus| {
         let mut l = contacts.clone();
-        c.add(format!("ListUndeliveredMessages {name}"), want, async move {
-            l.list_undelivered_messages(req).await.map(drop)
-        });
+        c.add(
+            format!("ListUndeliveredMessages {name}"),
+            want,
+            async move { l.list_undelivered_messages(req).await.map(drop) },
+        );
     };
     let base = || pb::ListUndeliveredMessagesRequest {
         account_id: "acme".into(),

@@ -214,7 +214,14 @@ async fn every_write_is_in_the_feed_with_the_resource_as_written() {
     assert_eq!(c[0].etag, created.etag);
     assert_eq!(c[1].message_id, first_message);
     assert_eq!(c[1].contact_id, created.contact_id);
-    assert!(c[1].resource.is_none());
+    match &c[1].resource {
+        Some(pb::change::Resource::UndeliveredMessage(m)) => {
+            assert_eq!(m.message_id, first_message);
+            assert_eq!(m.text, "Unterlagen sind da");
+            assert_eq!(m.reason, pb::UndeliveredReason::Replaced as i32);
+        }
+        other => panic!("MESSAGE_REPLACED carries the record of the replaced message: {other:?}"),
+    }
     assert_eq!(contact_of(2), updated);
     assert_eq!(contact_of(3), touched);
     assert_eq!(note_of(4), linked.call_note.clone().unwrap());

@@ -10,10 +10,10 @@ use crate::exec::Conn;
 use crate::feed::Written;
 use crate::idempotency::{IdempotencyKey, Replay};
 use crate::identify::{self, NameQuery};
+use crate::messages::undelivered_reason;
 use crate::row::{in_step, row_struct};
 use crate::{Entity, Error, Store, keyset_page};
 use callers_domain::AccountId;
-use crate::messages::undelivered_reason;
 use callers_domain::call_note::{CallNote, Caller, Filing, MessageDelivery, NewCallNote};
 use callers_domain::change::Change;
 use callers_domain::contact::Contact;
@@ -431,7 +431,12 @@ impl Store {
                      caller_company = CASE WHEN $4 THEN '' ELSE caller_company END, \
                      caller_number = CASE WHEN $4 THEN '' ELSE caller_number END \
                      WHERE account_id = $1 AND call_note_id = $2",
-                    &[&acc, &d.call_note_id, &d.contact_id, &pending.no_data_capture],
+                    &[
+                        &acc,
+                        &d.call_note_id,
+                        &d.contact_id,
+                        &pending.no_data_capture,
+                    ],
                 )
                 .await?;
             }

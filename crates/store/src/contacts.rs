@@ -4,15 +4,15 @@
 use crate::exec::{Conn, Params};
 use crate::feed::Written;
 use crate::idempotency::{IdempotencyKey, Replay};
+use crate::messages::insert_undelivered;
 use crate::row::{in_step, row_struct};
 use crate::{Entity, Error, Store, keyset_page};
-use crate::messages::insert_undelivered;
 use callers_domain::change::{Change, DeleteReason};
-use callers_domain::message::next_message;
 use callers_domain::contact::{
     CallerMessage, Categories, Contact, ContactFields, ContactPatch, NewContact, Origin,
     PhoneEntry, PhoneType,
 };
+use callers_domain::message::next_message;
 use callers_domain::phone::{self, E164};
 use callers_domain::{AccountId, Violations};
 use chrono::{DateTime, Utc};
@@ -330,8 +330,7 @@ impl Store {
                     m.check(now, "contact.caller_message.expire_time")?;
                 }
                 let old = before.caller_message.as_ref();
-                let (message, record) =
-                    next_message(id, old, new.as_ref(), now, Uuid::now_v7());
+                let (message, record) = next_message(id, old, new.as_ref(), now, Uuid::now_v7());
                 contact.caller_message = message;
                 untold = record;
             }

@@ -140,7 +140,10 @@ impl Store {
             .await?;
         let mut by_account: BTreeMap<String, Vec<Uuid>> = BTreeMap::new();
         for r in due {
-            by_account.entry(r.account_id).or_default().push(r.contact_id);
+            by_account
+                .entry(r.account_id)
+                .or_default()
+                .push(r.contact_id);
         }
         let mut expired = 0;
         for (account, ids) in by_account {
@@ -222,7 +225,13 @@ impl Store {
                          WHERE account_id = $1 AND ($2::uuid IS NULL OR contact_id = $2) \
                          AND ($3::timestamptz IS NULL OR (end_time, message_id) < ($3, $4)) \
                          ORDER BY end_time DESC, message_id DESC LIMIT $5",
-                        &[&account.as_str(), &contact_id, &after_time, &after_id, &fetch],
+                        &[
+                            &account.as_str(),
+                            &contact_id,
+                            &after_time,
+                            &after_id,
+                            &fetch,
+                        ],
                     )
                     .await
             })

@@ -84,7 +84,11 @@ const DELETE_BATCH: &str = concat!(
        SELECT account_id, contact_id, $3, last_activity_time, $4 FROM gone \
        RETURNING account_id \
      ), ",
-    announce!("gone", "3, g.contact_id, NULL::uuid, 2, NULL::timestamptz", "$4"),
+    announce!(
+        "gone",
+        "3, g.contact_id, NULL::uuid, 2, NULL::timestamptz",
+        "$4"
+    ),
     ", counted AS ( \
        UPDATE purge_runs SET deleted = deleted + (SELECT count(*) FROM audited) WHERE run_id = $3 \
      ) \

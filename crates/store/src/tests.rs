@@ -289,7 +289,15 @@ async fn shared_connections_count_in_the_connection_figures() {
     assert_eq!(before.max, crate::PoolConfig::default().max_size + shared);
     let acme = AccountId::parse("acme").unwrap();
     store
-        .identify_call(&acme, "", "+49301234567", "", 5, &Region::germany(), chrono::Utc::now())
+        .identify_call(
+            &acme,
+            "",
+            "+49301234567",
+            "",
+            5,
+            &Region::germany(),
+            chrono::Utc::now(),
+        )
         .await
         .unwrap();
     let after = store.connections();

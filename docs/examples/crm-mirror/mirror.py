@@ -385,9 +385,12 @@ class Mirror:
             T.CHANGE_TYPE_CONTACT_EXPIRING,
             T.CHANGE_TYPE_MESSAGE_EXPIRED,
             T.CHANGE_TYPE_MESSAGE_REPLACED,
+            T.CHANGE_TYPE_UNDELIVERED_MESSAGE_REMOVED,
         ):
             # Nothing in the mirror changes: the contact's own change, if any, follows as
-            # CONTACT_UPDATED. A CRM could remind the customer here to keep the contact.
+            # CONTACT_UPDATED. A CRM could remind the customer here to keep the contact. This
+            # example keeps no undelivered-message report; one that does upserts the carried
+            # undelivered_message and deletes it on UNDELIVERED_MESSAGE_REMOVED.
             log.info(
                 "%s contact_id=%s message_id=%s",
                 enum_name(T, t),
