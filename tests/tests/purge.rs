@@ -413,6 +413,7 @@ async fn housekeeping_drops_expired_idempotency_keys_and_old_audit_rows() {
         serde_json::json!({
             "expiry_notices": 0,
             "undelivered_messages": 1,
+            "call_counts": 0,
             "changes": 0,
             "idempotency_keys": 1,
             "audit_rows": 1

@@ -1,12 +1,25 @@
 //! Call-handling settings of an account and its employees, and whether callers can be
 //! recognised under them (formal conversation style and caller-ID transmission).
 
-use crate::phone::Region;
+use crate::call_counts::{self, Measured};
+use crate::phone::{self, E164, Region};
 use crate::validation::{Violations, reference};
 use chrono::{DateTime, Utc};
 
 /// Bounds the employee list, which is read and written as a whole.
 pub const MAX_EMPLOYEES: usize = 1_000;
+
+/// Bounds the account's own lines.
+pub const MAX_OWN_NUMBERS: usize = 100;
+
+/// One of the account's own lines (switchboard, employees' extensions, the forwarding's line):
+/// a call presenting it does not present the caller's number.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OwnNumber {
+    /// As entered, trimmed.
+    pub number: String,
+    pub e164: E164,
+}
 
 /// The time zone of an account that names none.
 pub const DEFAULT_TIME_ZONE: &str = "Europe/Berlin";
@@ -79,6 +92,8 @@ pub struct CallHandling {
     pub employees: Vec<EmployeeOverride>,
     #[serde(default)]
     pub time_zone: TimeZone,
+    #[serde(default)]
+    pub own_numbers: Vec<OwnNumber>,
     pub version: i64,
     pub update_time: DateTime<Utc>,
 }
@@ -88,25 +103,116 @@ pub enum FindingCode {
     ConversationStyleNotFormal = 1,
     CallerIdNotTransmitted = 2,
     SettingsUnknown = 3,
+    /// Measured: too many calls arrived without a usable number.
+    CallsWithoutNumber = 4,
+    /// Measured: too many calls presented one of the account's own numbers.
+    CallsFromOwnNumber = 5,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
     pub code: FindingCode,
-    /// Empty when the finding is about the account's own setting.
+    /// Empty when the finding is about the account's own setting (or all its calls).
     pub employee_id: String,
     pub message: String,
+    /// For measured findings: the share of calls, in [0, 1].
+    pub share: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RecognitionStatus {
     pub ready: bool,
     pub findings: Vec<Finding>,
+    /// What real calls showed, when counts were read.
+    pub measured: Option<Measured>,
+    /// What the measurement says in a sentence, for display.
+    pub measured_note: String,
+}
+
+/// The declared settings' findings ([`declared`]) corrected by what real calls showed: a
+/// measured problem is reported with its figures, and replaces the declared caller-ID finding;
+/// calls whose numbers arrive overrule a declaration that they do not. With fewer than
+/// [`call_counts::MIN_CALLS`] calls only the declaration speaks.
+pub fn recognition(
+    settings: Option<&CallHandling>,
+    employee_id: &str,
+    measured: Option<&Measured>,
+) -> RecognitionStatus {
+    let mut status = declared(settings, employee_id);
+    let Some(m) = measured else {
+        return status;
+    };
+    let c = &m.counts;
+    let scope = if m.employee_id.is_empty() {
+        "of the account".to_owned()
+    } else {
+        format!("for employee {}", m.employee_id)
+    };
+    let days = call_counts::WINDOW_DAYS;
+    let pct = |share: f64| (share * 100.0).round() as i64;
+    status.measured_note = if c.enough() {
+        format!(
+            "{} calls {scope} in the last {days} days: {} % without the caller's number, {} % \
+             with an own number, {} % found a contact by number",
+            c.calls,
+            pct(c.without_number_share()),
+            pct(c.own_number_share()),
+            pct(if c.calls == 0 {
+                0.0
+            } else {
+                c.number_found as f64 / c.calls as f64
+            })
+        )
+    } else {
+        format!(
+            "only {} calls {scope} in the last {days} days: too few (fewer than {}) to tell \
+             whether callers' numbers arrive",
+            c.calls,
+            call_counts::MIN_CALLS
+        )
+    };
+    if c.enough() {
+        let mut measured_findings = Vec::new();
+        let share = c.without_number_share();
+        if share > call_counts::MAX_WITHOUT_NUMBER_SHARE {
+            measured_findings.push(Finding {
+                code: FindingCode::CallsWithoutNumber,
+                employee_id: m.employee_id.clone(),
+                message: format!(
+                    "{} % of calls {scope} in the last {days} days arrived without the \
+                     caller's number: switch on caller-ID transmission in the call forwarding",
+                    pct(share)
+                ),
+                share: Some(share),
+            });
+        }
+        let share = c.own_number_share();
+        if share > call_counts::MAX_OWN_NUMBER_SHARE {
+            measured_findings.push(Finding {
+                code: FindingCode::CallsFromOwnNumber,
+                employee_id: m.employee_id.clone(),
+                message: format!(
+                    "{} % of calls {scope} in the last {days} days presented your own number: \
+                     the call forwarding passes its own number instead of the caller's",
+                    pct(share)
+                ),
+                share: Some(share),
+            });
+        }
+        // Measurement outranks the declaration about caller IDs, either way.
+        status
+            .findings
+            .retain(|f| f.code != FindingCode::CallerIdNotTransmitted);
+        status.findings.extend(measured_findings);
+        status.ready = status.findings.is_empty();
+    }
+    status.measured = Some(m.clone());
+    status
 }
 
 /// The effective settings for one employee (their override, else the account's) and what
-/// keeps the secretarial service from finding callers under them.
-pub fn recognition(settings: Option<&CallHandling>, employee_id: &str) -> RecognitionStatus {
+/// keeps the secretarial service from finding callers under them, as declared.
+fn declared(settings: Option<&CallHandling>, employee_id: &str) -> RecognitionStatus {
     let Some(s) = settings else {
         return RecognitionStatus {
             ready: false,
@@ -116,7 +222,10 @@ pub fn recognition(settings: Option<&CallHandling>, employee_id: &str) -> Recogn
                 message: "no call-handling settings are stored for this account, so it is \
                           unknown whether callers can be recognised"
                     .into(),
+                share: None,
             }],
+            measured: None,
+            measured_note: String::new(),
         };
     };
     let over = (!employee_id.is_empty())
@@ -151,6 +260,7 @@ pub fn recognition(settings: Option<&CallHandling>, employee_id: &str) -> Recogn
                     "of the account"
                 }
             ),
+            share: None,
         });
     }
     if !cid {
@@ -166,11 +276,14 @@ pub fn recognition(settings: Option<&CallHandling>, employee_id: &str) -> Recogn
                     "of the account"
                 }
             ),
+            share: None,
         });
     }
     RecognitionStatus {
         ready: findings.is_empty(),
         findings,
+        measured: None,
+        measured_note: String::new(),
     }
 }
 
@@ -185,6 +298,7 @@ impl CallHandling {
             phone_region: region,
             employees: Vec::new(),
             time_zone: TimeZone::default(),
+            own_numbers: Vec::new(),
             version: 0,
             update_time: now,
         }
@@ -192,6 +306,11 @@ impl CallHandling {
 
     pub fn etag(&self) -> String {
         crate::contact::etag(self.version)
+    }
+
+    /// Whether a call presenting `e164` presents one of the account's own lines.
+    pub fn is_own_number(&self, e164: &str) -> bool {
+        self.own_numbers.iter().any(|o| o.e164.as_str() == e164)
     }
 }
 
@@ -203,6 +322,7 @@ pub enum Field {
     PhoneRegion,
     Employees,
     TimeZone,
+    OwnNumbers,
 }
 
 impl Field {
@@ -222,6 +342,7 @@ impl Field {
             "phone_region" => Self::PhoneRegion,
             "employees" => Self::Employees,
             "time_zone" => Self::TimeZone,
+            "own_numbers" => Self::OwnNumbers,
             _ => return None,
         })
     }
@@ -243,6 +364,7 @@ pub struct RawCallHandling {
     pub phone_region: String,
     pub employees: Vec<RawEmployee>,
     pub time_zone: String,
+    pub own_numbers: Vec<String>,
 }
 
 /// A validated, field-masked change. `None` leaves a field as it is.
@@ -255,6 +377,9 @@ pub struct CallHandlingPatch {
     /// Replaces the whole list.
     pub employees: Option<Vec<EmployeeOverride>>,
     pub time_zone: Option<TimeZone>,
+    /// As entered, with their request path; read in the region the settings have once the
+    /// rest of the patch is applied ([`CallHandlingPatch::apply`]).
+    pub own_numbers: Option<(Vec<String>, String)>,
 }
 
 impl CallHandlingPatch {
@@ -302,12 +427,28 @@ impl CallHandlingPatch {
                     };
                     p.time_zone = v.check(&path("time_zone"), r);
                 }
+                Field::OwnNumbers => {
+                    let field = path("own_numbers");
+                    if raw.own_numbers.len() > MAX_OWN_NUMBERS {
+                        v.add(
+                            &field,
+                            format!(
+                                "must have at most {MAX_OWN_NUMBERS} entries, got {}",
+                                raw.own_numbers.len()
+                            ),
+                        );
+                    } else {
+                        p.own_numbers = Some((raw.own_numbers.clone(), field));
+                    }
+                }
             }
         }
         v.into_result(p)
     }
 
-    pub fn apply(&self, s: &mut CallHandling) {
+    /// Applies the patch; own numbers are read in the resulting region, and one that is no
+    /// phone number there is refused.
+    pub fn apply(&self, s: &mut CallHandling) -> Result<(), Violations> {
         if let Some(style) = self.conversation_style {
             s.conversation_style = style;
         }
@@ -323,7 +464,33 @@ impl CallHandlingPatch {
         if let Some(tz) = &self.time_zone {
             s.time_zone = tz.clone();
         }
+        if let Some((raw, field)) = &self.own_numbers {
+            s.own_numbers = own_numbers(raw, &s.phone_region, field)?;
+        }
+        Ok(())
     }
+}
+
+fn own_numbers(raw: &[String], region: &Region, field: &str) -> Result<Vec<OwnNumber>, Violations> {
+    let mut v = Violations::new();
+    let mut out: Vec<OwnNumber> = Vec::with_capacity(raw.len());
+    for (i, n) in raw.iter().enumerate() {
+        match phone::normalize(n, region) {
+            Ok(Some(e164)) if out.iter().any(|o| o.e164 == e164) => {
+                v.add(
+                    format!("{field}[{i}]"),
+                    "appears more than once in the list",
+                );
+            }
+            Ok(Some(e164)) => out.push(OwnNumber {
+                number: n.trim().to_owned(),
+                e164,
+            }),
+            Ok(None) => v.add(format!("{field}[{i}]"), "is required"),
+            Err(e) => v.add(format!("{field}[{i}]"), e.to_string()),
+        }
+    }
+    v.into_result(out)
 }
 
 /// 0 is "not set"; other codes must be known.
@@ -396,6 +563,7 @@ mod tests {
             phone_region: Region::germany(),
             employees: emp.into_iter().collect(),
             time_zone: TimeZone::default(),
+            own_numbers: Vec::new(),
             version: 1,
             update_time: Utc::now(),
         }
@@ -437,7 +605,7 @@ mod tests {
 
     #[test]
     fn no_settings_means_unknown() {
-        let s = recognition(None, "e1");
+        let s = recognition(None, "e1", None);
         assert!(!s.ready);
         assert_eq!(codes(&s), vec![(SettingsUnknown, String::new())]);
     }
@@ -458,7 +626,7 @@ mod tests {
                         let s = settings(acc_style, acc_cid, Some(o));
                         let eff_style = emp_style.unwrap_or(acc_style);
                         let eff_cid = emp_cid.unwrap_or(acc_cid);
-                        let st = recognition(Some(&s), "e1");
+                        let st = recognition(Some(&s), "e1", None);
                         let mut want = vec![];
                         if eff_style != Formal {
                             let who = if emp_style.is_some() { "e1" } else { "" };
@@ -471,7 +639,7 @@ mod tests {
                         assert_eq!(codes(&st), want);
                         assert_eq!(st.ready, want.is_empty());
                         // another employee sees only the account's settings
-                        let other = recognition(Some(&s), "e2");
+                        let other = recognition(Some(&s), "e2", None);
                         assert_eq!(
                             other.ready,
                             acc_style == Formal && acc_cid,
@@ -487,7 +655,7 @@ mod tests {
     fn an_account_style_not_set_counts_as_not_formal() {
         let mut s = settings(Formal, true, None);
         s.conversation_style = None;
-        let st = recognition(Some(&s), "");
+        let st = recognition(Some(&s), "", None);
         assert!(!st.ready);
         assert_eq!(
             codes(&st),
@@ -495,7 +663,7 @@ mod tests {
         );
         let initial = CallHandling::initial("a", Region::germany(), Utc::now());
         assert_eq!(
-            codes(&recognition(Some(&initial), "e1")),
+            codes(&recognition(Some(&initial), "e1", None)),
             vec![
                 (ConversationStyleNotFormal, String::new()),
                 (CallerIdNotTransmitted, String::new())
@@ -511,9 +679,9 @@ mod tests {
             conversation_style: Some(Informal),
             caller_id_transmission: Some(false),
         });
-        let mut all = recognition(Some(&s), "e1").findings;
-        all.extend(recognition(Some(&s), "e2").findings);
-        all.extend(recognition(None, "").findings);
+        let mut all = recognition(Some(&s), "e1", None).findings;
+        all.extend(recognition(Some(&s), "e2", None).findings);
+        all.extend(recognition(None, "", None).findings);
         assert_eq!(all.len(), 5);
         for f in all {
             assert!(f.message.len() > 40, "{f:?}");
@@ -539,17 +707,18 @@ mod tests {
             phone_region: " at ".into(),
             employees: vec![raw_employee("e1", 0, Some(false))],
             time_zone: String::new(),
+            own_numbers: Vec::new(),
         };
         let de = Region::germany();
         let p = CallHandlingPatch::parse(&raw, &[Field::PhoneRegion], &de, "ch").unwrap();
         let mut s = CallHandling::initial("a", de, Utc::now());
-        p.apply(&mut s);
+        p.apply(&mut s).unwrap();
         assert_eq!(s.phone_region.as_str(), "AT");
         assert_eq!(s.conversation_style, None);
         assert!(s.employees.is_empty());
 
         let p = CallHandlingPatch::parse(&raw, &Field::ALL, &de, "ch").unwrap();
-        p.apply(&mut s);
+        p.apply(&mut s).unwrap();
         assert_eq!(s.conversation_style, Some(Formal));
         assert!(s.caller_id_transmission);
         assert_eq!(
@@ -615,5 +784,107 @@ mod tests {
             let got: Vec<String> = got.into_iter().map(|v| v.field).collect();
             assert_eq!(got, *fields);
         }
+    }
+
+    fn measured(employee: &str, calls: i64, without: i64, own: i64) -> Measured {
+        Measured {
+            employee_id: employee.into(),
+            counts: crate::call_counts::CallCounts {
+                calls,
+                without_number: without,
+                own_number: own,
+                number_found: calls - without - own,
+            },
+        }
+    }
+
+    #[test]
+    fn measured_shares_give_findings_with_their_figures() {
+        let s = settings(Formal, true, None);
+        let st = recognition(Some(&s), "e1", Some(&measured("e1", 50, 29, 0)));
+        assert_eq!(codes(&st), vec![(CallsWithoutNumber, "e1".to_owned())]);
+        assert!(!st.ready);
+        let f = &st.findings[0];
+        assert!(
+            f.message.starts_with("58 % of calls for employee e1"),
+            "{}",
+            f.message
+        );
+        assert_eq!(f.share, Some(0.58));
+
+        let st = recognition(Some(&s), "", Some(&measured("", 100, 0, 31)));
+        assert_eq!(codes(&st), vec![(CallsFromOwnNumber, String::new())]);
+        assert!(
+            st.findings[0]
+                .message
+                .contains("31 % of calls of the account")
+        );
+
+        let st = recognition(Some(&s), "", Some(&measured("", 100, 10, 2)));
+        assert!(st.ready && st.findings.is_empty(), "healthy: {st:?}");
+        assert!(st.measured_note.starts_with("100 calls of the account"));
+    }
+
+    #[test]
+    fn measurement_outranks_the_declaration_and_too_few_calls_leave_it_alone() {
+        // Declared off, but numbers arrive: no caller-ID finding.
+        let off = settings(Formal, false, None);
+        let st = recognition(Some(&off), "", Some(&measured("", 40, 4, 0)));
+        assert!(st.ready, "{st:?}");
+        // Declared on, but numbers do not arrive: the measured finding.
+        let on = settings(Formal, true, None);
+        let st = recognition(Some(&on), "", Some(&measured("", 40, 30, 0)));
+        assert_eq!(codes(&st), vec![(CallsWithoutNumber, String::new())]);
+        // Too few calls: the declaration alone, and a note that says so.
+        let st = recognition(Some(&off), "", Some(&measured("", 19, 19, 0)));
+        assert_eq!(codes(&st), vec![(CallerIdNotTransmitted, String::new())]);
+        assert!(
+            st.measured_note.starts_with("only 19 calls"),
+            "{}",
+            st.measured_note
+        );
+        // The conversation style is not measured.
+        let informal = settings(Informal, true, None);
+        let st = recognition(Some(&informal), "", Some(&measured("", 40, 0, 0)));
+        assert_eq!(
+            codes(&st),
+            vec![(ConversationStyleNotFormal, String::new())]
+        );
+    }
+
+    #[test]
+    fn own_numbers_are_read_in_the_resulting_region_and_checked() {
+        let raw = RawCallHandling {
+            phone_region: "AT".into(),
+            own_numbers: vec!["01 234567".into(), "+49 30 1234567".into()],
+            ..Default::default()
+        };
+        let de = Region::germany();
+        let mask = [Field::PhoneRegion, Field::OwnNumbers];
+        let p = CallHandlingPatch::parse(&raw, &mask, &de, "call_handling").unwrap();
+        let mut s = CallHandling::initial("a", de, Utc::now());
+        p.apply(&mut s).unwrap();
+        let e164s: Vec<&str> = s.own_numbers.iter().map(|o| o.e164.as_str()).collect();
+        assert_eq!(e164s, ["+431234567", "+49301234567"]);
+        assert!(s.is_own_number("+49301234567") && !s.is_own_number("+49301234568"));
+
+        let raw = RawCallHandling {
+            own_numbers: vec!["030 1234567".into(), "+49301234567".into(), "12".into()],
+            ..Default::default()
+        };
+        let p = CallHandlingPatch::parse(&raw, &[Field::OwnNumbers], &de, "call_handling").unwrap();
+        let fields: Vec<String> = p
+            .apply(&mut CallHandling::initial("a", de, Utc::now()))
+            .unwrap_err()
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "call_handling.own_numbers[1]",
+                "call_handling.own_numbers[2]"
+            ]
+        );
     }
 }

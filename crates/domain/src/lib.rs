@@ -1,6 +1,7 @@
 //! The vocabulary and rules of `callers`: validated values, phone normalisation, name folding
 //! for search and the retention rule. No I/O: time comes in through a [`Clock`].
 
+pub mod call_counts;
 pub mod call_handling;
 pub mod call_note;
 pub mod change;

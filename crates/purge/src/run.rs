@@ -290,13 +290,18 @@ async fn work(
 /// The housekeeping chores, in the order a run does them after the contacts, each with how
 /// long its rows are kept (for expiry notices: how long a contact's last activity may lie back
 /// before it is announced). A new chore is a line here (and its statements in the store).
-pub fn housekeeping(settings: &Settings) -> [(Chore, chrono::Duration); 5] {
+pub fn housekeeping(settings: &Settings) -> [(Chore, chrono::Duration); 6] {
     [
         (
             purge::EXPIRY_NOTICES,
             settings.retention.duration() - settings.expiry_notice,
         ),
         (purge::UNDELIVERED_MESSAGES, settings.undelivered_report),
+        // The window the server reads, and the day it is in.
+        (
+            purge::CALL_COUNTS,
+            chrono::Duration::days(callers_domain::call_counts::WINDOW_DAYS),
+        ),
         (purge::CHANGES, settings.change_retention),
         (purge::IDEMPOTENCY_KEYS, settings.idempotency_retention),
         (purge::AUDIT_ROWS, settings.audit_retention),

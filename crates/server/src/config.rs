@@ -140,6 +140,16 @@ pub struct ServeArgs {
     /// replica: expired messages are still never told, but stay on their contacts unreported.
     #[arg(long, env = "CALLERS_MESSAGE_SWEEP_SECS", default_value_t = 15)]
     pub message_sweep_secs: u64,
+    /// Seconds between two writes of the incoming calls this replica counted (for
+    /// `CheckCallerRecognition`'s measured findings). A crash loses at most these seconds of
+    /// counts, never a call.
+    #[arg(
+        long,
+        env = "CALLERS_CALL_COUNT_FLUSH_SECS",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..=3_600)
+    )]
+    pub call_count_flush_secs: u64,
     /// Folder of the development database started when no database URL is given.
     #[arg(
         long,

@@ -11,6 +11,7 @@ pub mod metrics;
 mod observe;
 mod page_token;
 mod sweep;
+pub mod tally;
 
 use auth::Authenticator;
 use callers_proto::v1::call_handling_service_server::CallHandlingServiceServer;
@@ -61,6 +62,9 @@ pub struct Limits {
     /// How often this replica sweeps expired caller messages into undelivered records; `None`
     /// never (tests that sweep by hand).
     pub message_sweep: Option<Duration>,
+    /// How often this replica writes the calls it counted; `None` never on its own (tests that
+    /// flush by hand).
+    pub call_count_flush: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -75,6 +79,7 @@ impl Default for Limits {
             // The binary sweeps (`--message-sweep-secs`); embedded servers, as in tests with a
             // clock they move by hand, sweep only when asked to.
             message_sweep: None,
+            call_count_flush: None,
         }
     }
 }
@@ -94,6 +99,10 @@ pub async fn serve(
     let health_task = tokio::spawn(health::watch(probe, reporter.clone()));
     // A delivery handled before a message's instant has finished (or timed out) by the time the
     // sweep takes the message: the grace is the longest a call may run.
+    let tally_task = deps.limits.call_count_flush.map(|every| {
+        let (calls, store) = (deps.app.calls.clone(), deps.app.store.clone());
+        tokio::spawn(calls.run(store, every))
+    });
     let sweep_task = deps.limits.message_sweep.map(|every| {
         tokio::spawn(sweep::run(
             deps.app.clone(),
@@ -202,6 +211,13 @@ pub async fn serve(
             grace_secs = deps.shutdown_grace.as_secs(),
             "drain took longer than the grace period; stopping anyway"
         ),
+    }
+    if let Some(t) = tally_task {
+        // The calls counted since the last flush, once the calls are done.
+        t.abort();
+        if let Err(e) = deps.app.calls.flush(&deps.app.store).await {
+            tracing::warn!(error = %e, "flushing call counts at shutdown failed; they are lost");
+        }
     }
     Ok(())
 }

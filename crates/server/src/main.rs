@@ -256,6 +256,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             clock: Arc::new(SystemClock),
             default_region,
             retention,
+            calls: callers_server::tally::CallTally::new(),
         },
         auth,
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
@@ -275,6 +276,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             },
             message_sweep: (args.message_sweep_secs > 0)
                 .then(|| Duration::from_secs(args.message_sweep_secs)),
+            call_count_flush: Some(Duration::from_secs(args.call_count_flush_secs)),
         },
         tls,
         health_probe: Some(health_probe),

@@ -6,9 +6,10 @@ use crate::row::{in_step, row_struct};
 use crate::{Entity, Error, Store};
 use callers_domain::AccountId;
 use callers_domain::call_handling::{
-    CallHandling, CallHandlingPatch, ConversationStyle, EmployeeOverride, TimeZone,
+    CallHandling, CallHandlingPatch, ConversationStyle, EmployeeOverride, OwnNumber, TimeZone,
 };
 use callers_domain::change::Change;
+use callers_domain::phone::E164;
 use callers_domain::phone::Region;
 use chrono::{DateTime, Utc};
 
@@ -16,7 +17,7 @@ use chrono::{DateTime, Utc};
 macro_rules! select_settings {
     () => {
         "SELECT h.account_id, h.conversation_style, h.caller_id_transmission, h.phone_region, \
-         h.time_zone, h.version, h.update_time, e.employee_ids, e.employee_styles, e.employee_cids \
+         h.time_zone, h.own_numbers, h.own_e164s, h.version, h.update_time, e.employee_ids, e.employee_styles, e.employee_cids \
          FROM call_handling h LEFT JOIN LATERAL ( \
            SELECT array_agg(x.employee_id ORDER BY x.position) AS employee_ids, \
                   array_agg(x.conversation_style ORDER BY x.position) AS employee_styles, \
@@ -38,6 +39,7 @@ macro_rules! select_for_employee {
             "SELECT h.account_id AS settings_account_id, \
              h.conversation_style AS settings_style, h.caller_id_transmission AS settings_cid, \
              h.phone_region AS settings_region, h.time_zone AS settings_time_zone, \
+             h.own_numbers AS settings_own_numbers, h.own_e164s AS settings_own_e164s, \
              h.version AS settings_version, \
              h.update_time AS settings_update_time, x.employee_id AS settings_employee_id, \
              x.conversation_style AS settings_employee_style, \
@@ -56,18 +58,18 @@ pub(crate) use select_for_employee;
 macro_rules! settings_columns {
     () => {
         "(account_id, conversation_style, caller_id_transmission, phone_region, version, \
-         update_time, time_zone)"
+         update_time, time_zone, own_numbers, own_e164s)"
     };
 }
 const INSERT: &str = concat!(
     "INSERT INTO call_handling ",
     settings_columns!(),
-    " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (account_id) DO NOTHING"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (account_id) DO NOTHING"
 );
 const UPDATE: &str = concat!(
     "UPDATE call_handling SET ",
     settings_columns!(),
-    " = ($1, $2, $3, $4, $5, $6, $7) WHERE account_id = $1"
+    " = ($1, $2, $3, $4, $5, $6, $7, $8, $9) WHERE account_id = $1"
 );
 
 /// Stored code of an account style that is not set.
@@ -98,6 +100,8 @@ row_struct! {
         caller_id_transmission: bool,
         phone_region: String,
         time_zone: String,
+        own_numbers: Vec<String>,
+        own_e164s: Vec<String>,
         version: i64,
         update_time: DateTime<Utc>,
         employee_ids: Option<Vec<String>>,
@@ -120,6 +124,7 @@ impl TryFrom<SettingsRow> for CallHandling {
             phone_region: region_from_db(&r.phone_region)?,
             employees,
             time_zone: TimeZone::from_stored(r.time_zone),
+            own_numbers: own_numbers(r.own_numbers, r.own_e164s),
             version: r.version,
             update_time: r.update_time,
         })
@@ -135,6 +140,8 @@ row_struct! {
         settings_cid: Option<bool>,
         settings_region: Option<String>,
         settings_time_zone: Option<String>,
+        settings_own_numbers: Option<Vec<String>>,
+        settings_own_e164s: Option<Vec<String>>,
         settings_version: Option<i64>,
         settings_update_time: Option<DateTime<Utc>>,
         settings_employee_id: Option<String>,
@@ -179,6 +186,10 @@ impl EmployeeSettingsRow {
             phone_region: region_from_db(&region)?,
             employees,
             time_zone: TimeZone::from_stored(self.settings_time_zone.unwrap_or_default()),
+            own_numbers: own_numbers(
+                self.settings_own_numbers.unwrap_or_default(),
+                self.settings_own_e164s.unwrap_or_default(),
+            ),
             version,
             update_time,
         }))
@@ -297,7 +308,7 @@ impl Store {
                 }
             }
             let mut settings = current.unwrap_or(initial);
-            patch.apply(&mut settings);
+            patch.apply(&mut settings)?;
             settings.version += 1;
             settings.update_time = now;
             write(db, UPDATE, &settings).await?;
@@ -325,9 +336,28 @@ async fn write(tx: Conn<'_>, sql: &str, s: &CallHandling) -> Result<u64, Error> 
             &s.version,
             &s.update_time,
             &s.time_zone.as_str(),
+            &s.own_numbers
+                .iter()
+                .map(|o| o.number.as_str())
+                .collect::<Vec<_>>(),
+            &s.own_numbers
+                .iter()
+                .map(|o| o.e164.as_str())
+                .collect::<Vec<_>>(),
         ],
     )
     .await
+}
+
+fn own_numbers(numbers: Vec<String>, e164s: Vec<String>) -> Vec<OwnNumber> {
+    numbers
+        .into_iter()
+        .zip(e164s)
+        .map(|(number, e164)| OwnNumber {
+            number,
+            e164: E164::from_trusted(e164),
+        })
+        .collect()
 }
 
 async fn replace_employees(tx: Conn<'_>, s: &CallHandling) -> Result<(), Error> {
@@ -427,8 +457,8 @@ mod tests {
         let two = store.call_handling_for_employee(&a, "e2").await.unwrap();
         assert_eq!(two.unwrap().employees, read.employees[..1]);
         assert_eq!(
-            recognition(Some(&one), "e1"),
-            recognition(Some(&read), "e1")
+            recognition(Some(&one), "e1", None),
+            recognition(Some(&read), "e1", None)
         );
         let none = store.call_handling_for_employee(&a, "").await.unwrap();
         assert!(none.unwrap().employees.is_empty());

@@ -76,14 +76,15 @@ pub const BY_NUMBER: &str = by_number!("$4");
 /// One row per contact (the contact's columns NULL when the number finds nobody), each with the
 /// settings' columns (`settings_…`, NULL when the account has none). Two pipelined statements
 /// would cost PostgreSQL two executions and the server two answers to wait for
-/// (BENCHMARKS.md). Public for the benchmark's `raw_call`.
+/// (BENCHMARKS.md). A number that is one of the account's own lines is not looked up (a
+/// one-time filter on the settings row already read). Public for the benchmark's `raw_call`.
 pub const CALL_BY_NUMBER: &str = concat!(
     "SELECT c.*, s.* FROM (SELECT 1) o \
      LEFT JOIN LATERAL (",
-    by_number!("$5"),
-    ") c ON true LEFT JOIN LATERAL (",
     select_for_employee!("$1", "$4"),
-    ") s ON true"
+    ") s ON true LEFT JOIN LATERAL (",
+    by_number!("$5"),
+    " AND NOT ($2 = ANY(coalesce(s.settings_own_e164s, '{}')))) c ON true"
 );
 
 /// `$1` account, `$2` query words, `$3` their Kölner Phonetik codes (aligned with the words;
@@ -191,6 +192,8 @@ row_struct! {
 pub struct CallLookup {
     pub settings: Option<CallHandling>,
     pub number: Option<E164>,
+    /// `number` is one of the account's own lines: it was not looked up as the caller's.
+    pub own_number: bool,
     pub ranking: Ranking,
 }
 
@@ -289,13 +292,16 @@ impl Store {
             .await?;
         let number = number.and_then(|n| confirmed(n, &found.contacts));
         let settings = found.settings.clone();
-        let mut ranking = name.rank(number.as_ref().map(E164::as_str), found, limit);
+        let own_number = is_own(&settings, number.as_ref().map(E164::as_str));
+        let caller_number = number.as_ref().map(E164::as_str).filter(|_| !own_number);
+        let mut ranking = name.rank(caller_number, found, limit);
         for m in &mut ranking.matches {
             m.contact.hide_expired_message(now);
         }
         Ok(CallLookup {
             settings,
             ranking,
+            own_number,
             number,
         })
     }
@@ -356,12 +362,23 @@ async fn in_region(
         let in_region = call.number_in(&region);
         if in_region != number {
             number = in_region;
-            let again = lookup(s, account, None, as_str(&number), name).await?;
+            // An own line is not looked up (as `CALL_BY_NUMBER` does not).
+            let own = is_own(&found.settings, as_str(&number));
+            let lookup_number = as_str(&number).filter(|_| !own);
+            let again = lookup(s, account, None, lookup_number, name).await?;
             found.contacts = again.contacts;
             found.counts = again.counts;
         }
     }
     Ok((found, number))
+}
+
+/// Whether the call presents one of the account's own lines.
+fn is_own(settings: &Option<CallHandling>, number: Option<&str>) -> bool {
+    match (settings, number) {
+        (Some(s), Some(n)) => s.is_own_number(n),
+        _ => false,
+    }
 }
 
 fn as_str(number: &Option<Reading>) -> Option<&str> {

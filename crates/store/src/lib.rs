@@ -1,6 +1,7 @@
 //! PostgreSQL storage of callers: the pool, migrations, and every query and transaction.
 //! Domain values go in and come out; no gRPC types here.
 
+pub mod call_counts;
 pub mod call_handling;
 pub mod call_notes;
 mod connstr;

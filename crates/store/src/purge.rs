@@ -215,6 +215,21 @@ pub const UNDELIVERED_MESSAGES: Chore = Chore {
     count: "SELECT count(*) AS n FROM undelivered_messages WHERE end_time < $1",
 };
 
+/// Call counts of days before `$1`'s UTC day; the server reads a rolling window of
+/// `callers_domain::call_counts::WINDOW_DAYS`.
+pub const CALL_COUNTS: Chore = Chore {
+    name: "call_counts",
+    batch: "WITH old AS MATERIALIZED ( \
+               SELECT account_id, employee_id, day FROM call_counts \
+               WHERE day < ($1::timestamptz AT TIME ZONE 'UTC')::date \
+               ORDER BY day LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             DELETE FROM call_counts t USING old \
+             WHERE t.account_id = old.account_id AND t.employee_id = old.employee_id \
+               AND t.day = old.day AND t.day < ($1::timestamptz AT TIME ZONE 'UTC')::date",
+    count: "SELECT count(*) AS n FROM call_counts \
+            WHERE day < ($1::timestamptz AT TIME ZONE 'UTC')::date",
+};
+
 /// The purge's own audit rows, after the audit's keeping time.
 pub const AUDIT_ROWS: Chore = Chore {
     name: "audit_rows",

@@ -24,6 +24,8 @@ pub struct TestApp {
     pub notes: CallNoteServiceClient<Channel>,
     pub store: Store,
     pub clock: Arc<FixedClock>,
+    /// The calls `IdentifyCaller` counted, to flush by hand.
+    pub calls: Arc<callers_server::tally::CallTally>,
     pub db: Option<TestDatabase>,
     /// The PgBouncer the server goes through, under `CALLERS_TEST_PGBOUNCER=1`.
     pub pgbouncer: Option<crate::pgbouncer::PgBouncer>,
@@ -137,11 +139,14 @@ async fn spawn_with_pool(
     let clock = Arc::new(FixedClock::new(
         Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap(),
     ));
+    // Measurements shown by IdentifyCaller are read again after 50 ms, not a minute.
+    let calls = callers_server::tally::CallTally::with_refresh(Duration::from_millis(50));
     let app = App {
         store: store.clone(),
         clock: clock.clone() as Arc<dyn Clock>,
         default_region: Region::germany(),
         retention: Retention::default(),
+        calls: calls.clone(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -174,6 +179,7 @@ async fn spawn_with_pool(
         channel,
         store,
         clock,
+        calls,
         db,
         pgbouncer: None,
         stop: Some(tx),

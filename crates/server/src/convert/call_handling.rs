@@ -1,6 +1,7 @@
 //! `CallHandlingService` requests as commands, and settings and recognition status back.
 
 use super::{EmptyMask, etag, timestamp, update_mask};
+use callers_domain::call_counts::{CallCounts, Measured, WINDOW_DAYS};
 use callers_domain::call_handling::{
     self, CallHandling, CallHandlingPatch, FindingCode, RawCallHandling, RawEmployee,
     RecognitionStatus,
@@ -104,8 +105,16 @@ impl TryFrom<&pb::CheckCallerRecognitionRequest> for CheckCallerRecognition {
 }
 
 impl CheckCallerRecognition {
-    pub fn response(&self, settings: Option<&CallHandling>) -> pb::RecognitionStatus {
-        recognition(settings, &self.employee_id)
+    pub fn response(
+        &self,
+        settings: Option<&CallHandling>,
+        counts: CallCounts,
+    ) -> pb::RecognitionStatus {
+        let measured = Measured {
+            employee_id: self.employee_id.clone(),
+            counts,
+        };
+        recognition(settings, &self.employee_id, Some(&measured))
     }
 }
 
@@ -124,6 +133,7 @@ fn raw(ch: &pb::CallHandling) -> RawCallHandling {
             })
             .collect(),
         time_zone: ch.time_zone.clone(),
+        own_numbers: ch.own_numbers.iter().map(|o| o.number.clone()).collect(),
     }
 }
 
@@ -145,6 +155,14 @@ pub fn settings(s: &CallHandling) -> pb::CallHandling {
         etag: s.etag(),
         update_time: Some(timestamp(s.update_time)),
         time_zone: s.time_zone.as_str().to_owned(),
+        own_numbers: s
+            .own_numbers
+            .iter()
+            .map(|o| pb::OwnNumber {
+                number: o.number.clone(),
+                e164: o.e164.as_str().to_owned(),
+            })
+            .collect(),
     }
 }
 
@@ -153,8 +171,9 @@ pub fn settings(s: &CallHandling) -> pb::CallHandling {
 pub(crate) fn recognition(
     settings: Option<&CallHandling>,
     employee_id: &str,
+    measured: Option<&Measured>,
 ) -> pb::RecognitionStatus {
-    status(&call_handling::recognition(settings, employee_id))
+    status(&call_handling::recognition(settings, employee_id, measured))
 }
 
 fn status(s: &RecognitionStatus) -> pb::RecognitionStatus {
@@ -170,10 +189,23 @@ fn status(s: &RecognitionStatus) -> pb::RecognitionStatus {
                     }
                     FindingCode::CallerIdNotTransmitted => pb::FindingCode::CallerIdNotTransmitted,
                     FindingCode::SettingsUnknown => pb::FindingCode::SettingsUnknown,
+                    FindingCode::CallsWithoutNumber => pb::FindingCode::CallsWithoutNumber,
+                    FindingCode::CallsFromOwnNumber => pb::FindingCode::CallsFromOwnNumber,
                 } as i32,
                 employee_id: f.employee_id.clone(),
                 message: f.message.clone(),
+                share: f.share.unwrap_or_default(),
             })
             .collect(),
+        measurement: s.measured.as_ref().map(|m| pb::CallMeasurement {
+            employee_id: m.employee_id.clone(),
+            window_days: WINDOW_DAYS as i32,
+            calls: m.counts.calls,
+            calls_without_number: m.counts.without_number,
+            calls_from_own_number: m.counts.own_number,
+            calls_number_found: m.counts.number_found,
+            enough_calls: m.counts.enough(),
+            message: s.measured_note.clone(),
+        }),
     }
 }

@@ -2,6 +2,7 @@
 
 use super::call_handling::recognition;
 use super::contact;
+use callers_domain::call_counts::Measured;
 use callers_domain::contact::MAX_NAME_CHARS;
 use callers_domain::identification::{Confidence, Evidence, Field, How, MatchKind};
 use callers_domain::retention::Retention;
@@ -44,7 +45,14 @@ impl TryFrom<&pb::IdentifyCallerRequest> for IdentifyCaller {
 }
 
 impl IdentifyCaller {
-    pub fn response(&self, found: CallLookup, retention: Retention) -> pb::IdentifyCallerResponse {
+    /// `measured`: what this replica last read of the calls counted for the employee.
+    pub fn response(
+        &self,
+        found: CallLookup,
+        measured: Option<&Measured>,
+        retention: Retention,
+    ) -> pb::IdentifyCallerResponse {
+        let recognition = recognition(found.settings.as_ref(), &self.employee_id, measured);
         pb::IdentifyCallerResponse {
             matches: found
                 .ranking
@@ -59,7 +67,8 @@ impl IdentifyCaller {
                 })
                 .collect(),
             ambiguous: found.ranking.ambiguous,
-            recognition: Some(recognition(found.settings.as_ref(), &self.employee_id)),
+            recognition: Some(recognition),
+            own_number: found.own_number,
             normalized_number: found.number.map(|n| n.into_string()).unwrap_or_default(),
         }
     }

@@ -47,12 +47,13 @@ impl CallHandlingService for CallHandlings {
         request: Request<pb::CheckCallerRecognitionRequest>,
     ) -> Result<Response<pb::RecognitionStatus>, Status> {
         let cmd: CheckCallerRecognition = self.0.command(&request)?;
-        let settings = self
+        let now = self.0.clock.now();
+        let (settings, counts) = self
             .0
             .store
-            .call_handling_for_employee(&cmd.account, &cmd.employee_id)
+            .recognition_inputs(&cmd.account, &cmd.employee_id, now)
             .await
             .map_err(error::from_store)?;
-        Ok(Response::new(cmd.response(settings.as_ref())))
+        Ok(Response::new(cmd.response(settings.as_ref(), counts)))
     }
 }

@@ -3,6 +3,7 @@
 use super::App;
 use crate::convert::identification::IdentifyCaller;
 use crate::error;
+use callers_domain::call_counts::CallOutcome;
 use callers_proto::v1 as pb;
 use callers_proto::v1::identification_service_server::IdentificationService;
 use tonic::{Request, Response, Status};
@@ -25,6 +26,14 @@ impl IdentificationService for Identification {
             .identify_call(&cmd.account, employee, number, name, max, region, now)
             .await
             .map_err(error::from_store)?;
-        Ok(Response::new(cmd.response(found, self.0.retention)))
+        let outcome = CallOutcome::of(found.number.is_some(), found.own_number, &found.ranking);
+        let calls = &self.0.calls;
+        calls.record(cmd.account.as_str(), employee, now, outcome);
+        let measured = calls.measured(&self.0.store, &cmd.account, employee, now);
+        Ok(Response::new(cmd.response(
+            found,
+            measured.as_ref(),
+            self.0.retention,
+        )))
     }
 }

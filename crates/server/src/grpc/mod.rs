@@ -24,6 +24,8 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     pub default_region: Region,
     pub retention: Retention,
+    /// `IdentifyCaller`'s counts, flushed by a task of `crate::serve`.
+    pub calls: Arc<crate::tally::CallTally>,
 }
 
 impl App {
