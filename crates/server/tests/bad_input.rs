@@ -67,6 +67,7 @@ async fn snapshot(db: &tokio_postgres::Client) -> Vec<(String, i64, String)> {
         "changes",
         "change_counters",
         "undelivered_messages",
+        "call_counts",
     ] {
         let row = db
             .query_one(
@@ -2046,6 +2047,55 @@ fn message_cases(c: &mut Corpus, app: &TestApp, k: &Seeded) {
     );
 }
 
+/// The account's own lines.
+fn own_number_cases(c: &mut Corpus, app: &TestApp) {
+    use Want::*;
+    let client = CallHandlingServiceClient::new(app.channel.clone());
+    let own = |numbers: Vec<String>| pb::UpdateCallHandlingRequest {
+        call_handling: Some(pb::CallHandling {
+            account_id: "acme".into(),
+            own_numbers: numbers
+                .into_iter()
+                .map(|number| pb::OwnNumber {
+                    number,
+                    e164: String::new(),
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        update_mask: mask(&["own_numbers"]),
+        etag: String::new(),
+    };
+    for (name, want, numbers) in [
+        (
+            "own number of words",
+            Invalid("call_handling.own_numbers[1]"),
+            vec!["030 1234560".to_owned(), ECHO.to_owned()],
+        ),
+        (
+            "own number twice",
+            Invalid("call_handling.own_numbers[1]"),
+            vec!["030 1234560".to_owned(), "+49 30 1234560".to_owned()],
+        ),
+        (
+            "empty own number",
+            Invalid("call_handling.own_numbers[0]"),
+            vec![String::new()],
+        ),
+        (
+            "101 own numbers",
+            Invalid("call_handling.own_numbers"),
+            (0..101).map(|i| format!("030 1234{i:03}")).collect(),
+        ),
+    ] {
+        let mut u = client.clone();
+        let req = own(numbers);
+        c.add(format!("UpdateCallHandling {name}"), want, async move {
+            u.update_call_handling(req).await.map(drop)
+        });
+    }
+}
+
 #[tokio::test]
 async fn every_malformed_request_is_refused_by_field_and_writes_nothing() {
     let logs = callers_testkit::logs::capture();
@@ -2061,6 +2111,7 @@ async fn every_malformed_request_is_refused_by_field_and_writes_nothing() {
     call_handling_cases(&mut corpus, &app);
     change_cases(&mut corpus, &app);
     message_cases(&mut corpus, &app, &seeded);
+    own_number_cases(&mut corpus, &app);
     let n = corpus.cases.len();
     // Every case runs; the failures are reported together.
     let mut failures = Vec::new();

@@ -159,6 +159,29 @@ async fn a_call_from_an_own_number_is_not_looked_up_as_the_callers() {
     let r = call(&app, "globex", "", "030 1234560", "").await;
     assert!(!r.own_number && r.matches.len() == 1);
 
+    // A call note from the switchboard's number matches nobody by it and makes no contact
+    // with it; the note keeps the number as delivered.
+    let mut notes = app.notes.clone();
+    let made = notes
+        .create_call_note(pb::CreateCallNoteRequest {
+            account_id: "acme".into(),
+            request_id: String::new(),
+            call_note: Some(pb::CallNote {
+                caller_last_name: "Neumann".into(),
+                caller_number: "030 1234560".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(made.contact_created);
+    assert!(
+        made.contact.unwrap().phone_numbers.is_empty(),
+        "not the caller's number"
+    );
+    assert_eq!(made.call_note.unwrap().caller_number, "030 1234560");
+
     // Own numbers come back normalised, and bad ones name their place.
     let got = settings(&app, "acme", pb::CallHandling::default(), &["own_numbers"]).await;
     assert!(

@@ -210,6 +210,12 @@ row_struct! {
 }
 
 row_struct! {
+    struct OwnRow {
+        own: bool,
+    }
+}
+
+row_struct! {
     struct LinkRow {
         contact_id: Option<Uuid>,
     }
@@ -234,6 +240,30 @@ impl Store {
         let now = crate::db_time(now);
         let acc = account.as_str();
         self.write_once(acc, key, now, async |tx| {
+            // One of the account's own lines is not the caller's number: neither matched nor
+            // stored on a new contact (the note keeps it as delivered).
+            let own: Option<OwnRow> = match &note.caller_e164 {
+                Some(e164) => {
+                    tx.row(
+                        "SELECT true AS own FROM call_handling \
+                         WHERE account_id = $1 AND $2 = ANY(own_e164s)",
+                        &[&acc, &e164.as_str()],
+                    )
+                    .await?
+                }
+                None => None,
+            };
+            let without_own;
+            let note = match own {
+                Some(OwnRow { own: true }) => {
+                    without_own = NewCallNote {
+                        caller_e164: None,
+                        ..note.clone()
+                    };
+                    &without_own
+                }
+                _ => note,
+            };
             let filing = match note.contact_id {
                 Some(id) => Filing::Link(id),
                 None => find_caller(tx, acc, note).await?,
