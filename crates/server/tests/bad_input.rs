@@ -2229,6 +2229,10 @@ mod random {
             prop::option::of(text()),
             int(),
             any::<bool>(),
+            (
+                prop::option::of((any::<i64>(), int())),
+                prop::collection::vec((int(), text()), 0..6),
+            ),
         )
             .prop_map(
                 |(
@@ -2239,6 +2243,7 @@ mod random {
                     msg,
                     origin,
                     keep,
+                    (expire, instructions),
                 )| {
                     pb::Contact {
                         categories,
@@ -2258,10 +2263,19 @@ mod random {
                             .collect(),
                         caller_message: msg.map(|text| pb::CallerMessage {
                             text,
+                            expire_time: expire
+                                .map(|(seconds, nanos)| Timestamp { seconds, nanos }),
                             ..Default::default()
                         }),
                         origin,
                         keep_permanently: keep,
+                        instructions: instructions
+                            .into_iter()
+                            .map(|(t, employee_id)| pb::Instruction {
+                                r#type: t,
+                                employee_id,
+                            })
+                            .collect(),
                         ..Default::default()
                     }
                 },
@@ -2281,6 +2295,7 @@ mod random {
         Settings(pb::CallHandling, Vec<String>),
         Recognition(String, String),
         Changes(String, String, i32),
+        Undelivered(String, String, i32, String),
     }
 
     fn req() -> impl Strategy<Value = Req> {
@@ -2289,6 +2304,10 @@ mod random {
             Just("phone_numbers".to_owned()),
             Just("caller_message.text".to_owned()),
             Just("employees".to_owned()),
+            Just("instructions".to_owned()),
+            Just("caller_message.expire_time".to_owned()),
+            Just("time_zone".to_owned()),
+            Just("own_numbers".to_owned()),
             text(),
         ];
         prop_oneof![
@@ -2346,14 +2365,23 @@ mod random {
                 int(),
                 text(),
                 prop::collection::vec((text(), int()), 0..4),
-                prop::collection::vec(path, 0..3)
+                prop::collection::vec(path, 0..3),
+                (text(), prop::collection::vec(text(), 0..4)),
             )
-                .prop_map(|(a, style, region, emps, m)| {
+                .prop_map(|(a, style, region, emps, m, (tz, own))| {
                     Req::Settings(
                         pb::CallHandling {
                             account_id: a,
                             conversation_style: style,
                             phone_region: region,
+                            time_zone: tz,
+                            own_numbers: own
+                                .into_iter()
+                                .map(|number| pb::OwnNumber {
+                                    number,
+                                    e164: String::new(),
+                                })
+                                .collect(),
                             employees: emps
                                 .into_iter()
                                 .map(|(id, st)| pb::EmployeeCallHandling {
@@ -2378,6 +2406,8 @@ mod random {
                 int()
             )
                 .prop_map(|(a, c, s)| Req::Changes(a, c, s)),
+            (account(), text(), int(), text())
+                .prop_map(|(a, c, s, t)| Req::Undelivered(a, c, s, t)),
         ]
     }
 
@@ -2493,6 +2523,15 @@ mod random {
                     account_id,
                     cursor,
                     page_size,
+                })
+                .await
+                .map(drop),
+            Req::Undelivered(account_id, contact_id, page_size, page_token) => contacts
+                .list_undelivered_messages(pb::ListUndeliveredMessagesRequest {
+                    account_id,
+                    contact_id,
+                    page_size,
+                    page_token,
                 })
                 .await
                 .map(drop),
