@@ -1,5 +1,7 @@
-//! The change feed end to end, as a CRM lives with it: concurrent writers in several accounts,
-//! purge runs of the real worker and a restart of the real server in the middle, while a
+//! The change feed end to end, as a CRM lives with it: concurrent writers in several accounts
+//! (some setting caller messages that expire within moments, which the servers' sweeps turn
+//! into undelivered records), purge runs of the real worker and a restart of the real server in
+//! the middle, while a
 //! consumer per account follows `WatchChanges` into a mirror, reconnecting with its last
 //! cursor. At the end every mirror equals the account's lists field by field, and every change
 //! was applied once, gap-free and in commit order ([`Mirror::apply`] checks each one). Then
@@ -19,6 +21,20 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 const ACCOUNTS: [&str; 3] = ["acme", "globex", "initech"];
+
+/// The server, sweeping expired messages every second with a grace of 1 s + 5 s.
+async fn sweeping_server(db: &TestDatabase) -> callers_tests::Server {
+    callers_testkit::Launch::server()
+        .database(db.url())
+        .args(["--message-sweep-secs", "1", "--request-timeout-ms", "1000"])
+        .serve()
+        .await
+        .expect("start callers-server")
+}
+
+async fn scalar_count(sql: &tokio_postgres::Client, query: &str) -> i64 {
+    sql.query_one(query, &[]).await.unwrap().get(0)
+}
 
 async fn channel(url: &str) -> Channel {
     Channel::from_shared(url.to_owned()).unwrap().connect_lazy()
@@ -89,8 +105,19 @@ async fn writer(mut d: Dice, server: watch::Receiver<String>, ops: usize) {
                 .map(drop),
             (1, Some(mut c)) => {
                 c.first_name = format!("Name{}", d.roll(1000));
+                // Some messages expire within moments: the servers' sweeps move them into
+                // undelivered records while the writers and the purge run.
+                let expire_time = (d.roll(3) == 0).then(|| {
+                    let at = chrono::Utc::now()
+                        + chrono::Duration::milliseconds(200 + d.roll(1300) as i64);
+                    prost_types::Timestamp {
+                        seconds: at.timestamp(),
+                        nanos: at.timestamp_subsec_nanos() as i32,
+                    }
+                });
                 c.caller_message = (d.roll(2) == 0).then(|| pb::CallerMessage {
                     text: "Neue Nachricht".into(),
+                    expire_time,
                     ..Default::default()
                 });
                 contacts
@@ -225,7 +252,7 @@ async fn a_mirror_kept_from_the_feed_equals_the_account_through_purges_and_a_res
         insert_many(&sql, &Row::caller(account, 200), 30).await;
         insert_many(&sql, &Row::caller(account, 170), 5).await;
     }
-    let first = start_server(&db).await;
+    let first = sweeping_server(&db).await;
     let (server_tx, server) = watch::channel(first.url());
     let (stop_tx, stop) = watch::channel(false);
     let consumers: Vec<_> = ACCOUNTS
@@ -254,7 +281,7 @@ async fn a_mirror_kept_from_the_feed_equals_the_account_through_purges_and_a_res
     }
     // A restart: streams end, consumers reconnect to the new server with their cursors.
     first.stop().await.unwrap();
-    let second = start_server(&db).await;
+    let second = sweeping_server(&db).await;
     server_tx.send(second.url()).unwrap();
     for account in ACCOUNTS {
         insert_many(&sql, &Row::caller(account, 300), 10).await;
@@ -265,10 +292,22 @@ async fn a_mirror_kept_from_the_feed_equals_the_account_through_purges_and_a_res
     for w in round {
         w.await.unwrap();
     }
+    // Every expiring message swept before the mirrors are compared (a sweep after the
+    // consumers stop would be a change they never saw).
+    while scalar_count(
+        &sql,
+        "SELECT count(*) FROM contacts WHERE message_expire_time IS NOT NULL",
+    )
+    .await
+        > 0
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     stop_tx.send(true).unwrap();
 
     let ch = channel(&second.url()).await;
     let mut purged = 0;
+    let mut expired = 0;
     for (consumer, account) in consumers.into_iter().zip(ACCOUNTS) {
         let mirror = consumer.await.unwrap();
         mirror.assert_matches(&ch).await;
@@ -286,13 +325,20 @@ async fn a_mirror_kept_from_the_feed_equals_the_account_through_purges_and_a_res
             .iter()
             .filter(|c| c.delete_reason == pb::DeleteReason::Purge as i32)
             .count();
+        expired += mirror
+            .applied
+            .iter()
+            .filter(|c| c.r#type == pb::ChangeType::MessageExpired as i32)
+            .count();
         println!(
-            "[change_feed] {account}: {} changes applied, {} contacts, {} notes",
+            "[change_feed] {account}: {} changes applied, {} contacts, {} notes, {} undelivered",
             mirror.applied.len(),
             mirror.contacts.len(),
-            mirror.notes.len()
+            mirror.notes.len(),
+            mirror.undelivered.len()
         );
     }
+    assert!(expired > 0, "expired messages are in the feed");
     // The 30 + 10 per account inactive for longer than the retention, unless a writer
     // touched one first.
     assert!(
