@@ -199,13 +199,11 @@ impl Replay for Delivered {
 }
 
 row_struct! {
-    /// The contact's pending message, locked for delivery, and whether it wants no caller
-    /// data in its notes.
+    /// The contact's pending message, locked for delivery.
     struct PendingRow {
         message_id: Option<Uuid>,
         message_text: Option<String>,
         message_expire_time: Option<DateTime<Utc>>,
-        no_data_capture: bool,
     }
 }
 
@@ -391,9 +389,8 @@ impl Store {
             // Lock order: contact, then note (CreateCallNote takes only the contact).
             let pending: PendingRow = tx
                 .row(
-                    "SELECT message_id, message_text, message_expire_time, \
-                     instructions @> '[{\"type\": \"no_data_capture\"}]' AS no_data_capture \
-                     FROM contacts WHERE account_id = $1 AND contact_id = $2 FOR UPDATE",
+                    "SELECT message_id, message_text, message_expire_time FROM contacts \
+                     WHERE account_id = $1 AND contact_id = $2 FOR UPDATE",
                     &[&acc, &d.contact_id],
                 )
                 .await?
@@ -452,8 +449,10 @@ impl Store {
                 &[&acc, &d.contact_id, &now],
             )
             .await?;
+            let contact = get_contact(tx, acc, d.contact_id).await?;
             if linked.is_none() {
                 // A note linked to a contact marked NO_DATA_CAPTURE keeps no caller fields.
+                let strip = contact.no_data_capture();
                 tx.execute(
                     "UPDATE call_notes SET contact_id = $3, \
                      caller_first_name = CASE WHEN $4 THEN '' ELSE caller_first_name END, \
@@ -461,18 +460,13 @@ impl Store {
                      caller_company = CASE WHEN $4 THEN '' ELSE caller_company END, \
                      caller_number = CASE WHEN $4 THEN '' ELSE caller_number END \
                      WHERE account_id = $1 AND call_note_id = $2",
-                    &[
-                        &acc,
-                        &d.call_note_id,
-                        &d.contact_id,
-                        &pending.no_data_capture,
-                    ],
+                    &[&acc, &d.call_note_id, &d.contact_id, &strip],
                 )
                 .await?;
             }
             let delivered = Delivered {
                 call_note: get_note(tx, acc, d.call_note_id).await?,
-                contact: get_contact(tx, acc, d.contact_id).await?,
+                contact,
             };
             let mut changes = Vec::with_capacity(3);
             if linked.is_none() {
