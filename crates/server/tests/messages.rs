@@ -170,6 +170,15 @@ async fn a_message_is_told_before_its_instant_and_refused_from_it_on() {
         friday,
         "the instant comes back as stored"
     );
+    // Finer than the database keeps: the write answers what every later read returns.
+    let mut c = caller("Genau", "030 7654000");
+    c.caller_message = message(
+        "Auf die Nanosekunde",
+        Some(friday + Duration::days(1) + Duration::nanoseconds(123_456_789)),
+    );
+    let fine = create(&mut app, "acme", c).await;
+    let read = get(&mut app, "acme", &fine.contact_id).await.unwrap();
+    assert_eq!(fine.caller_message, read.caller_message);
 
     // Before the instant: shown as pending and delivered.
     app.clock.set(friday - Duration::seconds(1));

@@ -12,7 +12,7 @@ use callers_domain::contact::{
     CallerMessage, Categories, Contact, ContactFields, ContactPatch, NewContact, Origin,
     PhoneEntry, PhoneType,
 };
-use callers_domain::message::next_message;
+use callers_domain::message::{MessageInput, next_message};
 use callers_domain::phone::{self, E164};
 use callers_domain::{AccountId, Violations};
 use chrono::{DateTime, Utc};
@@ -326,9 +326,7 @@ impl Store {
             }
             let mut untold = None;
             if let Some(new) = &patch.caller_message {
-                if let Some(m) = new {
-                    m.check(now, "contact.caller_message.expire_time")?;
-                }
+                let new = new.as_ref().map(|m| stored_message(m, now)).transpose()?;
                 let old = before.caller_message.as_ref();
                 let (message, record) = next_message(id, old, new.as_ref(), now, Uuid::now_v7());
                 contact.caller_message = message;
@@ -494,6 +492,16 @@ pub(crate) async fn get_contact(db: Conn<'_>, account: &str, id: Uuid) -> Result
     .try_into()
 }
 
+/// A new message as stored: its instant in the database's precision (what a read returns),
+/// refused when already past at `now`.
+fn stored_message(m: &MessageInput, now: DateTime<Utc>) -> Result<MessageInput, Error> {
+    m.check(now, "contact.caller_message.expire_time")?;
+    Ok(MessageInput {
+        text: m.text.clone(),
+        expire_time: m.expire_time.map(crate::db_time),
+    })
+}
+
 /// Inserts a new contact with its numbers inside a transaction.
 pub(crate) async fn insert_contact(
     tx: Conn<'_>,
@@ -501,14 +509,16 @@ pub(crate) async fn insert_contact(
     new: &NewContact,
     now: DateTime<Utc>,
 ) -> Result<Contact, Error> {
-    if let Some(m) = &new.caller_message {
-        m.check(now, "contact.caller_message.expire_time")?;
-    }
+    let message = new
+        .caller_message
+        .as_ref()
+        .map(|m| stored_message(m, now))
+        .transpose()?;
     let contact = Contact {
         account_id: account.to_owned(),
         contact_id: Uuid::now_v7(),
         fields: new.fields.clone(),
-        caller_message: new.caller_message.as_ref().map(|m| CallerMessage {
+        caller_message: message.map(|m| CallerMessage {
             message_id: Uuid::now_v7(),
             text: m.text.clone(),
             create_time: now,
