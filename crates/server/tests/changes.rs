@@ -9,11 +9,12 @@ use callers_proto::v1::change_service_client::ChangeServiceClient;
 use callers_server::Limits;
 use callers_server::auth::Authenticator;
 use callers_server::grpc::changes::WatchLimits;
-use callers_testkit::app::{TestApp, bad_fields, caller, create, get, reason, spawn_app};
+use callers_testkit::app::{
+    TestApp, bad_fields, caller, create, get, note, reason, spawn_app, update,
+};
 use callers_testkit::mirror::{Mirror, seq};
 use callers_testkit::spawn_app_custom;
 use pb::ChangeType as T;
-use prost_types::FieldMask;
 use std::time::Duration;
 use tonic::Code;
 
@@ -52,33 +53,6 @@ fn types(changes: &[pb::Change]) -> Vec<T> {
         .iter()
         .map(|c| T::try_from(c.r#type).unwrap())
         .collect()
-}
-
-async fn update(app: &mut TestApp, contact: pb::Contact, paths: &[&str]) -> pb::Contact {
-    app.contacts
-        .update_contact(pb::UpdateContactRequest {
-            account_id: contact.account_id.clone(),
-            contact: Some(contact),
-            update_mask: Some(FieldMask {
-                paths: paths.iter().map(|p| p.to_string()).collect(),
-            }),
-            etag: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-async fn note(app: &mut TestApp, account: &str, note: pb::CallNote) -> pb::CreateCallNoteResponse {
-    app.notes
-        .create_call_note(pb::CreateCallNoteRequest {
-            account_id: account.into(),
-            call_note: Some(note),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
 }
 
 fn secs(t: &Option<prost_types::Timestamp>) -> i64 {

@@ -9,7 +9,9 @@ use callers_proto::v1::identification_service_client::IdentificationServiceClien
 use callers_server::Limits;
 use callers_server::auth::Authenticator;
 use callers_store::purge::{PurgeSession, SessionOptions, UNDELIVERED_MESSAGES};
-use callers_testkit::app::{TestApp, bad_fields, caller, create, get, reason, spawn_app};
+use callers_testkit::app::{
+    TestApp, bad_fields, caller, contact_count, create, get, note, reason, spawn_app, update,
+};
 use callers_testkit::mirror::Mirror;
 use callers_testkit::spawn_app_custom;
 use chrono::{DateTime, Duration, Utc};
@@ -36,34 +38,6 @@ fn message(text: &str, expire: Option<DateTime<Utc>>) -> Option<pb::CallerMessag
         expire_time: expire.and_then(ts),
         ..Default::default()
     })
-}
-
-async fn update(app: &mut TestApp, mut contact: pb::Contact, paths: &[&str]) -> pb::Contact {
-    contact.etag.clear();
-    app.contacts
-        .update_contact(pb::UpdateContactRequest {
-            account_id: contact.account_id.clone(),
-            contact: Some(contact),
-            update_mask: Some(FieldMask {
-                paths: paths.iter().map(|p| p.to_string()).collect(),
-            }),
-            etag: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-async fn note(app: &mut TestApp, account: &str, n: pb::CallNote) -> pb::CreateCallNoteResponse {
-    app.notes
-        .create_call_note(pb::CreateCallNoteRequest {
-            account_id: account.into(),
-            call_note: Some(n),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
 }
 
 async fn empty_note(app: &mut TestApp, account: &str) -> String {
@@ -592,17 +566,7 @@ async fn a_no_data_capture_caller_gets_no_contact_and_no_stored_caller_fields() 
     family.salutation = "Frau".into();
     family.instructions = vec![instruction(I::NoDataCapture, "")];
     let family = create(&mut app, "acme", family).await;
-    let contacts_before = app
-        .contacts
-        .list_contacts(pb::ListContactsRequest {
-            account_id: "acme".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .contacts
-        .len();
+    let contacts_before = contact_count(&mut app, "acme").await;
     let caller_note = |first: &str, last: &str, number: &str| pb::CallNote {
         employee_id: "chef".into(),
         agent_id: "agent-1".into(),
@@ -684,17 +648,7 @@ async fn a_no_data_capture_caller_gets_no_contact_and_no_stored_caller_fields() 
         ),
         "notes never change such a contact's data"
     );
-    let contacts_after = app
-        .contacts
-        .list_contacts(pb::ListContactsRequest {
-            account_id: "acme".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .contacts
-        .len();
+    let contacts_after = contact_count(&mut app, "acme").await;
     assert_eq!(
         contacts_after,
         contacts_before + 1,

@@ -241,6 +241,55 @@ pub async fn create(app: &mut TestApp, account: &str, contact: pb::Contact) -> p
         .into_inner()
 }
 
+/// `UpdateContact` of the fields in `paths`, without an etag condition.
+pub async fn update(app: &mut TestApp, mut contact: pb::Contact, paths: &[&str]) -> pb::Contact {
+    contact.etag.clear();
+    app.contacts
+        .update_contact(pb::UpdateContactRequest {
+            account_id: contact.account_id.clone(),
+            contact: Some(contact),
+            update_mask: Some(prost_types::FieldMask {
+                paths: paths.iter().map(|p| p.to_string()).collect(),
+            }),
+            etag: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// `CreateCallNote` without a request id.
+pub async fn note(
+    app: &mut TestApp,
+    account: &str,
+    note: pb::CallNote,
+) -> pb::CreateCallNoteResponse {
+    app.notes
+        .create_call_note(pb::CreateCallNoteRequest {
+            account_id: account.into(),
+            call_note: Some(note),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// How many contacts the account has (one page of up to 500).
+pub async fn contact_count(app: &mut TestApp, account: &str) -> usize {
+    app.contacts
+        .list_contacts(pb::ListContactsRequest {
+            account_id: account.into(),
+            page_size: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .contacts
+        .len()
+}
+
 pub async fn get(
     app: &mut TestApp,
     account: &str,

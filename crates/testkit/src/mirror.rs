@@ -224,47 +224,58 @@ type Account = (
     Vec<pb::UndeliveredMessage>,
 );
 
+/// Every item of a paged list: `page` reads one page for a token and returns its items and the
+/// next token (empty on the last page).
+async fn all_pages<T, F, Fut>(mut page: F) -> Result<Vec<T>, Status>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, String), Status>>,
+{
+    let mut items = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (more, next) = page(token).await?;
+        items.extend(more);
+        if next.is_empty() {
+            return Ok(items);
+        }
+        token = next;
+    }
+}
+
 /// Every contact, call note and undelivered message of the account and its settings, page by
 /// page.
 pub async fn read_account(channel: &Channel, account: &str) -> Result<Account, Status> {
-    let mut contacts = Vec::new();
-    let mut client = ContactServiceClient::new(channel.clone());
-    let mut token = String::new();
-    loop {
-        let page = client
-            .list_contacts(pb::ListContactsRequest {
-                account_id: account.into(),
-                page_size: 500,
-                page_token: token,
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        contacts.extend(page.contacts);
-        token = page.next_page_token;
-        if token.is_empty() {
-            break;
+    let contacts_client = ContactServiceClient::new(channel.clone());
+    let contacts = all_pages(|page_token| {
+        let mut client = contacts_client.clone();
+        let request = pb::ListContactsRequest {
+            account_id: account.into(),
+            page_size: 500,
+            page_token,
+            ..Default::default()
+        };
+        async move {
+            let page = client.list_contacts(request).await?.into_inner();
+            Ok((page.contacts, page.next_page_token))
         }
-    }
-    let mut notes = Vec::new();
-    let mut client = CallNoteServiceClient::new(channel.clone());
-    let mut token = String::new();
-    loop {
-        let page = client
-            .list_call_notes(pb::ListCallNotesRequest {
-                account_id: account.into(),
-                page_size: 500,
-                page_token: token,
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        notes.extend(page.call_notes);
-        token = page.next_page_token;
-        if token.is_empty() {
-            break;
+    })
+    .await?;
+    let notes_client = CallNoteServiceClient::new(channel.clone());
+    let notes = all_pages(|page_token| {
+        let mut client = notes_client.clone();
+        let request = pb::ListCallNotesRequest {
+            account_id: account.into(),
+            page_size: 500,
+            page_token,
+            ..Default::default()
+        };
+        async move {
+            let page = client.list_call_notes(request).await?.into_inner();
+            Ok((page.call_notes, page.next_page_token))
         }
-    }
+    })
+    .await?;
     let settings = match CallHandlingServiceClient::new(channel.clone())
         .get_call_handling(pb::GetCallHandlingRequest {
             account_id: account.into(),
@@ -275,24 +286,22 @@ pub async fn read_account(channel: &Channel, account: &str) -> Result<Account, S
         Err(s) if s.code() == Code::NotFound => None,
         Err(s) => return Err(s),
     };
-    let mut undelivered = Vec::new();
-    let mut client = ContactServiceClient::new(channel.clone());
-    let mut token = String::new();
-    loop {
-        let page = client
-            .list_undelivered_messages(pb::ListUndeliveredMessagesRequest {
-                account_id: account.into(),
-                page_size: 500,
-                page_token: token,
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        undelivered.extend(page.undelivered_messages);
-        token = page.next_page_token;
-        if token.is_empty() {
-            break;
+    let undelivered = all_pages(|page_token| {
+        let mut client = contacts_client.clone();
+        let request = pb::ListUndeliveredMessagesRequest {
+            account_id: account.into(),
+            page_size: 500,
+            page_token,
+            ..Default::default()
+        };
+        async move {
+            let page = client
+                .list_undelivered_messages(request)
+                .await?
+                .into_inner();
+            Ok((page.undelivered_messages, page.next_page_token))
         }
-    }
+    })
+    .await?;
     Ok((contacts, notes, settings, undelivered))
 }
