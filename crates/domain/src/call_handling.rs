@@ -172,33 +172,35 @@ pub fn recognition(
         )
     };
     if c.enough() {
-        let mut measured_findings = Vec::new();
-        let share = c.without_number_share();
-        if share > call_counts::MAX_WITHOUT_NUMBER_SHARE {
-            measured_findings.push(Finding {
-                code: FindingCode::CallsWithoutNumber,
+        let measures = [
+            (
+                FindingCode::CallsWithoutNumber,
+                c.without_number_share(),
+                call_counts::MAX_WITHOUT_NUMBER_SHARE,
+                "arrived without the caller's number: switch on caller-ID transmission in the \
+                 call forwarding",
+            ),
+            (
+                FindingCode::CallsFromOwnNumber,
+                c.own_number_share(),
+                call_counts::MAX_OWN_NUMBER_SHARE,
+                "presented your own number: the call forwarding passes its own number instead \
+                 of the caller's",
+            ),
+        ];
+        let measured_findings: Vec<Finding> = measures
+            .into_iter()
+            .filter(|(_, share, bound, _)| share > bound)
+            .map(|(code, share, _, what)| Finding {
+                code,
                 employee_id: m.employee_id.clone(),
                 message: format!(
-                    "{} % of calls {scope} in the last {days} days arrived without the \
-                     caller's number: switch on caller-ID transmission in the call forwarding",
+                    "{} % of calls {scope} in the last {days} days {what}",
                     pct(share)
                 ),
                 share: Some(share),
-            });
-        }
-        let share = c.own_number_share();
-        if share > call_counts::MAX_OWN_NUMBER_SHARE {
-            measured_findings.push(Finding {
-                code: FindingCode::CallsFromOwnNumber,
-                employee_id: m.employee_id.clone(),
-                message: format!(
-                    "{} % of calls {scope} in the last {days} days presented your own number: \
-                     the call forwarding passes its own number instead of the caller's",
-                    pct(share)
-                ),
-                share: Some(share),
-            });
-        }
+            })
+            .collect();
         // Measurement outranks the declaration about caller IDs, either way.
         status
             .findings

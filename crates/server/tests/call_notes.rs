@@ -1,6 +1,7 @@
 //! CallNoteService as a client sees it: notes, linking, and exactly-once message delivery.
 
 use callers_proto::v1 as pb;
+use callers_testkit::app::note as write_note;
 use callers_testkit::app::{TestApp, bad_fields, caller, create, get, reason, spawn_app};
 use std::collections::HashSet;
 use tonic::Code;
@@ -15,22 +16,6 @@ fn note_for(contact_id: &str) -> pb::CallNote {
         text: "Rückruf erbeten".into(),
         ..Default::default()
     }
-}
-
-async fn write_note(
-    app: &mut TestApp,
-    account: &str,
-    note: pb::CallNote,
-) -> pb::CreateCallNoteResponse {
-    app.notes
-        .create_call_note(pb::CreateCallNoteRequest {
-            account_id: account.into(),
-            request_id: String::new(),
-            call_note: Some(note),
-        })
-        .await
-        .unwrap()
-        .into_inner()
 }
 
 async fn caller_with_message(app: &mut TestApp, account: &str) -> pb::Contact {
