@@ -5,12 +5,13 @@
 use std::path::PathBuf;
 
 const PROTO_ROOT: &str = "../../proto";
-const PROTO_FILES: [&str; 5] = [
+const PROTO_FILES: [&str; 6] = [
     "callers/v1/contacts.proto",
     "callers/v1/identification.proto",
     "callers/v1/call_notes.proto",
     "callers/v1/call_handling.proto",
     "callers/v1/changes.proto",
+    "callers/v1/privacy.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

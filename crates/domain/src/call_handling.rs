@@ -94,6 +94,9 @@ pub struct CallHandling {
     pub time_zone: TimeZone,
     #[serde(default)]
     pub own_numbers: Vec<OwnNumber>,
+    /// Call notes older than this many days (by call time) are deleted; `None` keeps them.
+    #[serde(default)]
+    pub call_note_retention_days: Option<u32>,
     pub version: i64,
     pub update_time: DateTime<Utc>,
 }
@@ -301,6 +304,7 @@ impl CallHandling {
             employees: Vec::new(),
             time_zone: TimeZone::default(),
             own_numbers: Vec::new(),
+            call_note_retention_days: None,
             version: 0,
             update_time: now,
         }
@@ -325,6 +329,7 @@ pub enum Field {
     Employees,
     TimeZone,
     OwnNumbers,
+    CallNoteRetentionDays,
 }
 
 impl Field {
@@ -345,6 +350,7 @@ impl Field {
             "employees" => Self::Employees,
             "time_zone" => Self::TimeZone,
             "own_numbers" => Self::OwnNumbers,
+            "call_note_retention_days" => Self::CallNoteRetentionDays,
             _ => return None,
         })
     }
@@ -367,6 +373,8 @@ pub struct RawCallHandling {
     pub employees: Vec<RawEmployee>,
     pub time_zone: String,
     pub own_numbers: Vec<String>,
+    /// 0 is unset.
+    pub call_note_retention_days: i32,
 }
 
 /// A validated, field-masked change. `None` leaves a field as it is.
@@ -382,6 +390,8 @@ pub struct CallHandlingPatch {
     /// As entered, with their request path; read in the region the settings have once the
     /// rest of the patch is applied ([`CallHandlingPatch::apply`]).
     pub own_numbers: Option<(Vec<String>, String)>,
+    /// `Some(None)` keeps call notes for ever.
+    pub call_note_retention_days: Option<Option<u32>>,
 }
 
 impl CallHandlingPatch {
@@ -443,6 +453,12 @@ impl CallHandlingPatch {
                         p.own_numbers = Some((raw.own_numbers.clone(), field));
                     }
                 }
+                Field::CallNoteRetentionDays => {
+                    p.call_note_retention_days = v.check(
+                        &path("call_note_retention_days"),
+                        retention_days(raw.call_note_retention_days),
+                    );
+                }
             }
         }
         v.into_result(p)
@@ -469,7 +485,24 @@ impl CallHandlingPatch {
         if let Some((raw, field)) = &self.own_numbers {
             s.own_numbers = own_numbers(raw, &s.phone_region, field)?;
         }
+        if let Some(days) = self.call_note_retention_days {
+            s.call_note_retention_days = days;
+        }
         Ok(())
+    }
+}
+
+/// The longest call-note retention that can be set: a hundred years.
+pub const MAX_CALL_NOTE_RETENTION_DAYS: u32 = 36_500;
+
+/// 0 is "kept"; otherwise 1 to [`MAX_CALL_NOTE_RETENTION_DAYS`].
+fn retention_days(days: i32) -> Result<Option<u32>, String> {
+    match u32::try_from(days) {
+        Ok(0) => Ok(None),
+        Ok(d) if d <= MAX_CALL_NOTE_RETENTION_DAYS => Ok(Some(d)),
+        _ => Err(format!(
+            "must be 0 (keep) or 1 to {MAX_CALL_NOTE_RETENTION_DAYS} days"
+        )),
     }
 }
 
@@ -566,6 +599,7 @@ mod tests {
             employees: emp.into_iter().collect(),
             time_zone: TimeZone::default(),
             own_numbers: Vec::new(),
+            call_note_retention_days: None,
             version: 1,
             update_time: Utc::now(),
         }
@@ -710,8 +744,14 @@ mod tests {
             employees: vec![raw_employee("e1", 0, Some(false))],
             time_zone: String::new(),
             own_numbers: Vec::new(),
+            call_note_retention_days: -1,
         };
         let de = Region::germany();
+        let e = CallHandlingPatch::parse(&raw, &[Field::CallNoteRetentionDays], &de, "ch");
+        assert_eq!(
+            e.unwrap_err().iter().next().unwrap().field,
+            "ch.call_note_retention_days"
+        );
         let p = CallHandlingPatch::parse(&raw, &[Field::PhoneRegion], &de, "ch").unwrap();
         let mut s = CallHandling::initial("a", de, Utc::now());
         p.apply(&mut s).unwrap();

@@ -34,6 +34,9 @@ pub struct CallNote {
     pub call_time: DateTime<Utc>,
     pub create_time: DateTime<Utc>,
     pub deliveries: Vec<MessageDelivery>,
+    /// Set when the caller was erased: the note keeps only ids, times, agent and employee.
+    #[serde(default)]
+    pub redact_time: Option<DateTime<Utc>>,
 }
 
 /// Who called, as the agent noted it.

@@ -12,6 +12,7 @@ pub mod instruction;
 pub mod message;
 pub mod names;
 pub mod phone;
+pub mod privacy;
 pub mod retention;
 pub mod search;
 pub mod validation;

@@ -290,8 +290,10 @@ async fn work(
 /// The housekeeping chores, in the order a run does them after the contacts, each with how
 /// long its rows are kept (for expiry notices: how long a contact's last activity may lie back
 /// before it is announced). A new chore is a line here (and its statements in the store).
-pub fn housekeeping(settings: &Settings) -> [(Chore, chrono::Duration); 6] {
+pub fn housekeeping(settings: &Settings) -> [(Chore, chrono::Duration); 8] {
     [
+        // Each account's own retention, read in the statement.
+        (purge::CALL_NOTES, chrono::Duration::zero()),
         (
             purge::EXPIRY_NOTICES,
             settings.retention.duration() - settings.expiry_notice,
@@ -305,6 +307,7 @@ pub fn housekeeping(settings: &Settings) -> [(Chore, chrono::Duration); 6] {
         (purge::CHANGES, settings.change_retention),
         (purge::IDEMPOTENCY_KEYS, settings.idempotency_retention),
         (purge::AUDIT_ROWS, settings.audit_retention),
+        (purge::PRIVACY_REQUESTS, settings.audit_retention),
     ]
 }
 

@@ -1,13 +1,16 @@
 //! Bearer-token authentication and per-account authorisation.
 //!
-//! The tokens file stores only SHA-256 hashes of tokens, each with a name (for logs) and the
-//! accounts it may use:
+//! The tokens file stores only SHA-256 hashes of tokens, each with a name (for logs and
+//! audit rows), the accounts it may use and, optionally, what it may do there:
 //! ```toml
 //! [[tokens]]
 //! name = "telephony-eu"
 //! sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 //! accounts = ["acme", "globex"]   # or ["*"] for all accounts
+//! scopes = ["identify", "write"]  # optional; see `Scope`
 //! ```
+//! A token without `scopes` may do everything but privacy requests ([`Scope::DEFAULT`]), so
+//! tokens files written before scopes keep their meaning.
 
 use callers_domain::AccountId;
 use sha2::{Digest, Sha256};
@@ -22,11 +25,46 @@ pub enum Accounts {
     Only(Vec<String>),
 }
 
+/// What a request does, and so which scope a token needs for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Get, list and search contacts, call notes and settings.
+    Read,
+    /// Create, update and delete contacts, write call notes, deliver messages, change settings.
+    Write,
+    /// `IdentifyCaller`.
+    Identify,
+    /// The change feed.
+    Watch,
+    /// Erasure, suppression, export and account offboarding (`PrivacyService`).
+    Privacy,
+    /// Everything.
+    Admin,
+}
+
+impl Scope {
+    /// A token without `scopes`: everything it could do before scopes existed.
+    pub const DEFAULT: [Scope; 4] = [Scope::Read, Scope::Write, Scope::Identify, Scope::Watch];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Identify => "identify",
+            Scope::Watch => "watch",
+            Scope::Privacy => "privacy",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
 /// What the presented token may do; put into each request's extensions by the interceptor.
 #[derive(Debug, Clone)]
 pub struct Grant {
     pub token_name: Arc<str>,
     pub accounts: Accounts,
+    pub scopes: Vec<Scope>,
 }
 
 impl Grant {
@@ -34,7 +72,13 @@ impl Grant {
         Self {
             token_name: Arc::from("unauthenticated"),
             accounts: Accounts::All,
+            scopes: vec![Scope::Admin],
         }
+    }
+
+    /// Whether the grant allows requests of `scope`.
+    pub fn allows(&self, scope: Scope) -> bool {
+        self.scopes.iter().any(|&s| s == scope || s == Scope::Admin)
     }
 }
 
@@ -56,6 +100,7 @@ struct TokenEntry {
     name: String,
     sha256: String,
     accounts: Vec<String>,
+    scopes: Option<Vec<Scope>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,17 +210,39 @@ fn parse(text: &str) -> Result<Vec<Token>, String> {
             grant: Grant {
                 token_name: Arc::from(e.name),
                 accounts,
+                scopes: e.scopes.unwrap_or_else(|| Scope::DEFAULT.to_vec()),
             },
         });
     }
     Ok(out)
 }
 
+/// `PERMISSION_DENIED` unless the request's grant allows `scope`.
+pub fn require<T>(req: &Request<T>, scope: Scope) -> Result<(), Status> {
+    let grant = grant(req)?;
+    if grant.allows(scope) {
+        return Ok(());
+    }
+    Err(Status::permission_denied(format!(
+        "this token lacks the `{}` scope this request needs",
+        scope.as_str()
+    )))
+}
+
+/// The name of the request's token, for audit rows; never the token.
+pub fn token_name<T>(req: &Request<T>) -> Result<Arc<str>, Status> {
+    Ok(grant(req)?.token_name.clone())
+}
+
+fn grant<T>(req: &Request<T>) -> Result<&Grant, Status> {
+    req.extensions()
+        .get::<Grant>()
+        .ok_or_else(|| Status::unauthenticated("missing credentials"))
+}
+
 /// `PERMISSION_DENIED` unless the request's grant covers `account`.
 pub fn authorize<T>(req: &Request<T>, account: &AccountId) -> Result<(), Status> {
-    let Some(grant) = req.extensions().get::<Grant>() else {
-        return Err(Status::unauthenticated("missing credentials"));
-    };
+    let grant = grant(req)?;
     match &grant.accounts {
         Accounts::All => Ok(()),
         Accounts::Only(list) if list.iter().any(|a| a == account.as_str()) => Ok(()),
@@ -233,6 +300,43 @@ mod tests {
     }
 
     #[test]
+    fn scopes_default_to_everything_but_privacy() {
+        let a = auth(&format!(
+            "[[tokens]]\nname = \"old\"\nsha256 = \"{}\"\naccounts = [\"*\"]\n\
+             [[tokens]]\nname = \"dpo\"\nsha256 = \"{}\"\naccounts = [\"*\"]\n\
+             scopes = [\"privacy\", \"read\"]\n\
+             [[tokens]]\nname = \"ops\"\nsha256 = \"{}\"\naccounts = [\"*\"]\n\
+             scopes = [\"admin\"]\n",
+            hash("old"),
+            hash("dpo"),
+            hash("ops")
+        ));
+        let grant = |t: &str| a.authenticate(&req(Some(&format!("Bearer {t}")))).unwrap();
+        let old = grant("old");
+        for s in Scope::DEFAULT {
+            assert!(old.allows(s), "{s:?}");
+        }
+        assert!(!old.allows(Scope::Privacy));
+        let dpo = grant("dpo");
+        assert!(dpo.allows(Scope::Privacy) && dpo.allows(Scope::Read));
+        assert!(!dpo.allows(Scope::Write) && !dpo.allows(Scope::Identify));
+        let ops = grant("ops");
+        assert!(
+            [Scope::Privacy, Scope::Write, Scope::Watch]
+                .iter()
+                .all(|&s| ops.allows(s))
+        );
+        assert!(
+            parse(&format!(
+                "[[tokens]]\nname = \"x\"\nsha256 = \"{}\"\naccounts = [\"*\"]\n\
+             scopes = [\"everything\"]\n",
+                hash("x")
+            ))
+            .is_err()
+        );
+    }
+
+    #[test]
     fn bad_files_are_refused() {
         assert!(parse("[[tokens]]\nname = \"x\"\nsha256 = \"abc\"\naccounts = []\n").is_err());
         assert!(parse("nonsense").is_err());
@@ -253,6 +357,7 @@ mod tests {
         r.extensions_mut().insert(Grant {
             token_name: Arc::from("t"),
             accounts: Accounts::Only(vec!["acme".into()]),
+            scopes: Scope::DEFAULT.to_vec(),
         });
         assert!(authorize(&r, &acme).is_ok());
         assert_eq!(

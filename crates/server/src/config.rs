@@ -48,6 +48,11 @@ pub struct ServeArgs {
     /// unauthenticated, which is allowed only on a loopback address.
     #[arg(long, env = "CALLERS_AUTH_TOKENS_FILE")]
     pub auth_tokens_file: Option<PathBuf>,
+    /// TOML file of the keys that suppressed numbers are hashed with (HMAC-SHA256), current
+    /// key first: `[[keys]]` with `id` and `secret_hex` (at least 32 bytes). Without it,
+    /// `EraseCaller` cannot suppress. Read at start; a rotation is a restart.
+    #[arg(long, env = "CALLERS_PRIVACY_KEYS_FILE")]
+    pub privacy_keys_file: Option<PathBuf>,
     /// PEM certificate chain of the server; enables TLS (with --tls-key).
     #[arg(long, env = "CALLERS_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -185,5 +190,67 @@ impl ServeArgs {
             (Some(DbStatements::Unnamed), _) | (None, Pooler::Transaction) => Statements::Unnamed,
         };
         (pooler, statements)
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysFile {
+    keys: Vec<KeyEntry>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyEntry {
+    id: String,
+    secret_hex: String,
+}
+
+/// The privacy keys of `--privacy-keys-file` (see [`ServeArgs::privacy_keys_file`]); the error
+/// names the file and the entry, never a secret.
+pub fn privacy_keys(path: &std::path::Path) -> anyhow::Result<callers_domain::privacy::HashKeys> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read privacy keys file {shown}: {e}"))?;
+    parse_privacy_keys(&text).map_err(|e| anyhow::anyhow!("invalid privacy keys file {shown}: {e}"))
+}
+
+fn parse_privacy_keys(text: &str) -> Result<callers_domain::privacy::HashKeys, String> {
+    let file: KeysFile = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+    let mut keys = Vec::with_capacity(file.keys.len());
+    for (i, k) in file.keys.into_iter().enumerate() {
+        let secret = hex::decode(k.secret_hex.trim())
+            .map_err(|_| format!("keys[{i}].secret_hex is not hex"))?;
+        keys.push(callers_domain::privacy::HashKey { id: k.id, secret });
+    }
+    if keys.is_empty() {
+        return Err("no keys".into());
+    }
+    callers_domain::privacy::HashKeys::new(keys)
+}
+
+#[cfg(test)]
+mod privacy_key_tests {
+    use super::parse_privacy_keys;
+
+    #[test]
+    fn keys_files_are_read_and_checked() {
+        let good = format!(
+            "[[keys]]\nid = \"2026-12\"\nsecret_hex = \"{}\"\n\
+             [[keys]]\nid = \"2026-06\"\nsecret_hex = \"{}\"\n",
+            "ab".repeat(32),
+            "cd".repeat(32)
+        );
+        assert!(!parse_privacy_keys(&good).unwrap().is_empty());
+        for bad in [
+            String::new(),
+            "[[keys]]\nid = \"k\"\nsecret_hex = \"zz\"\n".to_owned(),
+            format!(
+                "[[keys]]\nid = \"k\"\nsecret_hex = \"{}\"\n",
+                "ab".repeat(8)
+            ),
+        ] {
+            assert!(parse_privacy_keys(&bad).is_err(), "{bad}");
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod call_notes;
 pub mod changes;
 pub mod contacts;
 pub mod identification;
+pub mod privacy;
 
 use callers_domain::contact::{Contact, RawContact, RawPhone};
 use callers_domain::instruction::RawInstruction;

@@ -6,6 +6,7 @@ use callers_store::{Entity, Error};
 use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
+use uuid::Uuid;
 
 pub const DOMAIN: &str = "callers";
 
@@ -33,6 +34,16 @@ pub fn with_reason(
 
 fn reason(code: Code, message: &str, reason: &str) -> Status {
     with_reason(code, message, reason, HashMap::new())
+}
+
+/// Suppression needs the deployment's privacy keys (`--privacy-keys-file`).
+pub fn privacy_keys_missing() -> Status {
+    reason(
+        Code::FailedPrecondition,
+        "this server has no privacy keys (--privacy-keys-file), so it cannot remember a number \
+         as a keyed hash",
+        "PRIVACY_KEYS_MISSING",
+    )
 }
 
 pub fn from_store(e: Error) -> Status {
@@ -81,6 +92,21 @@ pub fn from_store(e: Error) -> Status {
             "the call note is linked to another contact",
             "CALL_NOTE_OF_OTHER_CONTACT",
         ),
+        Error::ContactsNotNamed(ids) => {
+            let list = ids
+                .iter()
+                .map(Uuid::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            with_reason(
+                Code::FailedPrecondition,
+                "the number is held by several contacts, or by one that is kept permanently or \
+                 has another category: name every contact to delete in contact_ids (metadata \
+                 `contact_ids` lists them), or erase by contact ids alone",
+                "CONTACTS_NOT_NAMED",
+                HashMap::from([("contact_ids".to_owned(), list)]),
+            )
+        }
         Error::CursorExpired => reason(
             Code::FailedPrecondition,
             "changes after this cursor are no longer kept: read the account anew from \

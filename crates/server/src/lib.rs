@@ -19,6 +19,7 @@ use callers_proto::v1::call_note_service_server::CallNoteServiceServer;
 use callers_proto::v1::change_service_server::ChangeServiceServer;
 use callers_proto::v1::contact_service_server::ContactServiceServer;
 use callers_proto::v1::identification_service_server::IdentificationServiceServer;
+use callers_proto::v1::privacy_service_server::PrivacyServiceServer;
 use grpc::App;
 use std::future::Future;
 use std::sync::Arc;
@@ -147,6 +148,14 @@ pub async fn serve(
             .max_decoding_message_size(max),
         authenticate.clone(),
     );
+    let privacy = InterceptedService::new(
+        PrivacyServiceServer::new(grpc::privacy::Privacy {
+            app: deps.app.clone(),
+            deletion_time: deps.limits.request_timeout / 2,
+        })
+        .max_decoding_message_size(max),
+        authenticate.clone(),
+    );
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let changes = InterceptedService::new(
         ChangeServiceServer::new(grpc::changes::Changes::new(
@@ -184,6 +193,7 @@ pub async fn serve(
         .add_service(identification)
         .add_service(call_notes)
         .add_service(call_handling)
+        .add_service(privacy)
         .add_service(changes);
     let server = tokio::spawn(router.serve_with_incoming_shutdown(
         // `serve_with_incoming` ignores the builder's TCP_NODELAY: set it on every accepted

@@ -192,6 +192,10 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let retention = Retention::days(args.retention_days)
         .map_err(|e| anyhow::anyhow!("--retention-days: {e}"))?;
 
+    let privacy_keys = match &args.privacy_keys_file {
+        Some(path) => callers_server::config::privacy_keys(path)?,
+        None => Default::default(),
+    };
     let (url, dev) = database(&args.db, &args.dev_db_dir).await?;
     if args.migrate || dev.is_some() {
         callers_store::migrate(&url)
@@ -257,6 +261,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             default_region,
             retention,
             calls: callers_server::tally::CallTally::new(),
+            privacy_keys: Arc::new(privacy_keys),
         },
         auth,
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),

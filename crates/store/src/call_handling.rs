@@ -17,7 +17,8 @@ use chrono::{DateTime, Utc};
 macro_rules! select_settings {
     () => {
         "SELECT h.account_id, h.conversation_style, h.caller_id_transmission, h.phone_region, \
-         h.time_zone, h.own_numbers, h.own_e164s, h.version, h.update_time, e.employee_ids, e.employee_styles, e.employee_cids \
+         h.time_zone, h.own_numbers, h.own_e164s, h.call_note_retention_days, h.version, \
+         h.update_time, e.employee_ids, e.employee_styles, e.employee_cids \
          FROM call_handling h LEFT JOIN LATERAL ( \
            SELECT array_agg(x.employee_id ORDER BY x.position) AS employee_ids, \
                   array_agg(x.conversation_style ORDER BY x.position) AS employee_styles, \
@@ -58,18 +59,18 @@ pub(crate) use select_for_employee;
 macro_rules! settings_columns {
     () => {
         "(account_id, conversation_style, caller_id_transmission, phone_region, version, \
-         update_time, time_zone, own_numbers, own_e164s)"
+         update_time, time_zone, own_numbers, own_e164s, call_note_retention_days)"
     };
 }
 const INSERT: &str = concat!(
     "INSERT INTO call_handling ",
     settings_columns!(),
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (account_id) DO NOTHING"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (account_id) DO NOTHING"
 );
 const UPDATE: &str = concat!(
     "UPDATE call_handling SET ",
     settings_columns!(),
-    " = ($1, $2, $3, $4, $5, $6, $7, $8, $9) WHERE account_id = $1"
+    " = ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) WHERE account_id = $1"
 );
 
 /// Stored code of an account style that is not set.
@@ -102,6 +103,7 @@ row_struct! {
         time_zone: String,
         own_numbers: Vec<String>,
         own_e164s: Vec<String>,
+        call_note_retention_days: Option<i32>,
         version: i64,
         update_time: DateTime<Utc>,
         employee_ids: Option<Vec<String>>,
@@ -125,6 +127,7 @@ impl TryFrom<SettingsRow> for CallHandling {
             employees,
             time_zone: TimeZone::from_stored(r.time_zone),
             own_numbers: own_numbers(r.own_numbers, r.own_e164s),
+            call_note_retention_days: r.call_note_retention_days.map(|d| d.unsigned_abs()),
             version: r.version,
             update_time: r.update_time,
         })
@@ -190,6 +193,8 @@ impl EmployeeSettingsRow {
                 self.settings_own_numbers.unwrap_or_default(),
                 self.settings_own_e164s.unwrap_or_default(),
             ),
+            // Not read on this path (incoming calls); GetCallHandling reads it.
+            call_note_retention_days: None,
             version,
             update_time,
         }))
@@ -344,6 +349,7 @@ async fn write(tx: Conn<'_>, sql: &str, s: &CallHandling) -> Result<u64, Error> 
                 .iter()
                 .map(|o| o.e164.as_str())
                 .collect::<Vec<_>>(),
+            &s.call_note_retention_days.map(|d| d as i32),
         ],
     )
     .await

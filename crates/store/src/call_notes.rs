@@ -18,6 +18,7 @@ use callers_domain::call_note::{CallNote, Caller, Filing, MessageDelivery, NewCa
 use callers_domain::change::Change;
 use callers_domain::contact::Contact;
 use callers_domain::message::{self, UndeliveredReason};
+use callers_domain::privacy::KeyedHash;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -26,7 +27,7 @@ macro_rules! select_note {
     () => {
         "SELECT n.account_id, n.call_note_id, n.contact_id, n.employee_id, n.agent_id, \
          n.caller_first_name, n.caller_last_name, n.caller_company, n.caller_number, n.subject, \
-         n.body, n.call_time, n.create_time, d.delivered_ids, d.delivered_texts, \
+         n.body, n.call_time, n.create_time, n.redact_time, d.delivered_ids, d.delivered_texts, \
          d.delivered_times, d.delivered_agents \
          FROM call_notes n LEFT JOIN LATERAL ( \
            SELECT array_agg(m.message_id ORDER BY m.deliver_time, m.message_id) AS delivered_ids, \
@@ -38,6 +39,9 @@ macro_rules! select_note {
            WHERE m.account_id = n.account_id AND m.call_note_id = n.call_note_id) d ON true "
     };
 }
+
+/// For other store modules: `concat!(crate::call_notes::select_note!(), "WHERE …")`.
+pub(crate) use select_note;
 
 row_struct! {
     /// A call note as [`select_note`] reads it.
@@ -55,6 +59,7 @@ row_struct! {
         body: String,
         call_time: DateTime<Utc>,
         create_time: DateTime<Utc>,
+        redact_time: Option<DateTime<Utc>>,
         delivered_ids: Option<Vec<Uuid>>,
         delivered_texts: Option<Vec<String>>,
         delivered_times: Option<Vec<DateTime<Utc>>>,
@@ -92,6 +97,7 @@ impl From<NoteRow> for CallNote {
             call_time: r.call_time,
             create_time: r.create_time,
             deliveries,
+            redact_time: r.redact_time,
         }
     }
 }
@@ -132,8 +138,8 @@ pub struct NotePage {
 /// The columns of a call note, in the order of the insert's values.
 const INSERT_NOTE: &str = "INSERT INTO call_notes (account_id, call_note_id, contact_id, \
      employee_id, agent_id, caller_first_name, caller_last_name, caller_company, caller_number, \
-     subject, body, call_time, create_time) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+     subject, body, call_time, create_time, caller_e164, caller_e164_filled) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, true)";
 
 /// What a replay of CreateCallNote reads back.
 #[derive(Serialize, Deserialize)]
@@ -228,16 +234,21 @@ row_struct! {
 impl Store {
     /// Writes a call note. With `contact_id` it is linked to that contact; without, to the one
     /// contact the caller's number and name identify, else to a new caller contact.
+    ///
+    /// `number_hashes` are the keyed hashes of the caller's number (`callers_domain::privacy`):
+    /// a suppressed number gets a note without caller fields, matched to nobody, and no contact.
     pub async fn create_call_note(
         &self,
         account: &AccountId,
         note: &NewCallNote,
+        number_hashes: &[KeyedHash],
         key: Option<&IdempotencyKey>,
         now: DateTime<Utc>,
     ) -> Result<Created, Error> {
         let now = crate::db_time(now);
         let acc = account.as_str();
         self.write_once(acc, key, now, async |tx| {
+            let suppressed = crate::privacy::suppressed(tx, acc, number_hashes).await?;
             // One of the account's own lines is not the caller's number: neither matched nor
             // stored on a new contact (the note keeps it as delivered).
             let own: Option<OwnRow> = match &note.caller_e164 {
@@ -262,8 +273,20 @@ impl Store {
                 }
                 _ => note,
             };
+            let anonymous;
+            let note = if suppressed {
+                anonymous = NewCallNote {
+                    caller: Caller::default(),
+                    caller_e164: None,
+                    ..note.clone()
+                };
+                &anonymous
+            } else {
+                note
+            };
             let filing = match note.contact_id {
                 Some(id) => Filing::Link(id),
+                None if suppressed => Filing::Withheld,
                 None => find_caller(tx, acc, note).await?,
             };
             let (contact, contact_created) = match filing {
@@ -286,6 +309,7 @@ impl Store {
                 call_time: note.call_time.map(crate::db_time).unwrap_or(now),
                 create_time: now,
                 deliveries: Vec::new(),
+                redact_time: None,
             };
             let mut changes = Vec::with_capacity(2);
             if let Some(c) = &contact {
@@ -312,6 +336,12 @@ impl Store {
                     &n.text,
                     &n.call_time,
                     &n.create_time,
+                    // Only a number the note keeps is found by an erasure or export.
+                    &note
+                        .caller_e164
+                        .as_ref()
+                        .filter(|_| !n.caller.number.is_empty())
+                        .map(|e| e.as_str()),
                 ],
             )
             .await?;

@@ -30,6 +30,10 @@ pub enum Error {
     MessageExpired,
     #[error("call note is linked to another contact")]
     CallNoteOfOtherContact,
+    /// An erasure by number found several contacts, or a protected one: the request must name
+    /// them all.
+    #[error("the number is held by contacts the request must name")]
+    ContactsNotNamed(Vec<Uuid>),
     /// Changes after the cursor were pruned, or the cursor lies beyond the account's feed.
     #[error("the change cursor expired")]
     CursorExpired,

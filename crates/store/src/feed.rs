@@ -106,7 +106,7 @@ type Columns = (
 );
 
 /// The reason, activity time and resource columns of a change.
-fn columns(c: &Change) -> Result<Columns, Error> {
+pub(crate) fn columns(c: &Change) -> Result<Columns, Error> {
     fn json<T: serde::Serialize>(t: &T) -> Result<Option<serde_json::Value>, Error> {
         serde_json::to_value(t)
             .map(Some)
@@ -150,6 +150,11 @@ row_struct! {
         activity_time: Option<DateTime<Utc>>,
         resource: Option<serde_json::Value>,
     }
+}
+
+/// A change of a row that has [`ChangeRow`]'s columns.
+pub(crate) fn event_of_row(row: &tokio_postgres::Row) -> Result<Option<ChangeEvent>, Error> {
+    ChangeRow::try_from(row)?.event()
 }
 
 impl ChangeRow {

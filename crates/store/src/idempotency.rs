@@ -15,6 +15,7 @@ pub enum Operation {
     CreateContact,
     CreateCallNote,
     DeliverCallerMessage,
+    EraseCaller,
 }
 
 impl Operation {
@@ -23,6 +24,7 @@ impl Operation {
             Operation::CreateContact => "CreateContact",
             Operation::CreateCallNote => "CreateCallNote",
             Operation::DeliverCallerMessage => "DeliverCallerMessage",
+            Operation::EraseCaller => "EraseCaller",
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod identify;
 pub mod messages;
 mod migrate;
 mod pool;
+pub mod privacy;
 pub mod purge;
 mod row;
 pub mod search;

@@ -32,11 +32,14 @@ macro_rules! due {
 
 /// The change feed's record of `$rows` (a CTE of `account_id, contact_id` rows) inside a
 /// statement of several accounts: per account, bump its counter by the count, in account order,
-/// and insert one change per row with `$columns` (kind, contact_id, message_id, reason,
-/// activity_time, as SQL over `g`, a row of `$rows`) at `$time`, numbered in contact order
-/// (`crate::feed`).
+/// and insert one change per row with `$columns` (kind, contact_id, call_note_id, message_id,
+/// reason, activity_time, as SQL over `g`, a row of `$rows`) at `$time`, numbered in the order
+/// of `$order` (default: contact order) (`crate::feed`).
 macro_rules! announce {
     ($rows:literal, $columns:literal, $time:literal) => {
+        announce!($rows, $columns, $time, "g.contact_id")
+    };
+    ($rows:literal, $columns:literal, $time:literal, $order:literal) => {
         concat!(
             "per_account AS (SELECT account_id, count(*) AS n FROM ",
             $rows,
@@ -46,9 +49,12 @@ macro_rules! announce {
                ON CONFLICT (account_id) DO UPDATE SET seq = k.seq + excluded.seq \
                RETURNING k.account_id, k.seq), \
              announced AS (INSERT INTO changes \
-               (account_id, seq, change_time, kind, contact_id, message_id, reason, activity_time) \
+               (account_id, seq, change_time, kind, contact_id, call_note_id, message_id, reason, \
+                activity_time) \
                SELECT g.account_id, b.seq - p.n \
-                 + row_number() OVER (PARTITION BY g.account_id ORDER BY g.contact_id), ",
+                 + row_number() OVER (PARTITION BY g.account_id ORDER BY ",
+            $order,
+            "), ",
             $time,
             ", ",
             $columns,
@@ -86,7 +92,7 @@ const DELETE_BATCH: &str = concat!(
      ), ",
     announce!(
         "gone",
-        "3, g.contact_id, NULL::uuid, 2, NULL::timestamptz",
+        "3, g.contact_id, NULL::uuid, NULL::uuid, 2, NULL::timestamptz",
         "$4"
     ),
     ", counted AS ( \
@@ -182,7 +188,7 @@ pub const EXPIRY_NOTICES: Chore = Chore {
          ), ",
         announce!(
             "marked",
-            "4, g.contact_id, NULL::uuid, NULL::smallint, g.last_activity_time",
+            "4, g.contact_id, NULL::uuid, NULL::uuid, NULL::smallint, g.last_activity_time",
             "statement_timestamp()"
         ),
         " SELECT 1 FROM announced"
@@ -207,12 +213,45 @@ pub const UNDELIVERED_MESSAGES: Chore = Chore {
          ), ",
         announce!(
             "gone",
-            "13, g.contact_id, g.message_id, NULL::smallint, NULL::timestamptz",
+            "13, g.contact_id, NULL::uuid, g.message_id, NULL::smallint, NULL::timestamptz",
             "statement_timestamp()"
         ),
         " SELECT 1 FROM announced"
     ),
     count: "SELECT count(*) AS n FROM undelivered_messages WHERE end_time < $1",
+};
+
+/// Call notes older than their account's `call_note_retention_days` (by call time) at `$1`,
+/// with their deliveries, each announced as `CALL_NOTE_DELETED`. The retention is read again
+/// at the row when it is deleted, so a setting lengthened meanwhile keeps the note. Accounts
+/// without the setting keep their notes.
+pub const CALL_NOTES: Chore = Chore {
+    name: "call_notes",
+    batch: concat!(
+        "WITH old AS MATERIALIZED ( \
+           SELECT n.account_id, n.call_note_id FROM call_notes n \
+           JOIN call_handling h ON h.account_id = n.account_id \
+           WHERE h.call_note_retention_days IS NOT NULL \
+             AND n.call_time < $1::timestamptz - make_interval(days => h.call_note_retention_days) \
+           ORDER BY n.call_time LIMIT $2 FOR UPDATE OF n SKIP LOCKED \
+         ), gone AS ( \
+           DELETE FROM call_notes t USING old, call_handling h \
+           WHERE t.account_id = old.account_id AND t.call_note_id = old.call_note_id \
+             AND h.account_id = t.account_id AND h.call_note_retention_days IS NOT NULL \
+             AND t.call_time < $1::timestamptz - make_interval(days => h.call_note_retention_days) \
+           RETURNING t.account_id, t.call_note_id \
+         ), ",
+        announce!(
+            "gone",
+            "8, NULL::uuid, g.call_note_id, NULL::uuid, NULL::smallint, NULL::timestamptz",
+            "statement_timestamp()",
+            "g.call_note_id"
+        ),
+        " SELECT 1 FROM announced"
+    ),
+    count: "SELECT count(*) AS n FROM call_notes n JOIN call_handling h \
+            ON h.account_id = n.account_id WHERE h.call_note_retention_days IS NOT NULL \
+            AND n.call_time < $1::timestamptz - make_interval(days => h.call_note_retention_days)",
 };
 
 /// Call counts of days before `$1`'s UTC day; the server reads a rolling window of
@@ -235,6 +274,15 @@ pub const AUDIT_ROWS: Chore = Chore {
     name: "audit_rows",
     batch: delete_older!("purged_contacts", "contact_id", "delete_time"),
     count: "SELECT count(*) AS n FROM purged_contacts WHERE delete_time < $1",
+};
+
+/// The records of privacy requests, after the audit's keeping time (which must cover the
+/// oldest backup that may be restored: docs/OPERATIONS.md). Suppressions are never deleted
+/// here; only `LiftSuppression` ends one.
+pub const PRIVACY_REQUESTS: Chore = Chore {
+    name: "privacy_requests",
+    batch: delete_older!("privacy_requests", "request_id", "request_time"),
+    count: "SELECT count(*) AS n FROM privacy_requests WHERE request_time < $1",
 };
 
 row_struct! {

@@ -78,7 +78,7 @@ async fn spawn_through_pgbouncer(auth: Authenticator, db: TestDatabase, limits: 
         statements: Statements::Unnamed,
         ..test_pool()
     };
-    let mut app = spawn_with_pool(auth, &url, Some(db), limits, None, pool).await;
+    let mut app = spawn_with_pool(auth, &url, Some(db), limits, None, pool, None).await;
     app.pgbouncer = Some(bouncer);
     app
 }
@@ -116,7 +116,16 @@ async fn spawn(
     limits: Limits,
     tls: Option<tonic::transport::ServerTlsConfig>,
 ) -> TestApp {
-    spawn_with_pool(auth, url, db, limits, tls, test_pool()).await
+    spawn_with_pool(auth, url, db, limits, tls, test_pool(), None).await
+}
+
+/// A second server on the database of `url` (another replica), with its own privacy keys.
+pub async fn spawn_app_against_with_keys(
+    url: &str,
+    keys: callers_domain::privacy::HashKeys,
+) -> TestApp {
+    let (auth, limits) = (Authenticator::disabled(), Limits::default());
+    spawn_with_pool(auth, url, None, limits, None, test_pool(), Some(keys)).await
 }
 
 fn test_pool() -> PoolConfig {
@@ -134,6 +143,7 @@ async fn spawn_with_pool(
     limits: Limits,
     tls: Option<tonic::transport::ServerTlsConfig>,
     pool: PoolConfig,
+    keys: Option<callers_domain::privacy::HashKeys>,
 ) -> TestApp {
     let store = Store::connect(url, &pool).unwrap();
     let clock = Arc::new(FixedClock::new(
@@ -147,6 +157,7 @@ async fn spawn_with_pool(
         default_region: Region::germany(),
         retention: Retention::default(),
         calls: calls.clone(),
+        privacy_keys: Arc::new(keys.unwrap_or_else(|| test_privacy_keys(&["test-1"]))),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -321,4 +332,18 @@ pub fn reason(status: &tonic::Status) -> String {
         .get_details_error_info()
         .map(|i| i.reason)
         .unwrap_or_default()
+}
+
+/// Privacy keys for tests, current first; each id always gives the same secret, so a server
+/// with `["test-2", "test-1"]` still finds what one with `["test-1"]` suppressed.
+pub fn test_privacy_keys(ids: &[&str]) -> callers_domain::privacy::HashKeys {
+    callers_domain::privacy::HashKeys::new(
+        ids.iter()
+            .map(|id| callers_domain::privacy::HashKey {
+                id: (*id).to_owned(),
+                secret: format!("callers test privacy key {id:>16}").into_bytes(),
+            })
+            .collect(),
+    )
+    .expect("test keys are long enough")
 }

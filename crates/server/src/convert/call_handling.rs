@@ -134,6 +134,7 @@ fn raw(ch: &pb::CallHandling) -> RawCallHandling {
             .collect(),
         time_zone: ch.time_zone.clone(),
         own_numbers: ch.own_numbers.iter().map(|o| o.number.clone()).collect(),
+        call_note_retention_days: ch.call_note_retention_days,
     }
 }
 
@@ -155,6 +156,7 @@ pub fn settings(s: &CallHandling) -> pb::CallHandling {
         etag: s.etag(),
         update_time: Some(timestamp(s.update_time)),
         time_zone: s.time_zone.as_str().to_owned(),
+        call_note_retention_days: s.call_note_retention_days.map_or(0, |d| d as i32),
         own_numbers: s
             .own_numbers
             .iter()

@@ -220,5 +220,6 @@ pub fn call_note(n: &CallNote) -> pb::CallNote {
                 agent_id: d.agent_id.clone(),
             })
             .collect(),
+        redact_time: n.redact_time.map(timestamp),
     }
 }

@@ -69,6 +69,7 @@ impl IdentifyCaller {
             ambiguous: found.ranking.ambiguous,
             recognition: Some(recognition),
             own_number: found.own_number,
+            suppressed: false,
             normalized_number: found.number.map(|n| n.into_string()).unwrap_or_default(),
         }
     }

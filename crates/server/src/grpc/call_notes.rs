@@ -19,10 +19,13 @@ impl CallNoteService for CallNotes {
     ) -> Result<Response<pb::CreateCallNoteResponse>, Status> {
         let cmd = self.0.with_region(&request, CreateCallNote::parse).await?;
         let (key, now) = (cmd.key.as_ref(), self.0.clock.now());
+        let hashes = self
+            .0
+            .number_hashes(&cmd.account, cmd.note.caller_e164.as_ref());
         let note = self
             .0
             .store
-            .create_call_note(&cmd.account, &cmd.note, key, now)
+            .create_call_note(&cmd.account, &cmd.note, &hashes, key, now)
             .await
             .map_err(error::from_store)?;
         Ok(Response::new(created(&note, self.0.retention)))

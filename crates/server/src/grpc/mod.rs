@@ -7,8 +7,10 @@ pub mod call_notes;
 pub mod changes;
 pub mod contacts;
 pub mod identification;
+pub mod privacy;
 
-use crate::{auth, error};
+use crate::auth::{self, Scope};
+use crate::error;
 use callers_domain::phone::Region;
 use callers_domain::retention::Retention;
 use callers_domain::{AccountId, Clock, Violations};
@@ -26,6 +28,8 @@ pub struct App {
     pub retention: Retention,
     /// `IdentifyCaller`'s counts, flushed by a task of `crate::serve`.
     pub calls: Arc<crate::tally::CallTally>,
+    /// The keys suppressed numbers are hashed with; empty when none are configured.
+    pub privacy_keys: Arc<callers_domain::privacy::HashKeys>,
 }
 
 impl App {
@@ -60,6 +64,17 @@ impl App {
         parse(request.get_ref(), &region).map_err(error::invalid)
     }
 
+    /// The keyed hashes of a caller's number under the privacy keys (none without keys).
+    fn number_hashes(
+        &self,
+        account: &AccountId,
+        number: Option<&callers_domain::phone::E164>,
+    ) -> Vec<callers_domain::privacy::KeyedHash> {
+        number
+            .map(|n| self.privacy_keys.hashes(account.as_str(), n))
+            .unwrap_or_default()
+    }
+
     /// The account's phone region, else the configured default. Also the default when the
     /// account itself is invalid, so the rest of the request can still be checked.
     async fn region(&self, account: Option<&AccountId>) -> Result<Region, Status> {
@@ -78,9 +93,11 @@ impl App {
     }
 }
 
-/// Checks the caller's grant for the account the request names, when that is a valid id;
-/// an invalid or missing one is left for the request's parse to report with the rest.
+/// Checks the caller's grant for the request's scope and for the account the request names,
+/// when that is a valid id; an invalid or missing one is left for the request's parse to
+/// report with the rest.
 fn authorise<R: Tenant>(request: &Request<R>) -> Result<Option<AccountId>, Status> {
+    auth::require(request, R::SCOPE)?;
     let Some(Ok(account)) = request.get_ref().account_id().map(AccountId::parse) else {
         return Ok(None);
     };
@@ -93,44 +110,63 @@ fn authorise<R: Tenant>(request: &Request<R>) -> Result<Option<AccountId>, Statu
 
 /// A request that names the account it acts for.
 trait Tenant {
+    /// What the token must be allowed to do.
+    const SCOPE: Scope;
+
     /// `None` when the request lacks the resource that would name it.
     fn account_id(&self) -> Option<&str>;
 }
 
 impl Tenant for pb::UpdateCallHandlingRequest {
+    const SCOPE: Scope = Scope::Write;
+
     fn account_id(&self) -> Option<&str> {
         self.call_handling.as_ref().map(|c| c.account_id.as_str())
     }
 }
 
-/// The requests that name their account in a top-level `account_id`.
+/// The requests that name their account in a top-level `account_id`, by scope.
 macro_rules! top_level_account_id {
-    ($($request:ty),* $(,)?) => {$(
+    ($($scope:ident: [$($request:ty),* $(,)?];)*) => {$($(
         impl Tenant for $request {
+            const SCOPE: Scope = Scope::$scope;
+
             fn account_id(&self) -> Option<&str> {
                 Some(&self.account_id)
             }
         }
-    )*};
+    )*)*};
 }
 
 top_level_account_id!(
-    pb::CreateContactRequest,
-    pb::GetContactRequest,
-    pb::UpdateContactRequest,
-    pb::DeleteContactRequest,
-    pb::ListContactsRequest,
-    pb::ListExpiringContactsRequest,
-    pb::SearchContactsRequest,
-    pb::ListUndeliveredMessagesRequest,
-    pb::CreateCallNoteRequest,
-    pb::GetCallNoteRequest,
-    pb::ListCallNotesRequest,
-    pb::DeliverCallerMessageRequest,
-    pb::GetCallHandlingRequest,
-    pb::CheckCallerRecognitionRequest,
-    pb::IdentifyCallerRequest,
-    pb::GetChangeCursorRequest,
-    pb::ListChangesRequest,
-    pb::WatchChangesRequest,
+    Read: [
+        pb::GetContactRequest,
+        pb::ListContactsRequest,
+        pb::ListExpiringContactsRequest,
+        pb::SearchContactsRequest,
+        pb::ListUndeliveredMessagesRequest,
+        pb::GetCallNoteRequest,
+        pb::ListCallNotesRequest,
+        pb::GetCallHandlingRequest,
+        pb::CheckCallerRecognitionRequest,
+    ];
+    Write: [
+        pb::CreateContactRequest,
+        pb::UpdateContactRequest,
+        pb::DeleteContactRequest,
+        pb::CreateCallNoteRequest,
+        pb::DeliverCallerMessageRequest,
+    ];
+    Identify: [pb::IdentifyCallerRequest];
+    Watch: [
+        pb::GetChangeCursorRequest,
+        pb::ListChangesRequest,
+        pb::WatchChangesRequest,
+    ];
+    Privacy: [
+        pb::EraseCallerRequest,
+        pb::LiftSuppressionRequest,
+        pb::ExportCallerDataRequest,
+        pb::DeleteAccountDataRequest,
+    ];
 );
