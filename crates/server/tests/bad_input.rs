@@ -16,6 +16,7 @@ use callers_proto::v1::call_note_service_client::CallNoteServiceClient;
 use callers_proto::v1::change_service_client::ChangeServiceClient;
 use callers_proto::v1::contact_service_client::ContactServiceClient;
 use callers_proto::v1::identification_service_client::IdentificationServiceClient;
+use callers_proto::v1::privacy_service_client::PrivacyServiceClient;
 use callers_testkit::app::{TestApp, caller, create, spawn_app};
 use prost_types::{FieldMask, Timestamp};
 use std::future::Future;
@@ -68,6 +69,9 @@ async fn snapshot(db: &tokio_postgres::Client) -> Vec<(String, i64, String)> {
         "change_counters",
         "undelivered_messages",
         "call_counts",
+        "suppressions",
+        "privacy_requests",
+        "account_deletions",
     ] {
         let row = db
             .query_one(
@@ -2096,6 +2100,138 @@ fn own_number_cases(c: &mut Corpus, app: &TestApp) {
     }
 }
 
+/// Privacy requests: erasure, suppression, export and offboarding.
+fn privacy_cases(c: &mut Corpus, app: &TestApp, k: &Seeded) {
+    use Want::*;
+    let client = PrivacyServiceClient::new(app.channel.clone());
+    let erase = |number: &str, ids: &[&str], suppress: bool| pb::EraseCallerRequest {
+        account_id: "acme".into(),
+        request_id: String::new(),
+        phone_number: number.into(),
+        contact_ids: ids.iter().map(|s| s.to_string()).collect(),
+        suppress,
+    };
+    let theirs = k.theirs.contact_id.clone();
+    for (name, want, req) in [
+        (
+            "no account",
+            Invalid("account_id"),
+            pb::EraseCallerRequest {
+                account_id: String::new(),
+                ..erase("030 1234567", &[], false)
+            },
+        ),
+        (
+            "neither number nor ids",
+            Invalid("phone_number"),
+            erase("", &[], false),
+        ),
+        (
+            "a number of words",
+            Invalid("phone_number"),
+            erase(ECHO, &[], false),
+        ),
+        (
+            "a bad contact id",
+            Invalid("contact_ids[1]"),
+            erase("", &[&theirs, ECHO], false),
+        ),
+        (
+            "suppress without a number",
+            Invalid("suppress"),
+            erase("", &[&theirs], true),
+        ),
+        (
+            "a bad request id",
+            Invalid("request_id"),
+            pb::EraseCallerRequest {
+                request_id: ECHO.into(),
+                ..erase("030 1234567", &[], false)
+            },
+        ),
+        (
+            "another account's contact",
+            NotFound,
+            erase("", &[&theirs], false),
+        ),
+    ] {
+        let mut p = client.clone();
+        c.add(format!("EraseCaller {name}"), want, async move {
+            p.erase_caller(req).await.map(drop)
+        });
+    }
+    for (name, want, account, number) in [
+        ("no number", Invalid("phone_number"), "acme", ""),
+        ("a number of words", Invalid("phone_number"), "acme", ECHO),
+        (
+            "a bad account",
+            Invalid("account_id"),
+            "no such account!",
+            "030 1234567",
+        ),
+    ] {
+        let mut p = client.clone();
+        let req = pb::LiftSuppressionRequest {
+            account_id: account.into(),
+            phone_number: number.into(),
+        };
+        c.add(format!("LiftSuppression {name}"), want, async move {
+            p.lift_suppression(req).await.map(drop)
+        });
+    }
+    let export = |number: &str, size: i32, token: &str| pb::ExportCallerDataRequest {
+        account_id: "acme".into(),
+        phone_number: number.into(),
+        contact_ids: Vec::new(),
+        page_size: size,
+        page_token: token.into(),
+    };
+    let forged = URL_SAFE_NO_PAD.encode(br#"{"v":1,"q":"export/acme/x","p":[1,null]}"#);
+    for (name, want, req) in [
+        ("no subject", Invalid("phone_number"), export("", 0, "")),
+        (
+            "a number of words",
+            Invalid("phone_number"),
+            export(ECHO, 0, ""),
+        ),
+        (
+            "a negative page size",
+            Invalid("page_size"),
+            export("030 1234567", -1, ""),
+        ),
+        (
+            "a forged page token",
+            Invalid("page_token"),
+            export("030 1234567", 0, &forged),
+        ),
+        (
+            "a bad contact id",
+            Invalid("contact_ids[0]"),
+            pb::ExportCallerDataRequest {
+                contact_ids: vec![ECHO.into()],
+                ..export("", 0, "")
+            },
+        ),
+    ] {
+        let mut p = client.clone();
+        c.add(format!("ExportCallerData {name}"), want, async move {
+            p.export_caller_data(req).await.map(drop)
+        });
+    }
+    for (name, account) in [("no account", ""), ("a bad account", "acme globex")] {
+        let mut p = client.clone();
+        let req = pb::DeleteAccountDataRequest {
+            account_id: account.into(),
+            dry_run: false,
+        };
+        c.add(
+            format!("DeleteAccountData {name}"),
+            Invalid("account_id"),
+            async move { p.delete_account_data(req).await.map(drop) },
+        );
+    }
+}
+
 #[tokio::test]
 async fn every_malformed_request_is_refused_by_field_and_writes_nothing() {
     let logs = callers_testkit::logs::capture();
@@ -2112,6 +2248,7 @@ async fn every_malformed_request_is_refused_by_field_and_writes_nothing() {
     change_cases(&mut corpus, &app);
     message_cases(&mut corpus, &app, &seeded);
     own_number_cases(&mut corpus, &app);
+    privacy_cases(&mut corpus, &app, &seeded);
     let n = corpus.cases.len();
     // Every case runs; the failures are reported together.
     let mut failures = Vec::new();
@@ -2296,6 +2433,8 @@ mod random {
         Recognition(String, String),
         Changes(String, String, i32),
         Undelivered(String, String, i32, String),
+        Erase(String, String, Vec<String>, bool, String),
+        Export(String, String, Vec<String>, i32, String),
     }
 
     fn req() -> impl Strategy<Value = Req> {
@@ -2408,6 +2547,22 @@ mod random {
                 .prop_map(|(a, c, s)| Req::Changes(a, c, s)),
             (account(), text(), int(), text())
                 .prop_map(|(a, c, s, t)| Req::Undelivered(a, c, s, t)),
+            (
+                account(),
+                text(),
+                prop::collection::vec(text(), 0..3),
+                any::<bool>(),
+                text()
+            )
+                .prop_map(|(a, n, ids, s, r)| Req::Erase(a, n, ids, s, r)),
+            (
+                account(),
+                text(),
+                prop::collection::vec(text(), 0..3),
+                int(),
+                text()
+            )
+                .prop_map(|(a, n, ids, s, t)| Req::Export(a, n, ids, s, t)),
         ]
     }
 
@@ -2417,6 +2572,7 @@ mod random {
         let mut notes = CallNoteServiceClient::new(ch.clone());
         let mut ident = IdentificationServiceClient::new(ch.clone());
         let mut handling = CallHandlingServiceClient::new(ch.clone());
+        let mut privacy = PrivacyServiceClient::new(ch.clone());
         let mut changes = ChangeServiceClient::new(ch);
         let m = |paths: Vec<String>| Some(FieldMask { paths });
         match r {
@@ -2530,6 +2686,26 @@ mod random {
                 .list_undelivered_messages(pb::ListUndeliveredMessagesRequest {
                     account_id,
                     contact_id,
+                    page_size,
+                    page_token,
+                })
+                .await
+                .map(drop),
+            Req::Erase(account_id, phone_number, contact_ids, suppress, request_id) => privacy
+                .erase_caller(pb::EraseCallerRequest {
+                    account_id,
+                    request_id,
+                    phone_number,
+                    contact_ids,
+                    suppress,
+                })
+                .await
+                .map(drop),
+            Req::Export(account_id, phone_number, contact_ids, page_size, page_token) => privacy
+                .export_caller_data(pb::ExportCallerDataRequest {
+                    account_id,
+                    phone_number,
+                    contact_ids,
                     page_size,
                     page_token,
                 })
