@@ -77,6 +77,14 @@ impl HashKeys {
             .collect()
     }
 
+    /// The number's hash under the key `key_id`; `None` when no such key is configured.
+    pub fn hash_with(&self, key_id: &str, account: &str, number: &str) -> Option<Vec<u8>> {
+        self.0
+            .iter()
+            .find(|k| k.id == key_id)
+            .map(|k| mac(&k.secret, &[account.as_bytes(), b"\0", number.as_bytes()]))
+    }
+
     /// A keyed digest of `bytes` under the current key (the idempotency hash of a request that
     /// holds a number); `None` without keys.
     pub fn digest(&self, bytes: &[u8]) -> Option<Vec<u8>> {
@@ -273,6 +281,11 @@ mod tests {
         assert_ne!(keys(&["k1"]).hashes("other", &n), old);
         assert_ne!(keys(&["k1"]).hashes("acme", &e164("030 1234568")), old);
         assert_eq!(old[0].hash.len(), 32);
+        assert_eq!(
+            keys(&["k2", "k1"]).hash_with("k1", "acme", n.as_str()),
+            Some(old[0].hash.clone())
+        );
+        assert_eq!(keys(&["k2"]).hash_with("k1", "acme", n.as_str()), None);
     }
 
     #[test]

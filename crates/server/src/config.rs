@@ -18,6 +18,24 @@ pub struct Cli {
 pub enum Command {
     /// Apply database migrations and exit.
     Migrate(DatabaseArgs),
+    /// After restoring a backup: apply again the erasures recorded since it was taken
+    /// (docs/OPERATIONS.md, "Restoring a backup").
+    ReapplyErasures(ReapplyArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReapplyArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    /// The backup's time (RFC 3339): erasures recorded after it are applied again.
+    #[arg(long)]
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// The privacy keys file the servers use (the records' number hashes are keyed).
+    #[arg(long, env = "CALLERS_PRIVACY_KEYS_FILE")]
+    pub privacy_keys_file: Option<PathBuf>,
+    /// Region of accounts without call-handling settings, as the server's.
+    #[arg(long, env = "CALLERS_DEFAULT_PHONE_REGION", default_value = "DE")]
+    pub default_phone_region: String,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -24,13 +24,16 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    let log = match &cli.command {
-        Some(Command::Migrate(db)) => db.log.clone(),
-        None => cli.serve.db.log.clone(),
+    // The re-application prints its report on stdout; its logs go to stderr.
+    let (log, output) = match &cli.command {
+        Some(Command::Migrate(db)) => (db.log.clone(), Output::Stdout),
+        Some(Command::ReapplyErasures(args)) => (args.db.log.clone(), Output::Stderr),
+        None => (cli.serve.db.log.clone(), Output::Stdout),
     };
-    logging::init(log.log_format, Output::Stdout);
+    logging::init(log.log_format, output);
     let result = match cli.command {
         Some(Command::Migrate(db)) => migrate(db).await,
+        Some(Command::ReapplyErasures(args)) => reapply_erasures(args).await,
         None => run(cli.serve).await,
     };
     if let Err(e) = result {
@@ -127,6 +130,57 @@ async fn migrate(db: DatabaseArgs) -> anyhow::Result<()> {
     }
     result?;
     tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// Applies the erasures recorded since `--since` again, one transaction each; prints one line
+/// per record (ids and counts only). Fails when a record's key is not configured, after
+/// applying every record it can.
+async fn reapply_erasures(args: callers_server::config::ReapplyArgs) -> anyhow::Result<()> {
+    let keys = match &args.privacy_keys_file {
+        Some(path) => callers_server::config::privacy_keys(path)?,
+        None => Default::default(),
+    };
+    let region = Region::parse(&args.default_phone_region)
+        .map_err(|_| anyhow::anyhow!("--default-phone-region is not a known ISO 3166 region"))?;
+    let (url, dev) = database(&args.db, Path::new(".devdb")).await?;
+    let store = Store::connect(&url, &PoolConfig::default())?;
+    let records = store.erasures_since(args.since).await?;
+    let mut failed = 0;
+    for r in &records {
+        let account = callers_domain::AccountId::parse(&r.account_id)
+            .map_err(|e| anyhow::anyhow!("erasure record {}: {e}", r.request_id))?;
+        let region = match store.phone_region(&account).await? {
+            Some(code) => Region::parse(&code).unwrap_or(region),
+            None => region,
+        };
+        let now = chrono::Utc::now();
+        match store.reapply_erasure(r, &keys, &region, now).await {
+            Ok(Some(done)) => println!(
+                "{} {} contacts_deleted={} call_notes_redacted={} changes_redacted={}",
+                r.account_id,
+                r.request_id,
+                done.deleted_contact_ids.len(),
+                done.redacted_call_notes,
+                done.redacted_changes
+            ),
+            Ok(None) => println!("{} {} nothing left", r.account_id, r.request_id),
+            Err(e) => {
+                failed += 1;
+                eprintln!("{} {} failed: {e}", r.account_id, r.request_id);
+            }
+        }
+    }
+    if let Some(pg) = dev {
+        dev_db::stop(pg).await?;
+    }
+    if failed > 0 {
+        bail!(
+            "{failed} of {} erasures could not be applied again",
+            records.len()
+        );
+    }
+    tracing::info!(records = records.len(), "erasures applied again");
     Ok(())
 }
 

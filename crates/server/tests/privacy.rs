@@ -150,9 +150,12 @@ async fn columns(sql: &tokio_postgres::Client) -> Vec<(String, String, String, b
 /// of `account` where one of `needles` occurs, and every bytea equal to an unkeyed SHA-256
 /// of one of them.
 async fn traces(app: &TestApp, account: &str, needles: &[&str]) -> Vec<String> {
-    let sql = app.sql().await;
+    traces_in(&app.sql().await, account, needles).await
+}
+
+async fn traces_in(sql: &tokio_postgres::Client, account: &str, needles: &[&str]) -> Vec<String> {
     let mut found = Vec::new();
-    for (table, column, data_type, scoped) in columns(&sql).await {
+    for (table, column, data_type, scoped) in columns(sql).await {
         let scope = if scoped {
             "account_id = $2"
         } else {
@@ -1015,4 +1018,152 @@ async fn each_scope_allows_its_requests_only() {
         .map(|r| r.get(0))
         .collect();
     assert!(names.contains(&"dpo".to_owned()) && names.contains(&"ops".to_owned()));
+}
+
+#[tokio::test]
+async fn erasures_are_applied_again_to_a_restored_backup() {
+    let mut app = spawn_app().await;
+    let contact = a_caller_with_history(&mut app).await;
+    let other = create(&mut app, "acme", caller("Nachbar", "030 7776655")).await;
+    // The backup: a copy of the database as it is now (its sessions are cut for the copy; the
+    // server reconnects by itself).
+    let live_url = app.db.as_ref().unwrap().url().to_owned();
+    let (base, live_name) = live_url.rsplit_once('/').unwrap();
+    let backup_name = format!("callers_t_bak_{}", uuid::Uuid::new_v4().simple());
+    let server = callers_testkit::database::connect(&format!("{base}/postgres")).await;
+    server
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&live_name],
+        )
+        .await
+        .unwrap();
+    server
+        .batch_execute(&format!(
+            "CREATE DATABASE {backup_name} TEMPLATE {live_name}"
+        ))
+        .await
+        .unwrap();
+    let backup_url = format!("{base}/{backup_name}");
+    let since = app.clock_now() - Duration::seconds(1);
+
+    // Erasures after the backup: by number (suppressed), and by contact id alone.
+    let mut p = privacy(&app);
+    let mut by_number = None;
+    for _ in 0..20 {
+        // The first call may meet a session the copy cut.
+        match p.erase_caller(erase("acme", NUMBER, &[], true)).await {
+            Ok(r) => {
+                by_number = Some(r.into_inner());
+                break;
+            }
+            Err(e) => assert_eq!(e.code(), Code::Unavailable, "{e:?}"),
+        }
+    }
+    assert_eq!(
+        by_number.unwrap().deleted_contact_ids,
+        [contact.contact_id.clone()]
+    );
+    p.erase_caller(erase("acme", "", &[&other.contact_id], false))
+        .await
+        .unwrap();
+
+    // Restore: the backup, with the privacy records made since it (runbook step 2).
+    let live = app.sql().await;
+    let backup = callers_testkit::database::connect(&backup_url).await;
+    assert!(
+        !traces_in(&backup, "acme", &[LAST, E164, MESSAGE])
+            .await
+            .is_empty()
+    );
+    for (table, filter) in [
+        ("privacy_requests", "kind = 'erasure'"),
+        ("suppressions", "true"),
+    ] {
+        for row in live
+            .query(
+                &format!("SELECT row_to_json(t)::text FROM {table} t WHERE {filter}"),
+                &[],
+            )
+            .await
+            .unwrap()
+        {
+            let json: String = row.get(0);
+            backup
+                .execute(
+                    &format!(
+                        "INSERT INTO {table} SELECT * FROM json_populate_record(NULL::{table}, $1::text::json)"
+                    ),
+                    &[&json],
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    // Re-apply (runbook step 3), with the servers' keys, rotated meanwhile.
+    let keys = std::env::temp_dir().join(format!("callers-keys-{}.toml", uuid::Uuid::new_v4()));
+    let secret = |id: &str| hex::encode(format!("callers test privacy key {id:>16}"));
+    std::fs::write(
+        &keys,
+        format!(
+            "[[keys]]\nid = \"test-2\"\nsecret_hex = \"{}\"\n\
+             [[keys]]\nid = \"test-1\"\nsecret_hex = \"{}\"\n",
+            secret("test-2"),
+            secret("test-1")
+        ),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_callers-server"))
+        .args(["reapply-erasures", "--since", &since.to_rfc3339()])
+        .env("DATABASE_URL", &backup_url)
+        .env("CALLERS_PRIVACY_KEYS_FILE", &keys)
+        .env("CALLERS_LOG_FORMAT", "json")
+        .output()
+        .await
+        .unwrap();
+    let _ = std::fs::remove_file(&keys);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert!(stdout.contains("contacts_deleted=1"), "{stdout}");
+    for needle in NEEDLES {
+        assert!(!stdout.contains(needle), "the output holds {needle:?}");
+    }
+    let left = traces_in(&backup, "acme", NEEDLES).await;
+    assert!(
+        left.is_empty(),
+        "the restored backup still holds: {left:#?}"
+    );
+    assert_eq!(
+        callers_testkit::count(
+            &backup,
+            &format!(
+                "SELECT count(*) FROM contacts WHERE contact_id = '{}'",
+                other.contact_id
+            )
+        )
+        .await,
+        0
+    );
+    // Applying them again finds nothing more to do.
+    let again = tokio::process::Command::new(env!("CARGO_BIN_EXE_callers-server"))
+        .args(["reapply-erasures", "--since", &since.to_rfc3339()])
+        .env("DATABASE_URL", &backup_url)
+        .env("CALLERS_LOG_FORMAT", "json")
+        .output()
+        .await
+        .unwrap();
+    // Without the keys the number's record cannot be matched: said, and a failure.
+    assert!(!again.status.success());
+    drop(backup);
+    server
+        .batch_execute(&format!("DROP DATABASE {backup_name} WITH (FORCE)"))
+        .await
+        .unwrap();
 }

@@ -632,6 +632,142 @@ async fn redact_history(
     Ok(seqs.len() as u64)
 }
 
+/// An erasure as `privacy_requests` recorded it: what re-applying it after a restore needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErasureRecord {
+    pub account_id: String,
+    pub request_id: Uuid,
+    pub request_time: DateTime<Utc>,
+    pub contact_ids: Vec<Uuid>,
+    pub number_hash: Option<Vec<u8>>,
+    pub key_id: Option<String>,
+}
+
+row_struct! {
+    struct ErasureRow {
+        account_id: String,
+        request_id: Uuid,
+        request_time: DateTime<Utc>,
+        contact_ids: Vec<Uuid>,
+        number_hash: Option<Vec<u8>>,
+        key_id: Option<String>,
+    }
+}
+
+row_struct! {
+    struct NumberRow {
+        e164: String,
+    }
+}
+
+/// Why an erasure record cannot be applied again.
+#[derive(Debug, thiserror::Error)]
+pub enum ReapplyError {
+    #[error("the record's key {0:?} is not among the configured privacy keys")]
+    UnknownKey(String),
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+impl Store {
+    /// The erasures recorded after `since`, oldest first, across accounts (a restore's
+    /// maintenance, not a request of an account).
+    pub async fn erasures_since(&self, since: DateTime<Utc>) -> Result<Vec<ErasureRecord>, Error> {
+        let rows: Vec<ErasureRow> = self
+            .pooled(async |s| {
+                s.conn()
+                    .rows(
+                        "SELECT account_id, request_id, request_time, contact_ids, number_hash, \
+                           key_id FROM privacy_requests \
+                         WHERE kind = 'erasure' AND request_time > $1 \
+                         ORDER BY request_time, account_id, request_id",
+                        &[&since],
+                    )
+                    .await
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ErasureRecord {
+                account_id: r.account_id,
+                request_id: r.request_id,
+                request_time: r.request_time,
+                contact_ids: r.contact_ids,
+                number_hash: r.number_hash,
+                key_id: r.key_id,
+            })
+            .collect())
+    }
+
+    /// Applies a recorded erasure again (after restoring a backup taken before it): the
+    /// recorded contacts that exist, and the stored number whose keyed hash under the
+    /// record's key is the recorded one, with every holder of it (the original request
+    /// confirmed them). `Ok(None)` when nothing of it is left to erase.
+    pub async fn reapply_erasure(
+        &self,
+        record: &ErasureRecord,
+        keys: &privacy::HashKeys,
+        region: &Region,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Erased>, ReapplyError> {
+        let account = AccountId::parse(&record.account_id)
+            .map_err(|e| Error::Corrupt(format!("erasure record of account: {e}")))?;
+        let acc = account.as_str();
+        let number = match (&record.number_hash, &record.key_id) {
+            (Some(hash), Some(key_id)) => {
+                if keys.hash_with(key_id, acc, "").is_none() {
+                    return Err(ReapplyError::UnknownKey(key_id.clone()));
+                }
+                let numbers: Vec<NumberRow> = self
+                    .pooled(async |s| {
+                        let tx = s.transaction().await?;
+                        fill_note_numbers(tx.conn(), acc, region).await?;
+                        let rows = tx
+                            .conn()
+                            .rows(
+                                "SELECT e164 FROM contact_phone_numbers WHERE account_id = $1 \
+                                 UNION SELECT caller_e164 FROM call_notes \
+                                 WHERE account_id = $1 AND caller_e164 IS NOT NULL",
+                                &[&acc],
+                            )
+                            .await?;
+                        tx.commit().await?;
+                        Ok(rows)
+                    })
+                    .await?;
+                numbers
+                    .into_iter()
+                    .find(|n| keys.hash_with(key_id, acc, &n.e164).as_ref() == Some(hash))
+                    .map(|n| callers_domain::phone::E164::from_trusted(n.e164))
+            }
+            _ => None,
+        };
+        let probe = Subject {
+            number: number.clone(),
+            contact_ids: record.contact_ids.clone(),
+        };
+        let present = self
+            .pooled(async |s| subject_contacts(s.conn(), acc, &probe, false).await)
+            .await?;
+        if number.is_none() && present.is_empty() {
+            return Ok(None);
+        }
+        let erasure = Erasure {
+            subject: Subject {
+                number,
+                contact_ids: present,
+            },
+            suppress: false,
+            number_hashes: Vec::new(),
+            region: *region,
+            token_name: format!("reapply-erasures:{}", record.request_id),
+        };
+        Ok(Some(
+            self.erase_caller(&account, &erasure, None, now).await?,
+        ))
+    }
+}
+
 /// How long one `DeleteAccountData` call works before it answers (a later call resumes).
 #[derive(Debug, Clone, Copy)]
 pub struct DeletionBudget {
