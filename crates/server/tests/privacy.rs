@@ -1063,7 +1063,7 @@ async fn erasures_are_applied_again_to_a_restored_backup() {
     }
     assert_eq!(
         by_number.unwrap().deleted_contact_ids,
-        [contact.contact_id.clone()]
+        std::slice::from_ref(&contact.contact_id)
     );
     p.erase_caller(erase("acme", "", &[&other.contact_id], false))
         .await
