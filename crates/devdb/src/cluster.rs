@@ -26,6 +26,24 @@ enum Durability {
     Throwaway,
 }
 
+/// Where a new cluster's data comes from.
+#[derive(Clone, Debug)]
+enum Origin {
+    /// A fresh cluster: initdb.
+    Initdb,
+    /// A streaming replica: `pg_basebackup -R` from the primary at this URL.
+    BaseBackup(String),
+}
+
+/// How a cluster is made and started.
+#[derive(Clone, Debug)]
+struct Launch {
+    durability: Durability,
+    origin: Origin,
+    /// Extra server settings, `-c name=value` each.
+    settings: Vec<(String, String)>,
+}
+
 /// A PostgreSQL cluster of our own, in a folder, listening on 127.0.0.1.
 ///
 /// Dropping the value leaves the server running (so the next start reuses it); call
@@ -52,7 +70,12 @@ impl PrivatePostgres {
     /// the same folder (from this or other processes) give one server. As root, the programs run
     /// as the `postgres` user and `data_dir` is handed to it.
     pub async fn start(data_dir: &Path, port: Option<u16>) -> Result<PrivatePostgres, Error> {
-        Self::launch(data_dir, port, Durability::Durable).await
+        let launch = Launch {
+            durability: Durability::Durable,
+            origin: Origin::Initdb,
+            settings: Vec::new(),
+        };
+        Self::launch(data_dir, port, launch).await
     }
 
     /// Like [`PrivatePostgres::start`], for throwaway test data: initdb without syncing and the
@@ -62,7 +85,42 @@ impl PrivatePostgres {
         data_dir: &Path,
         port: Option<u16>,
     ) -> Result<PrivatePostgres, Error> {
-        Self::launch(data_dir, port, Durability::Throwaway).await
+        Self::start_for_tests_with(data_dir, port, &[]).await
+    }
+
+    /// Like [`PrivatePostgres::start_for_tests`], with extra server settings (`name`, `value`),
+    /// such as `shared_preload_libraries`. They apply when the server is started here; a
+    /// running cluster is reused as it is.
+    pub async fn start_for_tests_with(
+        data_dir: &Path,
+        port: Option<u16>,
+        settings: &[(&str, &str)],
+    ) -> Result<PrivatePostgres, Error> {
+        let launch = Launch {
+            durability: Durability::Throwaway,
+            origin: Origin::Initdb,
+            settings: settings
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        Self::launch(data_dir, port, launch).await
+    }
+
+    /// A hot-standby streaming replica of `primary` in `data_dir`, for tests: made on first use
+    /// with `pg_basebackup -R` (streaming from the primary, with the standby signal and the
+    /// primary's address written), then started on its own port with the test settings. A
+    /// running replica there is reused.
+    pub async fn start_replica_for_tests(
+        primary: &PrivatePostgres,
+        data_dir: &Path,
+    ) -> Result<PrivatePostgres, Error> {
+        let launch = Launch {
+            durability: Durability::Throwaway,
+            origin: Origin::BaseBackup(primary.url()),
+            settings: vec![("hot_standby".to_owned(), "on".to_owned())],
+        };
+        Self::launch(data_dir, None, launch).await
     }
 
     /// `postgres://postgres@127.0.0.1:PORT/postgres`.
@@ -131,7 +189,7 @@ impl PrivatePostgres {
     async fn launch(
         data_dir: &Path,
         port: Option<u16>,
-        durability: Durability,
+        launch: Launch,
     ) -> Result<PrivatePostgres, Error> {
         let tool = Tool::new()?;
         let dir = std::path::absolute(data_dir)
@@ -166,10 +224,13 @@ impl PrivatePostgres {
             return Ok(cluster);
         }
         if !cluster.pgdata.join("PG_VERSION").is_file() {
-            cluster.initdb(durability).await?;
+            match &launch.origin {
+                Origin::Initdb => cluster.initdb(launch.durability).await?,
+                Origin::BaseBackup(primary) => cluster.base_backup(primary).await?,
+            }
         }
         cluster.remove_stale_socket_locks().await;
-        cluster.pg_ctl_start(port, durability).await?;
+        cluster.pg_ctl_start(port, &launch).await?;
         cluster.started_here = true;
         cluster.wait_ready().await?;
         tracing::info!(
@@ -262,6 +323,37 @@ impl PrivatePostgres {
             )))
     }
 
+    /// Copies the primary at `primary` into a staging folder with `pg_basebackup -R` and renames
+    /// it, so a crash halfway never leaves a half-made data directory.
+    async fn base_backup(&self, primary: &str) -> Result<(), Error> {
+        let staging = self.dir.join(PGDATA_STAGING);
+        remove_dir_if_present(&staging).await?;
+        tracing::info!(dir = %self.pgdata.display(), "pg_basebackup of a private replica");
+        self.tool
+            .run_ok(
+                "pg_basebackup",
+                "-R",
+                &args([
+                    "-d".into(),
+                    primary.into(),
+                    "-D".into(),
+                    staging.clone().into(),
+                    "-R".into(),
+                    "-X".into(),
+                    "stream".into(),
+                    "--no-sync".into(),
+                ]),
+            )
+            .await?;
+        tokio::fs::rename(&staging, &self.pgdata)
+            .await
+            .map_err(Error::io(format!(
+                "moving {} to {}",
+                staging.display(),
+                self.pgdata.display()
+            )))
+    }
+
     /// Removes socket lock files left by a server that is not running (we hold the lock); a
     /// reused pid in one would make postgres refuse to start.
     async fn remove_stale_socket_locks(&self) {
@@ -277,11 +369,7 @@ impl PrivatePostgres {
         }
     }
 
-    async fn pg_ctl_start(
-        &mut self,
-        requested: Option<u16>,
-        durability: Durability,
-    ) -> Result<(), Error> {
+    async fn pg_ctl_start(&mut self, requested: Option<u16>, launch: &Launch) -> Result<(), Error> {
         let log = self.log_file();
         if let Some(user) = self.tool.user()
             && log.exists()
@@ -310,7 +398,7 @@ impl PrivatePostgres {
                         "-t".into(),
                         "120".into(),
                         "-o".into(),
-                        self.server_options(port, durability).into(),
+                        self.server_options(port, launch).into(),
                     ]),
                 )
                 .await?;
@@ -338,7 +426,7 @@ impl PrivatePostgres {
         }
     }
 
-    fn server_options(&self, port: u16, durability: Durability) -> String {
+    fn server_options(&self, port: u16, launch: &Launch) -> String {
         let mut options =
             format!("-p {port} -c listen_addresses=127.0.0.1 -c max_connections={MAX_CONNECTIONS}");
         match socket_dir(&self.dir, port) {
@@ -348,8 +436,14 @@ impl PrivatePostgres {
             }
             None => options.push_str(" -k ''"),
         }
-        if durability == Durability::Throwaway {
+        if launch.durability == Durability::Throwaway {
             options.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        }
+        for (name, value) in &launch.settings {
+            options.push_str(" -c ");
+            options.push_str(&sys::sh_quote(std::ffi::OsStr::new(&format!(
+                "{name}={value}"
+            ))));
         }
         options
     }
