@@ -416,7 +416,9 @@ async fn housekeeping_drops_expired_idempotency_keys_and_old_audit_rows() {
             "call_counts": 0,
             "changes": 0,
             "idempotency_keys": 1,
-            "audit_rows": 1
+            "audit_rows": 1,
+            "call_notes": 0,
+            "privacy_requests": 0
         }),
         "the dry run counts what each chore would drop"
     );
