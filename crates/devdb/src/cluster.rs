@@ -342,6 +342,8 @@ impl PrivatePostgres {
                     "-X".into(),
                     "stream".into(),
                     "--no-sync".into(),
+                    // Not a spread checkpoint: that takes minutes on an idle primary.
+                    "--checkpoint=fast".into(),
                 ]),
             )
             .await?;

@@ -110,6 +110,18 @@ pub struct ServeArgs {
     /// before 1.21); default `named`, or `unnamed` with `--db-pooler transaction`.
     #[arg(long, env = "CALLERS_DB_STATEMENTS", value_enum)]
     pub db_statements: Option<DbStatements>,
+    /// PostgreSQL URL of a streaming replica for reads (IdentifyCaller, SearchContacts, Get*,
+    /// List*); repeat the flag for several, or give them comma-separated in the variable.
+    #[arg(
+        long = "database-replica-url",
+        env = "CALLERS_DATABASE_REPLICA_URLS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub database_replica_urls: Vec<Secret>,
+    /// A replica serves reads while its measured replay lag is at most this; else the primary.
+    #[arg(long, env = "CALLERS_REPLICA_MAX_LAG_MS", default_value_t = 1000)]
+    pub replica_max_lag_ms: u64,
     /// How long a request waits for a free database connection before UNAVAILABLE.
     #[arg(long, env = "CALLERS_DB_WAIT_TIMEOUT_MS", default_value_t = 2000)]
     pub db_wait_timeout_ms: u64,

@@ -104,6 +104,10 @@ pub async fn serve(
         let (calls, store) = (deps.app.calls.clone(), deps.app.store.clone());
         tokio::spawn(calls.run(store, every))
     });
+    let replicas_task = {
+        let store = deps.app.store.clone();
+        tokio::spawn(async move { store.watch_replicas().await })
+    };
     let sweep_task = deps.limits.message_sweep.map(|every| {
         tokio::spawn(sweep::run(
             deps.app.clone(),
@@ -208,6 +212,7 @@ pub async fn serve(
     shutdown.await;
     tracing::info!("shutting down: draining in-flight calls");
     health_task.abort();
+    replicas_task.abort();
     if let Some(t) = sweep_task {
         t.abort();
     }

@@ -257,17 +257,31 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .context("migration failed")?;
     }
     let (pooler, statements) = args.db_mode();
-    let store = Store::connect(
-        &url,
-        &PoolConfig {
-            pooler,
-            statements,
-            max_size: args.db_pool_size,
-            shared_connections: args.db_shared_connections,
-            wait_timeout: Duration::from_millis(args.db_wait_timeout_ms),
-            ..PoolConfig::default()
-        },
+    let pool = PoolConfig {
+        pooler,
+        statements,
+        max_size: args.db_pool_size,
+        shared_connections: args.db_shared_connections,
+        wait_timeout: Duration::from_millis(args.db_wait_timeout_ms),
+        ..PoolConfig::default()
+    };
+    let replicas: Vec<String> = args
+        .database_replica_urls
+        .iter()
+        .map(|u| u.expose().to_owned())
+        .collect();
+    let store = Store::connect(&url, &pool)?.with_replicas(
+        &replicas,
+        &pool,
+        Duration::from_millis(args.replica_max_lag_ms),
     )?;
+    if !replicas.is_empty() {
+        tracing::info!(
+            replicas = replicas.len(),
+            max_lag_ms = args.replica_max_lag_ms,
+            "reads go to replicas within the lag bound"
+        );
+    }
     if pooler == callers_store::Pooler::Transaction {
         // Not a reason to refuse to start (the database may be down now); loud in the log.
         let store = store.clone();

@@ -1,7 +1,7 @@
 //! The Prometheus endpoint and the gauges that are sampled rather than counted.
 
 use callers_store::Store;
-use metrics::gauge;
+use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -29,6 +29,18 @@ pub fn install(addr: SocketAddr, store: Store) -> anyhow::Result<()> {
             gauge!("callers_db_pool_connections", "state" => "idle").set(c.idle as f64);
             gauge!("callers_db_pool_max_connections").set(c.max as f64);
             gauge!("callers_db_pool_waiting").set(c.waiting as f64);
+            // Replicas by position in the configuration: URLs may carry passwords.
+            for (i, r) in store.replicas().iter().enumerate() {
+                let replica = i.to_string();
+                let lag = r.lag.map_or(f64::INFINITY, |l| l.as_secs_f64());
+                gauge!("callers_db_replica_lag_seconds", "replica" => replica.clone()).set(lag);
+                gauge!("callers_db_replica_usable", "replica" => replica.clone())
+                    .set(f64::from(u8::from(r.usable)));
+                counter!("callers_db_replica_reads_total", "replica" => replica.clone())
+                    .absolute(r.reads);
+                counter!("callers_db_replica_fallbacks_total", "replica" => replica)
+                    .absolute(r.fallbacks);
+            }
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
     });

@@ -1,7 +1,7 @@
 //! Call-handling settings per account and employee: read, and field-masked upsert under an
 //! etag, the employee overrides written as one ordered list.
 
-use crate::exec::Conn;
+use crate::exec::{Conn, Route};
 use crate::row::{in_step, row_struct};
 use crate::{Entity, Error, Store};
 use callers_domain::AccountId;
@@ -263,7 +263,7 @@ impl Store {
 
     /// The account's settings with all employee overrides; `NotFound` when none are stored.
     pub async fn get_call_handling(&self, account: &AccountId) -> Result<CallHandling, Error> {
-        self.pooled(async |s| {
+        self.read(Route::Pooled, async |s| {
             read(s.conn(), account.as_str(), false)
                 .await?
                 .ok_or(Error::NotFound(Entity::CallHandling))

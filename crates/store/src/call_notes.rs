@@ -6,7 +6,7 @@
 //! that order were broken.
 
 use crate::contacts::{get_contact, insert_contact};
-use crate::exec::Conn;
+use crate::exec::{Conn, Route};
 use crate::feed::Written;
 use crate::idempotency::{IdempotencyKey, Replay};
 use crate::identify::{self, NameQuery};
@@ -356,8 +356,10 @@ impl Store {
     }
 
     pub async fn get_call_note(&self, account: &AccountId, id: Uuid) -> Result<CallNote, Error> {
-        self.pooled(async |s| get_note(s.conn(), account.as_str(), id).await)
-            .await
+        self.read(Route::Pooled, async |s| {
+            get_note(s.conn(), account.as_str(), id).await
+        })
+        .await
     }
 
     /// Newest call first; optionally only one contact's or one employee's notes.
@@ -372,7 +374,7 @@ impl Store {
         let (after_time, after_id) = after.unzip();
         let fetch = (limit + 1) as i64;
         let rows: Vec<NoteRow> = self
-            .pooled(async |s| {
+            .read(Route::Pooled, async |s| {
                 s.conn()
                     .rows(
                         concat!(

@@ -1,7 +1,7 @@
 //! Contacts and their phone numbers: create (with request-id replay), read, field-masked
 //! update under an etag, delete, and keyset-paged lists.
 
-use crate::exec::{Conn, Params};
+use crate::exec::{Conn, Params, Route};
 use crate::feed::Written;
 use crate::idempotency::{IdempotencyKey, Replay};
 use crate::messages::insert_undelivered;
@@ -81,16 +81,12 @@ impl TryFrom<ContactRow> for Contact {
                 kind: PhoneType::from_code(i32::from(t)).unwrap_or(PhoneType::Unspecified),
             })
             .collect();
-        let caller_message = match (r.message_id, r.message_text, r.message_create_time) {
-            (Some(message_id), Some(text), Some(create_time)) => Some(CallerMessage {
-                message_id,
-                text,
-                create_time,
-                expire_time: r.message_expire_time,
-            }),
-            (None, _, _) => None,
-            _ => return Err(Error::Corrupt("caller message without text or time".into())),
-        };
+        let caller_message = caller_message(
+            r.message_id,
+            r.message_text,
+            r.message_create_time,
+            r.message_expire_time,
+        )?;
         let instructions = serde_json::from_value(r.instructions)
             .map_err(|e| Error::Corrupt(format!("instructions: {e}")))?;
         Ok(Contact {
@@ -121,6 +117,25 @@ impl TryFrom<ContactRow> for Contact {
 }
 
 /// A contact of a [`select_contact`] row.
+/// The pending message a contact row's message columns hold.
+pub(crate) fn caller_message(
+    message_id: Option<Uuid>,
+    text: Option<String>,
+    create_time: Option<DateTime<Utc>>,
+    expire_time: Option<DateTime<Utc>>,
+) -> Result<Option<CallerMessage>, Error> {
+    match (message_id, text, create_time) {
+        (Some(message_id), Some(text), Some(create_time)) => Ok(Some(CallerMessage {
+            message_id,
+            text,
+            create_time,
+            expire_time,
+        })),
+        (None, _, _) => Ok(None),
+        _ => Err(Error::Corrupt("caller message without text or time".into())),
+    }
+}
+
 pub(crate) fn contact_from_row(row: &Row) -> Result<Contact, Error> {
     ContactRow::try_from(row)?.try_into()
 }
@@ -282,8 +297,10 @@ impl Store {
     }
 
     pub async fn get_contact(&self, account: &AccountId, id: Uuid) -> Result<Contact, Error> {
-        self.pooled(async |s| get_contact(s.conn(), account.as_str(), id).await)
-            .await
+        self.read(Route::Pooled, async |s| {
+            get_contact(s.conn(), account.as_str(), id).await
+        })
+        .await
     }
 
     /// Applies a field-masked change; a stale `etag` is refused. Every update is activity.
@@ -470,10 +487,10 @@ impl Store {
 }
 
 impl Store {
-    /// The contacts a [`select_contact`] statement finds, on a pooled connection.
+    /// The contacts a [`select_contact`] statement finds: a read (replica or primary).
     async fn contacts(&self, sql: &str, params: Params<'_>) -> Result<Vec<Contact>, Error> {
         let rows: Vec<ContactRow> = self
-            .pooled(async |s| s.conn().rows(sql, params).await)
+            .read(Route::Pooled, async |s| s.conn().rows(sql, params).await)
             .await?;
         rows.into_iter().map(Contact::try_from).collect()
     }

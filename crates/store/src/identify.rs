@@ -287,14 +287,18 @@ impl Store {
             (true, Some(_)) => Route::Shared,
             _ => Route::Pooled,
         };
-        let (found, number) = self
-            .on(route, async |s| in_region(s, &call, number).await)
+        let ((found, number), on_replica) = self
+            .read_where(route, async |s| in_region(s, &call, number.clone()).await)
             .await?;
         let number = number.and_then(|n| confirmed(n, &found.contacts));
         let settings = found.settings.clone();
         let own_number = is_own(&settings, number.as_ref().map(E164::as_str));
         let caller_number = number.as_ref().map(E164::as_str).filter(|_| !own_number);
         let mut ranking = name.rank(caller_number, found, limit);
+        if on_replica {
+            self.confirm_messages(account.as_str(), &mut ranking.matches)
+                .await?;
+        }
         for m in &mut ranking.matches {
             m.contact.hide_expired_message(now);
         }
@@ -304,6 +308,64 @@ impl Store {
             own_number,
             number,
         })
+    }
+}
+
+impl Store {
+    /// The pending messages of `matches` as the primary has them, in one primary-key read:
+    /// a lagging replica may not know yet that a message was told (or changed), and an agent
+    /// must never tell one twice.
+    async fn confirm_messages(
+        &self,
+        account: &str,
+        matches: &mut [CallerMatch],
+    ) -> Result<(), Error> {
+        row_struct! {
+            struct PendingRow {
+                contact_id: Uuid,
+                message_id: Option<Uuid>,
+                message_text: Option<String>,
+                message_create_time: Option<DateTime<Utc>>,
+                message_expire_time: Option<DateTime<Utc>>,
+            }
+        }
+        let ids: Vec<Uuid> = matches
+            .iter()
+            .filter(|m| m.contact.caller_message.is_some())
+            .map(|m| m.contact.contact_id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<PendingRow> = self
+            .on(Route::Shared, async |s| {
+                s.conn()
+                    .rows(
+                        "SELECT contact_id, message_id, message_text, message_create_time, \
+                         message_expire_time FROM contacts \
+                         WHERE account_id = $1 AND contact_id = ANY($2)",
+                        &[&account, &ids],
+                    )
+                    .await
+            })
+            .await?;
+        for m in matches
+            .iter_mut()
+            .filter(|m| m.contact.caller_message.is_some())
+        {
+            m.contact.caller_message =
+                match rows.iter().find(|r| r.contact_id == m.contact.contact_id) {
+                    Some(r) => crate::contacts::caller_message(
+                        r.message_id,
+                        r.message_text.clone(),
+                        r.message_create_time,
+                        r.message_expire_time,
+                    )?,
+                    // Deleted meanwhile: nothing to tell.
+                    None => None,
+                };
+        }
+        Ok(())
     }
 }
 

@@ -16,6 +16,7 @@ mod migrate;
 mod pool;
 pub mod privacy;
 pub mod purge;
+mod replica;
 mod row;
 pub mod search;
 mod shared;
@@ -31,6 +32,7 @@ pub use feed::ChangePage;
 pub use idempotency::{IdempotencyKey, Operation};
 pub use migrate::{migrate, migrations_fingerprint};
 pub use pool::{PoolConfig, Pooler, Store};
+pub use replica::ReplicaStatus;
 
 #[cfg(test)]
 mod tests;

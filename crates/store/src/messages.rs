@@ -11,7 +11,7 @@
 //! is delivered or recorded as expired, never both (the contact's row lock decides).
 
 use crate::contacts::{ContactRow, select_contact};
-use crate::exec::Conn;
+use crate::exec::{Conn, Route};
 use crate::row::row_struct;
 use crate::{Error, Store, keyset_page};
 use callers_domain::AccountId;
@@ -217,7 +217,7 @@ impl Store {
         let (after_time, after_id) = after.unzip();
         let fetch = (limit + 1) as i64;
         let rows: Vec<UndeliveredRow> = self
-            .pooled(async |s| {
+            .read(Route::Pooled, async |s| {
                 s.conn()
                     .rows(
                         "SELECT message_id, contact_id, text, create_time, expire_time, \

@@ -3,6 +3,7 @@
 use crate::Error;
 use crate::connstr::ConnSettings;
 use crate::exec::{Connections, Executor, Route, Session, Statements};
+use crate::replica::{ReplicaStatus, Replicas};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,6 +67,7 @@ impl Default for PoolConfig {
 #[derive(Clone)]
 pub struct Store {
     exec: Arc<Executor>,
+    replicas: Arc<Replicas>,
     pub(crate) signal: Arc<crate::feed::Signal>,
 }
 
@@ -81,27 +83,74 @@ impl Store {
     /// Builds the executor; connections are made lazily, so this succeeds while the database
     /// is down.
     pub fn connect(url: &str, cfg: &PoolConfig) -> Result<Store, Error> {
-        let mut settings = ConnSettings::parse(url)?;
-        let pg = &mut settings.pg;
-        pg.connect_timeout(cfg.connect_timeout);
-        pg.keepalives(true);
-        pg.keepalives_idle(Duration::from_secs(30));
-        pg.keepalives_interval(Duration::from_secs(5));
-        pg.keepalives_retries(3);
-        pg.tcp_user_timeout(cfg.tcp_user_timeout);
-        if pg.get_application_name().is_none() {
-            pg.application_name("callers");
-        }
-        if let (Some(t), None, Pooler::None) = (cfg.statement_timeout, pg.get_options(), cfg.pooler)
-        {
-            pg.options(format!("-c statement_timeout={}", t.as_millis()));
-        }
         Ok(Store {
-            exec: Arc::new(Executor::new(settings, cfg)?),
+            exec: Arc::new(executor(url, cfg)?),
+            replicas: Arc::new(Replicas::none()),
             signal: Arc::default(),
         })
     }
 
+    /// The same store with streaming replicas at `urls` for reads (identification, search, gets
+    /// and lists), each with a pool like the primary's. A replica serves reads while its replay
+    /// lag, measured by [`Store::watch_replicas`], is at most `max_lag`; else the primary does.
+    pub fn with_replicas(
+        self,
+        urls: &[String],
+        cfg: &PoolConfig,
+        max_lag: Duration,
+    ) -> Result<Store, Error> {
+        let list = urls
+            .iter()
+            .map(|url| executor(url, cfg))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Store {
+            replicas: Arc::new(Replicas::new(list, max_lag)),
+            ..self
+        })
+    }
+
+    /// Measures the replicas' lag, for as long as it is polled (nothing to do without
+    /// replicas). The server runs it beside the calls.
+    pub async fn watch_replicas(&self) {
+        if self.replicas.is_empty() {
+            return std::future::pending().await;
+        }
+        let mut tick = tokio::time::interval(self.replicas.interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.replicas.measure(&self.exec).await {
+                tracing::debug!(error = %e, "the primary did not answer the replicas' lag check");
+            }
+        }
+    }
+
+    /// The replicas, in the order given, as reads see them now.
+    pub fn replicas(&self) -> Vec<ReplicaStatus> {
+        self.replicas.status()
+    }
+}
+
+/// The executor of one database URL: the primary's or a replica's.
+fn executor(url: &str, cfg: &PoolConfig) -> Result<Executor, Error> {
+    let mut settings = ConnSettings::parse(url)?;
+    let pg = &mut settings.pg;
+    pg.connect_timeout(cfg.connect_timeout);
+    pg.keepalives(true);
+    pg.keepalives_idle(Duration::from_secs(30));
+    pg.keepalives_interval(Duration::from_secs(5));
+    pg.keepalives_retries(3);
+    pg.tcp_user_timeout(cfg.tcp_user_timeout);
+    if pg.get_application_name().is_none() {
+        pg.application_name("callers");
+    }
+    if let (Some(t), None, Pooler::None) = (cfg.statement_timeout, pg.get_options(), cfg.pooler) {
+        pg.options(format!("-c statement_timeout={}", t.as_millis()));
+    }
+    Executor::new(settings, cfg)
+}
+
+impl Store {
     /// One round trip: used by health checks.
     pub async fn ping(&self) -> Result<(), Error> {
         self.pooled(async |s| s.conn().batch_execute("SELECT 1").await)
@@ -145,6 +194,25 @@ impl Store {
         work: impl AsyncFnOnce(&mut Session<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
         self.exec.run(Route::Pooled, work).await
+    }
+
+    /// Runs the read `work` on a replica within the lag bound, else on the primary (see
+    /// [`Replicas::read`]).
+    pub(crate) async fn read<T>(
+        &self,
+        route: Route,
+        work: impl AsyncFnOnce(&mut Session<'_>) -> Result<T, Error> + Clone,
+    ) -> Result<T, Error> {
+        Ok(self.read_where(route, work).await?.0)
+    }
+
+    /// [`Store::read`], and whether a replica served it.
+    pub(crate) async fn read_where<T>(
+        &self,
+        route: Route,
+        work: impl AsyncFnOnce(&mut Session<'_>) -> Result<T, Error> + Clone,
+    ) -> Result<(T, bool), Error> {
+        self.replicas.read(&self.exec, route, work).await
     }
 
     /// Runs `work` on a connection of `route`.

@@ -3,7 +3,7 @@
 //! a category and an origin; in keyset pages.
 
 use crate::contacts::{contact_from_row, select_contact};
-use crate::exec::Conn;
+use crate::exec::{Conn, Route};
 use crate::identify::{NameQuery, SET_NAME_SEARCH, WORDS_PER_QUERY_WORD, by_name};
 use crate::row::row_struct;
 use crate::{Error, Store, keyset_page};
@@ -203,7 +203,7 @@ impl Store {
     ) -> Result<SearchPage, Error> {
         let fetch = (size + 1) as i64;
         let rows = self
-            .pooled(async |s| {
+            .read(Route::Pooled, async |s| {
                 let params: [&(dyn ToSql + Sync); 7] = [
                     &account,
                     &after,
@@ -247,7 +247,7 @@ impl Store {
             return Ok(empty);
         }
         let found = self
-            .pooled(async |s| {
+            .read(Route::Pooled, async |s| {
                 let tx = s.read_only().await?;
                 let until = match after {
                     Some((until, _)) => Some(until),

@@ -78,7 +78,8 @@ async fn spawn_through_pgbouncer(auth: Authenticator, db: TestDatabase, limits: 
         statements: Statements::Unnamed,
         ..test_pool()
     };
-    let mut app = spawn_with_pool(auth, &url, Some(db), limits, None, pool, None).await;
+    let mut app =
+        spawn_with_pool(auth, &url, Some(db), limits, None, pool, Options::default()).await;
     app.pgbouncer = Some(bouncer);
     app
 }
@@ -116,7 +117,7 @@ async fn spawn(
     limits: Limits,
     tls: Option<tonic::transport::ServerTlsConfig>,
 ) -> TestApp {
-    spawn_with_pool(auth, url, db, limits, tls, test_pool(), None).await
+    spawn_with_pool(auth, url, db, limits, tls, test_pool(), Options::default()).await
 }
 
 /// A second server on the database of `url` (another replica), with its own privacy keys.
@@ -125,7 +126,35 @@ pub async fn spawn_app_against_with_keys(
     keys: callers_domain::privacy::HashKeys,
 ) -> TestApp {
     let (auth, limits) = (Authenticator::disabled(), Limits::default());
-    spawn_with_pool(auth, url, None, limits, None, test_pool(), Some(keys)).await
+    let options = Options {
+        keys: Some(keys),
+        ..Options::default()
+    };
+    spawn_with_pool(auth, url, None, limits, None, test_pool(), options).await
+}
+
+/// A server on the primary at `primary` that reads from the streaming replicas at `replicas`
+/// while their measured lag is at most `max_lag` (`--database-replica-url`).
+pub async fn spawn_app_with_replicas(
+    primary: &str,
+    replicas: &[String],
+    max_lag: Duration,
+) -> TestApp {
+    let (auth, limits) = (Authenticator::disabled(), Limits::default());
+    let options = Options {
+        replicas: replicas.to_vec(),
+        max_lag,
+        ..Options::default()
+    };
+    spawn_with_pool(auth, primary, None, limits, None, test_pool(), options).await
+}
+
+/// What some servers get besides the defaults.
+#[derive(Default)]
+struct Options {
+    keys: Option<callers_domain::privacy::HashKeys>,
+    replicas: Vec<String>,
+    max_lag: Duration,
 }
 
 fn test_pool() -> PoolConfig {
@@ -143,9 +172,12 @@ async fn spawn_with_pool(
     limits: Limits,
     tls: Option<tonic::transport::ServerTlsConfig>,
     pool: PoolConfig,
-    keys: Option<callers_domain::privacy::HashKeys>,
+    options: Options,
 ) -> TestApp {
-    let store = Store::connect(url, &pool).unwrap();
+    let store = Store::connect(url, &pool)
+        .and_then(|s| s.with_replicas(&options.replicas, &pool, options.max_lag))
+        .unwrap();
+    let keys = options.keys;
     let clock = Arc::new(FixedClock::new(
         Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap(),
     ));

@@ -10,6 +10,7 @@
 //! * [`pgbouncer`] — PgBouncer in transaction mode in front of the test PostgreSQL.
 //! * [`mirror`] — a CRM's copy of an account kept from the change feed, and its comparison
 //!   with the account's lists.
+//! * [`replication`] — a private primary with a streaming replica, for the replica tests.
 //! * [`rows`] — raw rows written straight into the tables, for tests and the benchmark's seed.
 
 pub mod app;
@@ -18,11 +19,12 @@ pub mod logs;
 pub mod mirror;
 pub mod pgbouncer;
 pub mod process;
+pub mod replication;
 pub mod rows;
 
 pub use app::{
     TestApp, spawn_app, spawn_app_against, spawn_app_custom, spawn_app_through_pgbouncer,
-    spawn_app_tls, spawn_app_with,
+    spawn_app_tls, spawn_app_with, spawn_app_with_replicas,
 };
 pub use database::{TestDatabase, count, empty_database, fresh_database, fresh_store, scalar, sql};
 pub use process::{Finished, Launch, ServerProcess, purge_binary, server_binary};
