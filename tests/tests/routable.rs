@@ -5,11 +5,12 @@
 //! The test runs the service against a private PostgreSQL with `pg_stat_statements`
 //! (`track = all`, so statements inside trigger and SQL functions count too): every RPC of
 //! `proto/callers/v1` for two accounts (and a third that is offboarded), the server's own
-//! background work (message sweep, call-count flush) until their effects show, and the
-//! `callers-purge` binary, a dry run and a real run. Then it parses every recorded statement
-//! with PostgreSQL's own parser (`pg_query`, libpg_query; a bare PL/pgSQL expression is parsed
-//! as PL/pgSQL does) and checks each reference to a tenant table (the tables of the
-//! schema with an `account_id` column, read from the catalog, partitions left out):
+//! background work (message sweep, call-count flush) until their effects show, the restore
+//! runbook's `callers-server reapply-erasures`, and the `callers-purge` binary, a dry run and a
+//! real run. Then it parses every recorded statement with PostgreSQL's own parser (`pg_query`,
+//! libpg_query; a bare PL/pgSQL expression is parsed as PL/pgSQL does) and checks each
+//! reference to a tenant table (the tables of the schema with an `account_id` column, read
+//! from the catalog, partitions left out):
 //!
 //! * In a SELECT, UPDATE, DELETE or MERGE, at any depth (CTEs, sub-selects, `INSERT … SELECT`),
 //!   the reference's `account_id` must be equated (`=`, `= ANY (…)`, `IN (…)`, row equality),
@@ -44,7 +45,7 @@ use callers_testkit::app::{
 };
 use callers_testkit::database::connect;
 use callers_testkit::mirror::{Mirror, seq};
-use callers_testkit::scalar;
+use callers_testkit::{Launch, scalar};
 use callers_tests::{Row, finish, insert, purge_command};
 use pg_query::ParserOptions;
 use pg_query::protobuf::{AExprKind, BoolExprType, SetOperation, SubLinkType};
@@ -57,8 +58,9 @@ use tonic::transport::Channel;
 /// and why. In Citus each is a multi-shard SELECT, which works, only not on one shard.
 const ALLOWED: &[(&str, &str)] = &[(
     callers_store::purge::ACCOUNTS_WITH_WORK,
-    "the purge's and its chores' finders: which accounts have due rows, and how many (the dry \
-     run's counts); every batch after them names its account",
+    "finders of work across accounts: the purge's and its chores' (which accounts have due \
+     rows, and how many: the dry run's counts) and reapply-erasures' (the erasures since a \
+     backup); every statement after them names its account",
 )];
 
 const ACCOUNTS: [&str; 2] = ["acme", "globex"];
@@ -120,6 +122,7 @@ async fn run(server: &str, database: &str) {
     let mut app = spawn_app_against_with_background(database, BACKGROUND_EVERY).await;
     service_flows(&mut app).await;
     app.shutdown().await;
+    reapply_erasures(database).await;
     purge_runs(database).await;
 
     let evicted: i64 = scalar(&admin, "SELECT dealloc FROM pg_stat_statements_info", &[]).await;
@@ -769,6 +772,31 @@ async fn offboarding(app: &mut TestApp) {
     assert_eq!(contact_count(app, OFFBOARDED).await, 0);
 }
 
+/// `callers-server reapply-erasures`, as after restoring a backup, with the test kit's key.
+async fn reapply_erasures(database: &str) {
+    let keys = std::env::temp_dir().join(format!("callers-keys-{}.toml", uuid::Uuid::new_v4()));
+    let secret: String = format!("callers test privacy key {:>16}", "test-1")
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(
+        &keys,
+        format!("[[keys]]\nid = \"test-1\"\nsecret_hex = \"{secret}\"\n"),
+    )
+    .unwrap();
+    let run = Launch::server()
+        .env("DATABASE_URL", database)
+        .env("CALLERS_PRIVACY_KEYS_FILE", &keys)
+        .env("CALLERS_LOG_FORMAT", "json")
+        .args(["reapply-erasures", "--since", "2026-01-01T00:00:00Z"])
+        .run()
+        .await;
+    let _ = std::fs::remove_file(&keys);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    // Two erasures in each account.
+    assert_eq!(run.stdout.lines().count(), 4, "{run:#?}");
+}
+
 /// The purge binary, a dry run and a real run, with the summary showing work in each account.
 async fn purge_runs(database: &str) {
     let dry = finish(
@@ -984,7 +1012,7 @@ impl<'t> Walk<'t> {
             }
             "SelectStmt" => {
                 for item in list(&s["from_clause"]) {
-                    self.from_item(item, scope, &mut conditions);
+                    self.range_item(item, scope, &mut conditions);
                 }
                 conditions.push(&s["where_clause"]);
                 &[
@@ -1017,7 +1045,7 @@ impl<'t> Walk<'t> {
             "UpdateStmt" => {
                 self.relation(&s["relation"], scope);
                 for item in list(&s["from_clause"]) {
-                    self.from_item(item, scope, &mut conditions);
+                    self.range_item(item, scope, &mut conditions);
                 }
                 conditions.push(&s["where_clause"]);
                 &["target_list", "returning_list"]
@@ -1025,14 +1053,14 @@ impl<'t> Walk<'t> {
             "DeleteStmt" => {
                 self.relation(&s["relation"], scope);
                 for item in list(&s["using_clause"]) {
-                    self.from_item(item, scope, &mut conditions);
+                    self.range_item(item, scope, &mut conditions);
                 }
                 conditions.push(&s["where_clause"]);
                 &["returning_list"]
             }
             "MergeStmt" => {
                 self.relation(&s["relation"], scope);
-                self.from_item(&s["source_relation"], scope, &mut conditions);
+                self.range_item(&s["source_relation"], scope, &mut conditions);
                 conditions.push(&s["join_condition"]);
                 &["merge_when_clauses", "returning_list"]
             }
@@ -1086,7 +1114,7 @@ impl<'t> Walk<'t> {
         std::iter::successors(Some(scope), |s| self.scopes[*s].up)
     }
 
-    fn from_item<'v>(&mut self, item: &'v Value, scope: usize, conditions: &mut Vec<&'v Value>) {
+    fn range_item<'v>(&mut self, item: &'v Value, scope: usize, conditions: &mut Vec<&'v Value>) {
         let alias = |v: &Value| v["alias"]["aliasname"].as_str().unwrap_or("").to_owned();
         match node(item) {
             Some(("RangeVar", rv)) => {
@@ -1094,8 +1122,8 @@ impl<'t> Walk<'t> {
             }
             Some(("JoinExpr", join)) => {
                 let first = self.scopes[scope].relations.len();
-                self.from_item(&join["larg"], scope, conditions);
-                self.from_item(&join["rarg"], scope, conditions);
+                self.range_item(&join["larg"], scope, conditions);
+                self.range_item(&join["rarg"], scope, conditions);
                 conditions.push(&join["quals"]);
                 if list(&join["using_clause"]).any(|c| string(c) == Some("account_id")) {
                     // USING (account_id) equates both sides; another relation's is a value.

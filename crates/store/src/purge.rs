@@ -788,6 +788,32 @@ mod tests {
         RunPlan::new(Uuid::now_v7(), now, None, Retention::default())
     }
 
+    const CHORES: [Chore; 8] = [
+        IDEMPOTENCY_KEYS,
+        CHANGES,
+        EXPIRY_NOTICES,
+        UNDELIVERED_MESSAGES,
+        CALL_NOTES,
+        CALL_COUNTS,
+        AUDIT_ROWS,
+        PRIVACY_REQUESTS,
+    ];
+
+    #[test]
+    fn the_finders_carry_the_marker_and_every_batch_names_its_account() {
+        assert!(DUE_ACCOUNTS.contains(ACCOUNTS_WITH_WORK));
+        assert!(DELETE_BATCH.contains("WHERE account_id = $5 AND"));
+        for chore in CHORES {
+            assert!(
+                chore.accounts.contains(ACCOUNTS_WITH_WORK),
+                "{}",
+                chore.name
+            );
+            assert!(!chore.batch.contains(ACCOUNTS_WITH_WORK), "{}", chore.name);
+            assert!(chore.batch.contains("account_id = $3"), "{}", chore.name);
+        }
+    }
+
     #[tokio::test]
     async fn the_sql_and_the_domain_rule_agree_to_the_microsecond() {
         let db = fresh_database().await;
