@@ -411,13 +411,13 @@ async fn housekeeping_drops_expired_idempotency_keys_and_old_audit_rows() {
     assert_eq!(
         dry.summary()["would_housekeep"],
         serde_json::json!({
+            "call_notes": 0,
             "expiry_notices": 0,
             "undelivered_messages": 1,
             "call_counts": 0,
             "changes": 0,
             "idempotency_keys": 1,
             "audit_rows": 1,
-            "call_notes": 0,
             "privacy_requests": 0
         }),
         "the dry run counts what each chore would drop"

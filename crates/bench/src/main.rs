@@ -189,6 +189,10 @@ pub struct Opts {
     /// The purge binary (default: next to this binary).
     #[arg(long, global = true)]
     purge_bin: Option<PathBuf>,
+    /// Another build of the purge binary (the one before a change): the purge benchmark also
+    /// runs it alone, on a copy of its own, in the same run.
+    #[arg(long, global = true)]
+    baseline_purge_bin: Option<PathBuf>,
     /// Extra argument for callers-server (repeatable), e.g. --server-arg=--db-pool-size=8.
     #[arg(long, global = true, allow_hyphen_values = true)]
     server_arg: Vec<String>,
@@ -419,6 +423,7 @@ async fn run_on(
             server_bin: server_bin()?,
             server_args: o.server_arg.clone(),
             purge_bin: purge_bin()?,
+            baseline_purge_bin: o.baseline_purge_bin.clone(),
             log_dir: log_dir.to_owned(),
             keep_copies: o.keep_copies,
         };

@@ -2,6 +2,7 @@
 //! (`CREATE DATABASE … TEMPLATE`):
 //!
 //! 1. copy W: the `callers-purge` binary alone, its batches timed by watching `purge_runs`;
+//!    with `--baseline-purge-bin`, copy B: that build of the worker alone, timed the same way;
 //! 2. copy D: one bare `DELETE` of the same rows (the worker's cutoff), nothing else running;
 //! 3. copy L: a server on it, identify-by-number at a fixed rate without the purge, then the
 //!    same load beside each of two controls — one PostgreSQL backend spinning in a loop that
@@ -36,6 +37,8 @@ pub struct PurgeOptions {
     /// `--server-arg`s, as the load benchmark passes them.
     pub server_args: Vec<String>,
     pub purge_bin: PathBuf,
+    /// Another build of the worker (the one before a change), run alone on a copy of its own.
+    pub baseline_purge_bin: Option<PathBuf>,
     pub log_dir: PathBuf,
     pub keep_copies: bool,
 }
@@ -66,10 +69,14 @@ pub struct PurgeReport {
     pub n: u64,
     pub batch_size: u32,
     pub worker_alone: WorkerRun,
+    /// The baseline build of the worker alone, on its own copy.
+    pub baseline_alone: Option<WorkerRun>,
     pub bare_delete_secs: f64,
     pub bare_delete_rows: u64,
     /// bare DELETE time ÷ worker time: the worker's speed relative to the bare DELETE.
     pub speed_ratio: f64,
+    /// bare DELETE time ÷ baseline worker time.
+    pub baseline_speed_ratio: Option<f64>,
     pub lookups_without: Stats,
     /// The control: the same lookups while one backend loops without touching any table.
     pub lookups_busy_backend: Stats,
@@ -215,11 +222,14 @@ pub async fn run(db: &Db, base: &str, o: &PurgeOptions) -> anyhow::Result<PurgeR
     let spec = SeedSpec::half_due(o.n, o.seed);
     let seeded = seed::ensure(db, &template, &spec, o.reseed).await?;
     let n = spec.contacts / 2;
-    let copies = [
+    let mut copies = vec![
         format!("{template}_w"),
         format!("{template}_d"),
         format!("{template}_l"),
     ];
+    if o.baseline_purge_bin.is_some() {
+        copies.push(format!("{template}_b"));
+    }
     for c in &copies {
         db.copy(&template, c).await?;
     }
@@ -236,6 +246,27 @@ pub async fn run(db: &Db, base: &str, o: &PurgeOptions) -> anyhow::Result<PurgeR
     let cutoff = alone
         .cutoff_time
         .context("the worker's summary has no cutoff_time")?;
+    let baseline_alone = match &o.baseline_purge_bin {
+        Some(bin) => {
+            eprintln!("purge: baseline worker alone on {}", copies[3]);
+            let run = run_worker(
+                bin,
+                &db.url_for(&copies[3]),
+                o.batch_size,
+                &o.log_dir.join("purge-baseline.log"),
+            )
+            .await?;
+            if run.deleted != alone.deleted {
+                bail!(
+                    "the baseline worker deleted {} contacts, this build {}",
+                    run.deleted,
+                    alone.deleted
+                );
+            }
+            Some(run)
+        }
+        None => None,
+    };
 
     // 2. One bare DELETE of the same rows.
     eprintln!("purge: bare DELETE on {}", copies[1]);
@@ -356,7 +387,11 @@ pub async fn run(db: &Db, base: &str, o: &PurgeOptions) -> anyhow::Result<PurgeR
         n,
         batch_size: o.batch_size,
         speed_ratio: bare_delete_secs / alone.elapsed_secs.max(1e-9),
+        baseline_speed_ratio: baseline_alone
+            .as_ref()
+            .map(|b| bare_delete_secs / b.elapsed_secs.max(1e-9)),
         worker_alone: alone,
+        baseline_alone,
         bare_delete_secs,
         bare_delete_rows: rows,
         p99_ratio: during.latency.p99_ms / without.latency.p99_ms.max(1e-9),

@@ -206,6 +206,16 @@ pub fn goals(r: &Results) -> Vec<Goal> {
             ),
             met: p.speed_ratio >= 0.5,
         });
+        if let (Some(b), Some(ratio)) = (&p.baseline_alone, p.baseline_speed_ratio) {
+            out.push(Goal {
+                goal: "baseline purge ≥ 0.5 × bare DELETE".into(),
+                measured: format!(
+                    "DELETE {:.2} s ÷ baseline worker {:.2} s = {:.2}",
+                    p.bare_delete_secs, b.elapsed_secs, ratio
+                ),
+                met: ratio >= 0.5,
+            });
+        }
         let longest = p
             .worker_alone
             .longest_batch_ms
@@ -356,11 +366,25 @@ pub fn markdown(r: &Results) -> String {
     if let Some(p) = &r.purge {
         let w = &p.worker_alone;
         let l = &p.worker_under_load;
+        let baseline = p.baseline_alone.as_ref().map_or(String::new(), |b| {
+            format!(
+                "| baseline worker alone | {:.2} (wall {:.2}) | {} | {} | {:.0} | {:.0} | {:.1} | {:.1} |\n",
+                b.elapsed_secs,
+                b.wall_secs,
+                b.batches,
+                b.deleted,
+                b.longest_batch_ms,
+                b.first_batch_ms,
+                b.batch_p50_ms,
+                b.batch_p99_ms,
+            )
+        });
         let _ = writeln!(
             s,
             "\n## Purge\n\nN = {} due among {} contacts (batch size {}).\n\n\
              | run | time s | batches | deleted | longest batch ms | first batch ms | batch p50 ms | batch p99 ms |\n|---|---|---|---|---|---|---|---|\n\
              | worker alone | {:.2} (wall {:.2}) | {} | {} | {:.0} | {:.0} | {:.1} | {:.1} |\n\
+             {baseline}\
              | bare DELETE | {:.2} | 1 | {} | | | | |\n\
              | worker under lookups | {:.2} (wall {:.2}) | {} | {} | {:.0} | {:.0} | {:.1} | {:.1} |\n",
             p.n,

@@ -238,50 +238,63 @@ async fn work(
     summary: &mut Summary,
 ) -> anyhow::Result<Outcome> {
     let limit = settings.batch_size;
+    let mut batches = Batches::default();
     let mut progress = Progress::new("contacts", settings.progress_every);
-    loop {
-        if *stop.borrow() {
-            return Ok(Outcome::Interrupted);
+    let accounts = lock
+        .session()
+        .count_due(plan.cutoff)
+        .await
+        .context("finding the accounts with due contacts")?;
+    for account in accounts.keys() {
+        loop {
+            if batches.next(settings, stop).await {
+                return Ok(Outcome::Interrupted);
+            }
+            let batch = lock
+                .delete_batch(plan, account, limit, clock.now())
+                .await
+                .context("deleting a batch of contacts")?;
+            summary.batches += 1;
+            summary.deleted += batch.deleted();
+            for (account, n) in &batch.deleted_by_account {
+                *summary
+                    .deleted_by_account
+                    .entry(account.clone())
+                    .or_default() += n;
+            }
+            progress.tick(summary.deleted);
+            // Candidates other transactions hold were skipped; the next run gets them.
+            if batch.selected < u64::from(limit) || batch.deleted() == 0 {
+                break;
+            }
         }
-        let batch = lock
-            .delete_batch(plan, limit, clock.now())
-            .await
-            .context("deleting a batch of contacts")?;
-        summary.batches += 1;
-        summary.deleted += batch.deleted();
-        for (account, n) in &batch.deleted_by_account {
-            *summary
-                .deleted_by_account
-                .entry(account.clone())
-                .or_default() += n;
-        }
-        progress.tick(summary.deleted);
-        // Candidates other transactions hold were skipped; the next run gets them.
-        if batch.selected < u64::from(limit) || batch.deleted() == 0 {
-            break;
-        }
-        pause(settings.batch_pause, stop).await;
     }
 
     for (chore, keep) in housekeeping(settings) {
         let before = plan.start_time - keep;
         let key = done_key(&chore);
         let mut progress = Progress::new(chore.name, settings.progress_every);
-        loop {
-            if *stop.borrow() {
-                return Ok(Outcome::Interrupted);
+        let accounts = lock
+            .session()
+            .chore_accounts(&chore, before)
+            .await
+            .with_context(|| format!("housekeeping: {}: finding the accounts", chore.name))?;
+        for account in accounts.keys() {
+            loop {
+                if batches.next(settings, stop).await {
+                    return Ok(Outcome::Interrupted);
+                }
+                let n = lock
+                    .housekeep_account(&chore, account, before, limit)
+                    .await
+                    .with_context(|| format!("housekeeping: {}", chore.name))?;
+                let done = summary.housekept.entry(key.clone()).or_default();
+                *done += n;
+                progress.tick(*done);
+                if n < u64::from(limit) {
+                    break;
+                }
             }
-            let n = lock
-                .housekeep(&chore, before, limit)
-                .await
-                .with_context(|| format!("housekeeping: {}", chore.name))?;
-            let done = summary.housekept.entry(key.clone()).or_default();
-            *done += n;
-            progress.tick(*done);
-            if n < u64::from(limit) {
-                break;
-            }
-            pause(settings.batch_pause, stop).await;
         }
     }
     Ok(Outcome::Succeeded)
@@ -314,6 +327,23 @@ pub fn housekeeping(settings: &Settings) -> [(Chore, chrono::Duration); 8] {
 /// The summary's and the metrics' name of what a chore did.
 pub fn done_key(chore: &Chore) -> String {
     format!("{}_deleted", chore.name)
+}
+
+/// The pause between two batches of a run, whatever their account or chore.
+#[derive(Default)]
+struct Batches {
+    started: bool,
+}
+
+impl Batches {
+    /// Waits before every batch but the first (a stop request cuts the wait short); whether
+    /// the run is to stop instead.
+    async fn next(&mut self, settings: &Settings, stop: &mut watch::Receiver<bool>) -> bool {
+        if std::mem::replace(&mut self.started, true) {
+            pause(settings.batch_pause, stop).await;
+        }
+        *stop.borrow()
+    }
 }
 
 /// Waits between batches; a stop request cuts the wait short.

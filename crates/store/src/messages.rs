@@ -130,7 +130,9 @@ impl Store {
             .pooled(async |s| {
                 s.conn()
                     .rows(
-                        "SELECT account_id, contact_id FROM contacts \
+                        // The one cross-account read: each account's transaction after it
+                        // names its account (`crate::purge::ACCOUNTS_WITH_WORK`).
+                        "/* which accounts have work */ SELECT account_id, contact_id FROM contacts \
                          WHERE message_expire_time < $1 \
                          ORDER BY message_expire_time, account_id, contact_id LIMIT $2",
                         &[&before, &i64::from(limit)],

@@ -671,14 +671,15 @@ pub enum ReapplyError {
 
 impl Store {
     /// The erasures recorded after `since`, oldest first, across accounts (a restore's
-    /// maintenance, not a request of an account).
+    /// maintenance, not a request of an account); each is then applied in its account. The
+    /// marker is `crate::purge::ACCOUNTS_WITH_WORK`'s: one of the few reads across accounts.
     pub async fn erasures_since(&self, since: DateTime<Utc>) -> Result<Vec<ErasureRecord>, Error> {
         let rows: Vec<ErasureRow> = self
             .pooled(async |s| {
                 s.conn()
                     .rows(
-                        "SELECT account_id, request_id, request_time, contact_ids, number_hash, \
-                           key_id FROM privacy_requests \
+                        "SELECT /* which accounts have work */ account_id, request_id, \
+                           request_time, contact_ids, number_hash, key_id FROM privacy_requests \
                          WHERE kind = 'erasure' AND request_time > $1 \
                          ORDER BY request_time, account_id, request_id",
                         &[&since],

@@ -7,6 +7,11 @@
 //! The rule itself is [`callers_domain::retention`]: the generated column `purge_candidate` is
 //! its "subject to automatic deletion", and a run deletes candidates whose
 //! `last_activity_time` lies before the run's cutoff ([`Retention::cutoff`]), computed once.
+//!
+//! Work goes per account, so that every statement that writes names one account and the tables
+//! can be distributed by `account_id`: one query finds which accounts have work (and how much,
+//! which is also the dry run's count), then each account gets its own batches. Those finders
+//! are the only statements that read across accounts; they carry [`ACCOUNTS_WITH_WORK`].
 
 use crate::Error;
 use crate::exec::Params;
@@ -22,6 +27,23 @@ use uuid::Uuid;
 /// The advisory lock key of purge runs ("callersp"); advisory locks are per database. In
 /// `pg_locks` it shows as `locktype = 'advisory'`, `classid = 1667329132`, `objid = 1701999472`.
 pub const PURGE_LOCK_KEY: i64 = 0x6361_6c6c_6572_7370;
+
+/// The marker of the queries that find which accounts have work, the only ones that read
+/// across accounts (tests/tests/routable.rs allows them by it).
+pub const ACCOUNTS_WITH_WORK: &str = "/* which accounts have work */";
+
+/// `SELECT <marker> account_id, count(*) AS n FROM $from WHERE $old GROUP BY account_id`.
+macro_rules! accounts_with_work {
+    ($from:literal, $old:expr) => {
+        concat!(
+            "SELECT /* which accounts have work */ account_id, count(*) AS n FROM ",
+            $from,
+            " WHERE ",
+            $old,
+            " GROUP BY account_id ORDER BY account_id"
+        )
+    };
+}
 
 /// The rule as SQL, `$1` being the cutoff: the same predicate selects, re-checks and counts.
 macro_rules! due {
@@ -66,25 +88,25 @@ macro_rules! announce {
     };
 }
 
-/// One batch in one statement, hence one transaction: lock up to `$2` due candidates (skipping
-/// rows another transaction holds, such as a contact being edited), delete them while
-/// re-checking the whole rule on the row as it is now, audit what was deleted, and count it on
-/// the run. Call notes keep their rows, unlinked here in one join (the foreign key's `ON DELETE
-/// SET NULL` runs one UPDATE per contact, a fifth of a batch's time, and then finds nothing
-/// left to do); phone numbers go with the contact.
+/// One batch of one account (`$5`) in one statement, hence one transaction: lock up to `$2`
+/// due candidates (skipping rows another transaction holds, such as a contact being edited),
+/// delete them while re-checking the whole rule on the row as it is now, audit what was
+/// deleted, and count it on the run. Call notes keep their rows, unlinked here in one join (the
+/// foreign key's `ON DELETE SET NULL` runs one UPDATE per contact, a fifth of a batch's time,
+/// and then finds nothing left to do); phone numbers go with the contact.
 const DELETE_BATCH: &str = concat!(
     "WITH due AS MATERIALIZED ( \
-       SELECT account_id, contact_id FROM contacts WHERE ",
+       SELECT account_id, contact_id FROM contacts WHERE account_id = $5 AND ",
     due!(""),
-    " ORDER BY last_activity_time, account_id, contact_id LIMIT $2 FOR UPDATE SKIP LOCKED \
+    " ORDER BY last_activity_time, contact_id LIMIT $2 FOR UPDATE SKIP LOCKED \
      ), gone AS ( \
        DELETE FROM contacts c USING due \
-       WHERE c.account_id = due.account_id AND c.contact_id = due.contact_id AND ",
+       WHERE c.account_id = $5 AND c.contact_id = due.contact_id AND ",
     due!("c."),
     " RETURNING c.account_id, c.contact_id, c.last_activity_time \
      ), unlinked AS ( \
        UPDATE call_notes n SET contact_id = NULL FROM gone \
-       WHERE n.account_id = gone.account_id AND n.contact_id = gone.contact_id \
+       WHERE n.account_id = $5 AND n.contact_id = gone.contact_id \
      ), audited AS ( \
        INSERT INTO purged_contacts (account_id, contact_id, run_id, last_activity_time, delete_time) \
        SELECT account_id, contact_id, $3, last_activity_time, $4 FROM gone \
@@ -103,44 +125,42 @@ const DELETE_BATCH: &str = concat!(
      LEFT JOIN (SELECT account_id, count(*) AS deleted FROM audited GROUP BY account_id) a ON true"
 );
 
-const COUNT_DUE: &str = concat!(
-    "SELECT account_id, count(*) AS due FROM contacts WHERE ",
-    due!(""),
-    " GROUP BY account_id"
-);
+/// The accounts with due contacts and how many each has: the run's accounts, the dry run's
+/// counts.
+const DUE_ACCOUNTS: &str = accounts_with_work!("contacts", due!(""));
 
 /// A housekeeping chore of the purge worker: work on rows that outlived their keeping time,
-/// done in batches under the purge lock ([`PurgeLock::housekeep`]) and counted by a dry run
-/// ([`PurgeSession::count_chore`]). Each is two statements: `batch` does the work for at most
-/// `$2` rows older than `$1` (skipping rows other transactions hold, re-checking the age at
-/// the row) and returns how many; `count` counts the rows older than `$1`. A new kind of
-/// housekeeping is a new chore here and a line in the worker's list.
+/// done in batches under the purge lock ([`PurgeLock::housekeep_account`]) and counted by a dry
+/// run ([`PurgeSession::count_chore`]). Each is two statements: `accounts` finds the accounts
+/// with rows older than `$1` and counts them; `batch` does the work for at most `$2` rows of
+/// the account `$3` older than `$1` (skipping rows other transactions hold, re-checking the age
+/// at the row) and returns how many. A new kind of housekeeping is a new chore here and a line
+/// in the worker's list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Chore {
     /// Names the chore in the summary, the metrics and the logs.
     pub name: &'static str,
+    accounts: &'static str,
     batch: &'static str,
-    count: &'static str,
 }
 
-/// Deletes, oldest first, up to `$2` rows of `$table` keyed by (account_id, `$key`) whose
-/// `$time` lies before `$1`.
+/// Deletes, in `$order`, up to `$2` rows of the account `$3` in `$table`, keyed by
+/// (account_id, `$key`), whose `$time` lies before `$1`.
 macro_rules! delete_older {
-    ($table:literal, $key:literal, $time:literal) => {
+    ($table:literal, $key:literal, $time:literal, $order:literal) => {
         concat!(
-            "WITH old AS MATERIALIZED (SELECT account_id, ",
+            "WITH old AS MATERIALIZED (SELECT ",
             $key,
             " FROM ",
             $table,
-            " WHERE ",
+            " WHERE account_id = $3 AND ",
             $time,
             " < $1 ORDER BY ",
-            $time,
+            $order,
             " LIMIT $2 FOR UPDATE SKIP LOCKED) \
              DELETE FROM ",
             $table,
-            " t USING old WHERE t.account_id = old.account_id \
-             AND t.",
+            " t USING old WHERE t.account_id = $3 AND t.",
             $key,
             " = old.",
             $key,
@@ -155,16 +175,21 @@ macro_rules! delete_older {
 /// so a retry inside it replays.
 pub const IDEMPOTENCY_KEYS: Chore = Chore {
     name: "idempotency_keys",
-    batch: delete_older!("idempotency_keys", "request_id", "create_time"),
-    count: "SELECT count(*) AS n FROM idempotency_keys WHERE create_time < $1",
+    accounts: accounts_with_work!("idempotency_keys", "create_time < $1"),
+    batch: delete_older!(
+        "idempotency_keys",
+        "request_id",
+        "create_time",
+        "create_time"
+    ),
 };
 
 /// The change feed's changes, after the feed's keeping time; a cursor before them then answers
-/// `CURSOR_EXPIRED`.
+/// `CURSOR_EXPIRED`. An account's changes go in feed order, the order of their times.
 pub const CHANGES: Chore = Chore {
     name: "changes",
-    batch: delete_older!("changes", "seq", "change_time"),
-    count: "SELECT count(*) AS n FROM changes WHERE change_time < $1",
+    accounts: accounts_with_work!("changes", "change_time < $1"),
+    batch: delete_older!("changes", "seq", "change_time", "seq"),
 };
 
 /// `CONTACT_EXPIRING` in the change feed for contacts subject to deletion whose last activity
@@ -174,15 +199,20 @@ pub const CHANGES: Chore = Chore {
 /// contact (its version and etag stay).
 pub const EXPIRY_NOTICES: Chore = Chore {
     name: "expiry_notices",
+    accounts: accounts_with_work!(
+        "contacts",
+        "purge_candidate AND last_activity_time < $1 \
+         AND expiry_notice_for IS DISTINCT FROM last_activity_time"
+    ),
     batch: concat!(
         "WITH due AS MATERIALIZED ( \
            SELECT account_id, contact_id FROM contacts \
-           WHERE purge_candidate AND last_activity_time < $1 \
+           WHERE account_id = $3 AND purge_candidate AND last_activity_time < $1 \
              AND expiry_notice_for IS DISTINCT FROM last_activity_time \
-           ORDER BY last_activity_time, account_id, contact_id LIMIT $2 FOR UPDATE SKIP LOCKED \
+           ORDER BY last_activity_time, contact_id LIMIT $2 FOR UPDATE SKIP LOCKED \
          ), marked AS ( \
            UPDATE contacts c SET expiry_notice_for = c.last_activity_time FROM due \
-           WHERE c.account_id = due.account_id AND c.contact_id = due.contact_id \
+           WHERE c.account_id = $3 AND c.contact_id = due.contact_id \
              AND c.purge_candidate AND c.last_activity_time < $1 \
            RETURNING c.account_id, c.contact_id, c.last_activity_time \
          ), ",
@@ -193,22 +223,20 @@ pub const EXPIRY_NOTICES: Chore = Chore {
         ),
         " SELECT 1 FROM announced"
     ),
-    count: "SELECT count(*) AS n FROM contacts WHERE purge_candidate AND last_activity_time < $1 \
-            AND expiry_notice_for IS DISTINCT FROM last_activity_time",
 };
 
 /// Undelivered-message records after the report period (by `end_time`), each announced in the
 /// change feed as `UNDELIVERED_MESSAGE_REMOVED`.
 pub const UNDELIVERED_MESSAGES: Chore = Chore {
     name: "undelivered_messages",
+    accounts: accounts_with_work!("undelivered_messages", "end_time < $1"),
     batch: concat!(
         "WITH old AS MATERIALIZED ( \
-           SELECT account_id, message_id FROM undelivered_messages WHERE end_time < $1 \
+           SELECT message_id FROM undelivered_messages WHERE account_id = $3 AND end_time < $1 \
            ORDER BY end_time LIMIT $2 FOR UPDATE SKIP LOCKED \
          ), gone AS ( \
            DELETE FROM undelivered_messages t USING old \
-           WHERE t.account_id = old.account_id AND t.message_id = old.message_id \
-             AND t.end_time < $1 \
+           WHERE t.account_id = $3 AND t.message_id = old.message_id AND t.end_time < $1 \
            RETURNING t.account_id, t.contact_id, t.message_id \
          ), ",
         announce!(
@@ -218,7 +246,6 @@ pub const UNDELIVERED_MESSAGES: Chore = Chore {
         ),
         " SELECT 1 FROM announced"
     ),
-    count: "SELECT count(*) AS n FROM undelivered_messages WHERE end_time < $1",
 };
 
 /// Call notes older than their account's `call_note_retention_days` (by call time) at `$1`,
@@ -227,17 +254,22 @@ pub const UNDELIVERED_MESSAGES: Chore = Chore {
 /// without the setting keep their notes.
 pub const CALL_NOTES: Chore = Chore {
     name: "call_notes",
+    accounts: "SELECT /* which accounts have work */ n.account_id, count(*) AS n \
+               FROM call_notes n JOIN call_handling h ON h.account_id = n.account_id \
+               WHERE h.call_note_retention_days IS NOT NULL \
+                 AND n.call_time < $1::timestamptz - make_interval(days => h.call_note_retention_days) \
+               GROUP BY n.account_id ORDER BY n.account_id",
     batch: concat!(
         "WITH old AS MATERIALIZED ( \
-           SELECT n.account_id, n.call_note_id FROM call_notes n \
+           SELECT n.call_note_id FROM call_notes n \
            JOIN call_handling h ON h.account_id = n.account_id \
-           WHERE h.call_note_retention_days IS NOT NULL \
+           WHERE n.account_id = $3 AND h.call_note_retention_days IS NOT NULL \
              AND n.call_time < $1::timestamptz - make_interval(days => h.call_note_retention_days) \
            ORDER BY n.call_time LIMIT $2 FOR UPDATE OF n SKIP LOCKED \
          ), gone AS ( \
            DELETE FROM call_notes t USING old, call_handling h \
-           WHERE t.account_id = old.account_id AND t.call_note_id = old.call_note_id \
-             AND h.account_id = t.account_id AND h.call_note_retention_days IS NOT NULL \
+           WHERE t.account_id = $3 AND t.call_note_id = old.call_note_id \
+             AND h.account_id = $3 AND h.call_note_retention_days IS NOT NULL \
              AND t.call_time < $1::timestamptz - make_interval(days => h.call_note_retention_days) \
            RETURNING t.account_id, t.call_note_id \
          ), ",
@@ -249,31 +281,35 @@ pub const CALL_NOTES: Chore = Chore {
         ),
         " SELECT 1 FROM announced"
     ),
-    count: "SELECT count(*) AS n FROM call_notes n JOIN call_handling h \
-            ON h.account_id = n.account_id WHERE h.call_note_retention_days IS NOT NULL \
-            AND n.call_time < $1::timestamptz - make_interval(days => h.call_note_retention_days)",
 };
 
 /// Call counts of days before `$1`'s UTC day; the server reads a rolling window of
 /// `callers_domain::call_counts::WINDOW_DAYS`.
 pub const CALL_COUNTS: Chore = Chore {
     name: "call_counts",
+    accounts: accounts_with_work!(
+        "call_counts",
+        "day < ($1::timestamptz AT TIME ZONE 'UTC')::date"
+    ),
     batch: "WITH old AS MATERIALIZED ( \
-               SELECT account_id, employee_id, day FROM call_counts \
-               WHERE day < ($1::timestamptz AT TIME ZONE 'UTC')::date \
+               SELECT employee_id, day FROM call_counts \
+               WHERE account_id = $3 AND day < ($1::timestamptz AT TIME ZONE 'UTC')::date \
                ORDER BY day LIMIT $2 FOR UPDATE SKIP LOCKED) \
              DELETE FROM call_counts t USING old \
-             WHERE t.account_id = old.account_id AND t.employee_id = old.employee_id \
+             WHERE t.account_id = $3 AND t.employee_id = old.employee_id \
                AND t.day = old.day AND t.day < ($1::timestamptz AT TIME ZONE 'UTC')::date",
-    count: "SELECT count(*) AS n FROM call_counts \
-            WHERE day < ($1::timestamptz AT TIME ZONE 'UTC')::date",
 };
 
 /// The purge's own audit rows, after the audit's keeping time.
 pub const AUDIT_ROWS: Chore = Chore {
     name: "audit_rows",
-    batch: delete_older!("purged_contacts", "contact_id", "delete_time"),
-    count: "SELECT count(*) AS n FROM purged_contacts WHERE delete_time < $1",
+    accounts: accounts_with_work!("purged_contacts", "delete_time < $1"),
+    batch: delete_older!(
+        "purged_contacts",
+        "contact_id",
+        "delete_time",
+        "delete_time"
+    ),
 };
 
 /// The records of privacy requests, after the audit's keeping time (which must cover the
@@ -281,19 +317,18 @@ pub const AUDIT_ROWS: Chore = Chore {
 /// here; only `LiftSuppression` ends one.
 pub const PRIVACY_REQUESTS: Chore = Chore {
     name: "privacy_requests",
-    batch: delete_older!("privacy_requests", "request_id", "request_time"),
-    count: "SELECT count(*) AS n FROM privacy_requests WHERE request_time < $1",
+    accounts: accounts_with_work!("privacy_requests", "request_time < $1"),
+    batch: delete_older!(
+        "privacy_requests",
+        "request_id",
+        "request_time",
+        "request_time"
+    ),
 };
 
 row_struct! {
-    struct DueRow {
+    struct AccountWorkRow {
         account_id: String,
-        due: i64,
-    }
-}
-
-row_struct! {
-    struct CountRow {
         n: i64,
     }
 }
@@ -459,19 +494,37 @@ impl PurgeSession {
         Ok(row.locked.then_some(PurgeLock { session: self }))
     }
 
-    /// How many contacts a run with `cutoff` would delete, per account. Reads only.
+    /// How many contacts a run with `cutoff` would delete, per account: the accounts a run
+    /// works on. Reads only.
     pub async fn count_due(&self, cutoff: DateTime<Utc>) -> Result<BTreeMap<String, u64>, Error> {
-        let rows: Vec<DueRow> = self.rows(COUNT_DUE, &[&cutoff]).await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.account_id, count(r.due)))
-            .collect())
+        self.accounts_with_work(DUE_ACCOUNTS, cutoff).await
+    }
+
+    /// How many rows `chore` would work on for `before`, per account: the accounts a run
+    /// works on. Reads only.
+    pub async fn chore_accounts(
+        &self,
+        chore: &Chore,
+        before: DateTime<Utc>,
+    ) -> Result<BTreeMap<String, u64>, Error> {
+        self.accounts_with_work(chore.accounts, before).await
     }
 
     /// How many rows `chore` would work on for `before`. Reads only.
     pub async fn count_chore(&self, chore: &Chore, before: DateTime<Utc>) -> Result<u64, Error> {
-        let row: CountRow = self.one(chore.count, &[&before]).await?;
-        Ok(count(row.n))
+        Ok(self.chore_accounts(chore, before).await?.values().sum())
+    }
+
+    async fn accounts_with_work(
+        &self,
+        sql: &'static str,
+        before: DateTime<Utc>,
+    ) -> Result<BTreeMap<String, u64>, Error> {
+        let rows: Vec<AccountWorkRow> = self.rows(sql, &[&before]).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.account_id, count(r.n)))
+            .collect())
     }
 
     async fn prepared(&self, sql: &'static str) -> Result<Statement, Error> {
@@ -556,10 +609,11 @@ impl PurgeLock {
         Ok(())
     }
 
-    /// Deletes up to `limit` due contacts of the run and audits them, committed on return.
+    /// Deletes up to `limit` due contacts of `account` and audits them, committed on return.
     pub async fn delete_batch(
         &self,
         plan: &RunPlan,
+        account: &str,
         limit: u32,
         now: DateTime<Utc>,
     ) -> Result<Batch, Error> {
@@ -572,6 +626,7 @@ impl PurgeLock {
                     &i64::from(limit),
                     &plan.run_id,
                     &crate::db_time(now),
+                    &account,
                 ],
             )
             .await?;
@@ -587,17 +642,37 @@ impl PurgeLock {
         Ok(batch)
     }
 
-    /// Does `chore` for up to `limit` rows older than `before`, committed on return; returns
-    /// how many rows it worked on.
+    /// Does `chore` for up to `limit` rows of `account` older than `before`, committed on
+    /// return; returns how many rows it worked on.
+    pub async fn housekeep_account(
+        &self,
+        chore: &Chore,
+        account: &str,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, Error> {
+        self.session
+            .execute(chore.batch, &[&before, &i64::from(limit), &account])
+            .await
+    }
+
+    /// Does `chore` for up to `limit` rows older than `before`, account after account, each
+    /// batch committed on its own; returns how many rows it worked on.
     pub async fn housekeep(
         &self,
         chore: &Chore,
         before: DateTime<Utc>,
         limit: u32,
     ) -> Result<u64, Error> {
-        self.session
-            .execute(chore.batch, &[&before, &i64::from(limit)])
-            .await
+        let mut done = 0;
+        for account in self.session.chore_accounts(chore, before).await?.keys() {
+            let left = limit.saturating_sub(u32::try_from(done).unwrap_or(u32::MAX));
+            if left == 0 {
+                break;
+            }
+            done += self.housekeep_account(chore, account, before, left).await?;
+        }
+        Ok(done)
     }
 
     /// Records how the run ended; its `deleted` count was kept up to date batch by batch.
@@ -688,24 +763,55 @@ mod tests {
             .expect("the purge lock is free")
     }
 
-    /// Runs batches until the candidates are exhausted; returns the batches.
+    /// Runs batches, account after account, until the candidates are exhausted; returns the
+    /// batches.
     async fn delete_all(lock: &PurgeLock, plan: &RunPlan, limit: u32) -> Vec<Batch> {
         let mut batches = Vec::new();
-        loop {
-            let batch = lock
-                .delete_batch(plan, limit, plan.start_time)
-                .await
-                .unwrap();
-            let done = batch.selected < u64::from(limit);
-            batches.push(batch);
-            if done {
-                return batches;
+        let accounts = lock.session().count_due(plan.cutoff).await.unwrap();
+        for account in accounts.keys() {
+            loop {
+                let batch = lock
+                    .delete_batch(plan, account, limit, plan.start_time)
+                    .await
+                    .unwrap();
+                let done = batch.selected < u64::from(limit);
+                batches.push(batch);
+                if done {
+                    break;
+                }
             }
         }
+        batches
     }
 
     fn plan_at(now: DateTime<Utc>) -> RunPlan {
         RunPlan::new(Uuid::now_v7(), now, None, Retention::default())
+    }
+
+    const CHORES: [Chore; 8] = [
+        IDEMPOTENCY_KEYS,
+        CHANGES,
+        EXPIRY_NOTICES,
+        UNDELIVERED_MESSAGES,
+        CALL_NOTES,
+        CALL_COUNTS,
+        AUDIT_ROWS,
+        PRIVACY_REQUESTS,
+    ];
+
+    #[test]
+    fn the_finders_carry_the_marker_and_every_batch_names_its_account() {
+        assert!(DUE_ACCOUNTS.contains(ACCOUNTS_WITH_WORK));
+        assert!(DELETE_BATCH.contains("WHERE account_id = $5 AND"));
+        for chore in CHORES {
+            assert!(
+                chore.accounts.contains(ACCOUNTS_WITH_WORK),
+                "{}",
+                chore.name
+            );
+            assert!(!chore.batch.contains(ACCOUNTS_WITH_WORK), "{}", chore.name);
+            assert!(chore.batch.contains("account_id = $3"), "{}", chore.name);
+        }
     }
 
     #[tokio::test]
@@ -1045,10 +1151,17 @@ mod tests {
         let lock = locked(&db).await;
         lock.start_run(&plan).await.unwrap();
         let delete_time = now + Duration::seconds(3);
-        let batch = lock.delete_batch(&plan, 10, delete_time).await.unwrap();
-        assert_eq!(batch.selected, 2);
+        let mut deleted = BTreeMap::new();
+        for account in ["acme", "beta"] {
+            let batch = lock
+                .delete_batch(&plan, account, 10, delete_time)
+                .await
+                .unwrap();
+            assert_eq!(batch.selected, 1, "one account's contacts only");
+            deleted.extend(batch.deleted_by_account);
+        }
         assert_eq!(
-            batch.deleted_by_account,
+            deleted,
             BTreeMap::from([("acme".to_owned(), 1), ("beta".to_owned(), 1)])
         );
         lock.finish_run(plan.run_id, RunOutcome::Succeeded, delete_time)

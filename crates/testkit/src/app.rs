@@ -110,6 +110,17 @@ pub async fn spawn_app_against(url: &str) -> TestApp {
     .await
 }
 
+/// A server whose database is at `url` that sweeps expired messages and writes its call counts
+/// every `every` by itself, as the binary does.
+pub async fn spawn_app_against_with_background(url: &str, every: Duration) -> TestApp {
+    let limits = Limits {
+        message_sweep: Some(every),
+        call_count_flush: Some(every),
+        ..Limits::default()
+    };
+    spawn(Authenticator::disabled(), url, None, limits, None).await
+}
+
 async fn spawn(
     auth: Authenticator,
     url: &str,
