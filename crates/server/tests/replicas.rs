@@ -77,7 +77,7 @@ async fn reads_use_a_replica_within_the_lag_bound_and_the_primary_beyond_it() {
     let before = replica(&app).reads;
     assert_eq!(
         ids(&identify(&app, "030 1111111").await.unwrap()),
-        [first.contact_id.clone()]
+        std::slice::from_ref(&first.contact_id)
     );
     get(&mut app, ACCOUNT, &first.contact_id).await.unwrap();
     let listed = app
@@ -105,7 +105,7 @@ async fn reads_use_a_replica_within_the_lag_bound_and_the_primary_beyond_it() {
     let found = identify(&app, "030 2222222").await.unwrap();
     assert_eq!(
         ids(&found),
-        [second.contact_id.clone()],
+        std::slice::from_ref(&second.contact_id),
         "the primary has it"
     );
     assert_eq!(
@@ -202,7 +202,7 @@ async fn a_message_told_on_the_primary_never_shows_as_pending_through_a_lagging_
 
     let reads = replica(&app).reads;
     let shown = identify(&app, "030 3333333").await.unwrap();
-    assert_eq!(ids(&shown), [told.contact_id.clone()]);
+    assert_eq!(ids(&shown), std::slice::from_ref(&told.contact_id));
     assert_eq!(
         shown.matches[0].contact.as_ref().unwrap().caller_message,
         None,
