@@ -182,10 +182,84 @@ impl Db {
         Ok(())
     }
 
+    /// A fresh hot-standby replica of the private cluster beside it (`<pg-dir>-replica`,
+    /// made anew by pg_basebackup), returned once it has replayed everything written so far.
+    pub async fn start_replica(&self, database: &str) -> anyhow::Result<Replica> {
+        let Some(primary) = &self.private else {
+            bail!("--replica needs the private cluster (leave DATABASE_URL unset)");
+        };
+        let mut name = primary.data_dir().as_os_str().to_owned();
+        name.push("-replica");
+        let dir = std::path::PathBuf::from(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("removing the old replica in {}", dir.display()))?;
+        }
+        let started = std::time::Instant::now();
+        let pg = PrivatePostgres::start_replica_for_tests(primary, &dir)
+            .await
+            .context("starting the replica")?;
+        let wanted: String = self
+            .admin()
+            .await?
+            .query_one("SELECT pg_current_wal_insert_lsn()::text AS lsn", &[])
+            .await?
+            .get("lsn");
+        let replica = connect(&pg.url_for(database)).await?;
+        while !replica
+            .query_one(
+                "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn AS caught_up",
+                &[&wanted],
+            )
+            .await?
+            .get::<_, bool>("caught_up")
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        eprintln!(
+            "replica at {} caught up {:.0} s after the base backup began",
+            pg.url(),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(Replica { pg, dir })
+    }
+
     pub async fn stop(self) -> anyhow::Result<()> {
         if let Some(pg) = self.private {
             pg.stop().await?;
         }
+        Ok(())
+    }
+}
+
+/// A streaming replica made for one run; removed when stopped.
+pub struct Replica {
+    pg: PrivatePostgres,
+    dir: std::path::PathBuf,
+}
+
+impl Replica {
+    pub fn url_for(&self, database: &str) -> String {
+        self.pg.url_for(database)
+    }
+
+    /// Transactions the replica committed in `database` (the reads sent to it).
+    pub async fn transactions(&self, database: &str) -> anyhow::Result<i64> {
+        let client = connect(&self.pg.url_for(database)).await?;
+        // Statistics are flushed at the end of a transaction; this one's own read counts too.
+        Ok(client
+            .query_one(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+                &[],
+            )
+            .await?
+            .get("xact_commit"))
+    }
+
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.pg.stop().await?;
+        std::fs::remove_dir_all(&self.dir)
+            .with_context(|| format!("removing the replica in {}", self.dir.display()))?;
         Ok(())
     }
 }

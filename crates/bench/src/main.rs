@@ -200,6 +200,11 @@ pub struct Opts {
     /// 20 backends) and pass it --db-pooler=transaction; the raw baselines stay direct.
     #[arg(long, global = true)]
     pgbouncer: bool,
+    /// `load`: start a streaming replica of the private cluster (pg_basebackup) and give the
+    /// server --database-replica-url for the run's database, so its reads go there; the raw
+    /// baselines stay on the primary.
+    #[arg(long, global = true)]
+    replica: bool,
     /// N: due contacts of the purge benchmark (among 2N); default 200,000 × scale, at least 10,000.
     #[arg(long, global = true)]
     purge_n: Option<u64>,
@@ -476,17 +481,25 @@ async fn load_runs(
     };
     let one_account = scenarios::samples_of(&samples, &big);
     let mut bouncer = None;
+    let mut replica = None;
+    let mut server_args = o.server_arg.clone();
+    if o.replica && service {
+        let r = db.start_replica(&run_db).await?;
+        server_args.push(format!("--database-replica-url={}", r.url_for(&run_db)));
+        report.replica_transactions_before = Some(r.transactions(&run_db).await?);
+        replica = Some(r);
+    }
     let server = match (service, &o.addr, &server_bin) {
         (true, None, Some(bin)) => {
             let s = if o.pgbouncer {
                 let pgb = callers_testkit::pgbouncer::PgBouncer::start_with_pool(&url, 20).await;
                 let mut args = vec!["--db-pooler=transaction".to_owned()];
-                args.extend(o.server_arg.iter().cloned());
+                args.extend(server_args.iter().cloned());
                 let s = server::Server::start(bin, &pgb.url_for(&run_db), log_dir, &args).await?;
                 bouncer = Some(pgb);
                 s
             } else {
-                server::Server::start(bin, &url, log_dir, &o.server_arg).await?
+                server::Server::start(bin, &url, log_dir, &server_args).await?
             };
             let (rss, _) = s.memory_kib();
             eprintln!(
@@ -574,6 +587,15 @@ async fn load_runs(
     }
     drop(raw);
     drop(bouncer);
+    if let Some(r) = replica {
+        // Backends report their statistics when they exit.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = report.replica_transactions_before.unwrap_or(0);
+        let after = r.transactions(&run_db).await?;
+        eprintln!("replica: served {} transactions", after - before);
+        report.replica_transactions = Some(after - before);
+        r.stop().await?;
+    }
     report.runs = result?;
     if !o.keep_copies {
         db.drop_database(&run_db).await?;

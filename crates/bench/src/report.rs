@@ -112,6 +112,10 @@ pub struct LoadReport {
     pub server_rss_idle_kib: Option<u64>,
     pub server_rss_peak_kib: Option<u64>,
     pub server_cpu_secs: Option<f64>,
+    /// With --replica: the replica's committed transactions in the run's database, before the
+    /// server started and during the runs (reads the server sent there).
+    pub replica_transactions_before: Option<i64>,
+    pub replica_transactions: Option<i64>,
     /// Microseconds of domain work per call, single thread (see `micro` in main.rs).
     pub micro: Vec<(String, f64)>,
     pub runs: Vec<Stats>,
@@ -321,6 +325,12 @@ pub fn markdown(r: &Results) -> String {
                 load.consistency,
                 load.name_account,
                 load.name_account_contacts
+            );
+        }
+        if let Some(n) = load.replica_transactions {
+            let _ = writeln!(
+                s,
+                "Server reads went to a streaming replica: {n} transactions on it during the runs\n"
             );
         }
         for (what, us) in &load.micro {
