@@ -646,56 +646,182 @@ async fn wait_for(sql: &Client, query: &str, done: impl Fn(i64) -> bool) {
     }
 }
 
+/// A stand-in Pushgateway: records every request and keeps the job's group as the real one
+/// does (POST replaces the metric families it names, PUT the whole group).
+struct Pushgateway {
+    url: String,
+    state: std::sync::Arc<std::sync::Mutex<Gateway>>,
+}
+
+#[derive(Default)]
+struct Gateway {
+    requests: Vec<(String, String)>,
+    families: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl Pushgateway {
+    async fn start() -> Pushgateway {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = std::sync::Arc::new(std::sync::Mutex::new(Gateway::default()));
+        let shared = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let (head, body) = loop {
+                    let n = s.read(&mut chunk).await.unwrap();
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length = head
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= length || n == 0 {
+                            break (head.to_owned(), body.to_owned());
+                        }
+                    }
+                    assert!(n > 0, "connection closed mid-request");
+                };
+                let request_line = head.lines().next().unwrap_or_default().to_owned();
+                {
+                    let mut g = shared.lock().unwrap();
+                    if request_line.starts_with("PUT ") {
+                        g.families.clear();
+                    }
+                    let mut pushed = std::collections::BTreeMap::<String, Vec<String>>::new();
+                    for line in body.lines().filter(|l| !l.is_empty()) {
+                        let name = line
+                            .strip_prefix("# HELP ")
+                            .or_else(|| line.strip_prefix("# TYPE "))
+                            .unwrap_or(line)
+                            .split(['{', ' '])
+                            .next()
+                            .unwrap()
+                            .to_owned();
+                        pushed.entry(name).or_default().push(line.to_owned());
+                    }
+                    g.families.extend(pushed);
+                    g.requests.push((request_line, body));
+                }
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    .await
+                    .unwrap();
+            }
+        });
+        Pushgateway { url, state }
+    }
+
+    fn requests(&self) -> Vec<(String, String)> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// The value of a series the group holds now (the sample line starting with `series`).
+    fn value(&self, series: &str) -> Option<f64> {
+        let g = self.state.lock().unwrap();
+        g.families
+            .values()
+            .flatten()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+}
+
+const LAST_SUCCESS: &str = "callers_purge_last_success_timestamp_seconds";
+const LAST_FAILURE: &str = "callers_purge_last_failure_timestamp_seconds";
+
 #[tokio::test]
 async fn a_run_pushes_its_figures_to_a_pushgateway_and_a_textfile() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let db = fresh_database().await;
     let sql = sql(&db).await;
     insert_many(&sql, &Row::caller("acme", 200), 4).await;
-    // A stand-in Pushgateway: records one request and answers 200.
-    let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", gateway.local_addr().unwrap());
-    let received = tokio::spawn(async move {
-        let (mut s, _) = gateway.accept().await.unwrap();
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = s.read(&mut chunk).await.unwrap();
-            buf.extend_from_slice(&chunk[..n]);
-            let text = String::from_utf8_lossy(&buf);
-            if n == 0 || text.contains("callers_purge_outcome{outcome=\"failed\"}") {
-                break;
-            }
-        }
-        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-            .await
-            .unwrap();
-        String::from_utf8_lossy(&buf).into_owned()
-    });
+    let gateway = Pushgateway::start().await;
     let file = std::env::temp_dir().join(format!("callers-purge-{}.prom", uuid::Uuid::new_v4()));
-    let run = purge(
-        &db,
-        &[
-            "--pushgateway-url",
-            &url,
-            "--metrics-textfile",
-            file.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let metrics = [
+        "--pushgateway-url",
+        &gateway.url,
+        "--metrics-textfile",
+        file.to_str().unwrap(),
+    ];
+    let run = purge(&db, &metrics).await;
     assert_eq!(run.deleted(), 4, "{run:#?}");
-    let request = received.await.unwrap();
+    let requests = gateway.requests();
+    assert_eq!(requests.len(), 1);
+    let (line, body) = &requests[0];
     assert!(
-        request.starts_with("PUT /metrics/job/callers-purge "),
-        "{request}"
+        line.starts_with("POST /metrics/job/callers-purge "),
+        "{line}"
     );
-    assert!(
-        request.contains("callers_purge_deleted_contacts 4"),
-        "{request}"
-    );
-    assert!(request.contains("callers_purge_outcome{outcome=\"succeeded\"} 1"));
+    assert!(body.contains("callers_purge_deleted_contacts 4"), "{body}");
+    assert!(body.contains("callers_purge_outcome{outcome=\"succeeded\"} 1"));
+    assert!(!body.contains(LAST_FAILURE), "{body}");
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.contains("callers_purge_deleted_contacts 4"));
     assert!(!text.contains("acme"), "no account ids in metrics");
+    let _ = std::fs::remove_file(&file);
+}
+
+/// The documented alert watches `time() - last_success`: a failed run must raise it, so the
+/// series must survive that run, and the failure must be visible beside it.
+#[tokio::test]
+async fn after_a_failed_run_the_last_success_is_still_there_and_the_failure_is_newer() {
+    let db = fresh_database().await;
+    let gateway = Pushgateway::start().await;
+    let file = std::env::temp_dir().join(format!("callers-purge-{}.prom", uuid::Uuid::new_v4()));
+    let metrics = [
+        "--pushgateway-url",
+        &gateway.url,
+        "--metrics-textfile",
+        file.to_str().unwrap(),
+    ];
+    let ok = purge(&db, &metrics).await;
+    assert_eq!(ok.code, Some(0), "{ok:#?}");
+    let success = gateway.value(LAST_SUCCESS).expect("a success timestamp");
+    assert_eq!(gateway.value(LAST_FAILURE), None);
+
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let unreachable = format!("postgres://postgres@127.0.0.1:{port}/callers");
+    let mut args = vec!["--database-url", &unreachable];
+    args.extend(metrics);
+    let failed = finish(purge_command(None, &args).spawn().unwrap()).await;
+    assert_eq!(failed.code, Some(1), "{failed:#?}");
+
+    let requests = gateway.requests();
+    assert_eq!(requests.len(), 2);
+    assert!(
+        requests.iter().all(|(l, _)| l.starts_with("POST ")),
+        "{requests:?}"
+    );
+    assert!(!requests[1].1.contains(LAST_SUCCESS), "{}", requests[1].1);
+    assert_eq!(gateway.value(LAST_SUCCESS), Some(success));
+    let failure = gateway.value(LAST_FAILURE).expect("a failure timestamp");
+    assert!(failure >= success);
+    assert_eq!(
+        gateway.value("callers_purge_outcome{outcome=\"failed\"}"),
+        Some(1.0)
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains(&format!("\n{LAST_SUCCESS} {success}")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("\n{LAST_FAILURE} ")), "{text}");
+
+    let again = purge(&db, &metrics).await;
+    assert_eq!(again.code, Some(0), "{again:#?}");
+    assert!(gateway.value(LAST_SUCCESS).unwrap() >= failure);
+    assert_eq!(
+        gateway.value("callers_purge_outcome{outcome=\"succeeded\"}"),
+        Some(1.0)
+    );
     let _ = std::fs::remove_file(&file);
 }

@@ -1,6 +1,11 @@
 //! The run's figures for Prometheus, for operators who alert on metrics rather than logs:
 //! pushed to a Pushgateway (the usual home of batch-job metrics on Kubernetes) and/or written
 //! to a node-exporter textfile. Counts and times only, no account ids as labels.
+//!
+//! A run writes `last_success_timestamp` or `last_failure_timestamp`, never both, and the
+//! other must survive it, or the alert on "no success for two days" loses its series after
+//! the first failure: the push is a POST (the Pushgateway replaces only the series it names)
+//! and the textfile carries the other timestamp over from its previous version.
 
 use crate::config::Cli;
 use crate::run::{Outcome, Summary};
@@ -11,6 +16,8 @@ use std::time::Duration;
 
 const JOB: &str = "callers-purge";
 const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+const LAST_SUCCESS: &str = "callers_purge_last_success_timestamp_seconds";
+const LAST_FAILURE: &str = "callers_purge_last_failure_timestamp_seconds";
 
 pub async fn publish(cli: &Cli, summary: &Summary) {
     if cli.pushgateway_url.is_none() && cli.metrics_textfile.is_none() {
@@ -18,6 +25,8 @@ pub async fn publish(cli: &Cli, summary: &Summary) {
     }
     let text = prometheus_text(summary);
     if let Some(path) = &cli.metrics_textfile {
+        let previous = std::fs::read_to_string(path).unwrap_or_default();
+        let text = carry_over(&previous, text.clone());
         let tmp = path.with_extension("tmp");
         let written = std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, path));
         if let Err(e) = written {
@@ -47,12 +56,15 @@ fn prometheus_text(s: &Summary) -> String {
         "When the last run ended.",
         end,
     );
-    if s.outcome == Outcome::Succeeded && !s.dry_run {
-        gauge(
-            "callers_purge_last_success_timestamp_seconds",
-            "When the last successful run ended.",
+    match s.outcome {
+        _ if s.dry_run => {}
+        Outcome::Succeeded => gauge(LAST_SUCCESS, "When the last successful run ended.", end),
+        Outcome::Failed | Outcome::Interrupted => gauge(
+            LAST_FAILURE,
+            "When the last failed or interrupted run ended.",
             end,
-        );
+        ),
+        Outcome::Skipped => {}
     }
     gauge(
         "callers_purge_duration_seconds",
@@ -93,7 +105,34 @@ fn prometheus_text(s: &Summary) -> String {
     t
 }
 
-/// `PUT <url>/metrics/job/callers-purge`: replaces the job's previous metrics.
+/// `text` plus the success and failure timestamps of `previous` that `text` does not set.
+fn carry_over(previous: &str, mut text: String) -> String {
+    for name in [LAST_SUCCESS, LAST_FAILURE] {
+        if text.contains(&format!("\n{name} ")) || text.starts_with(&format!("{name} ")) {
+            continue;
+        }
+        let family = previous
+            .lines()
+            .filter(|l| {
+                l.strip_prefix("# HELP ")
+                    .or_else(|| l.strip_prefix("# TYPE "))
+                    .unwrap_or(l)
+                    .split_whitespace()
+                    .next()
+                    == Some(name)
+            })
+            .collect::<Vec<_>>();
+        if family.iter().any(|l| !l.starts_with('#')) {
+            for l in family {
+                let _ = writeln!(text, "{l}");
+            }
+        }
+    }
+    text
+}
+
+/// `POST <url>/metrics/job/callers-purge`: replaces the job's series of the names pushed and
+/// keeps the others (the timestamp this run did not write).
 async fn push(base: &str, text: String) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let uri: hyper::Uri = format!("{}/metrics/job/{JOB}", base.trim_end_matches('/')).parse()?;
     let host = uri
@@ -105,7 +144,7 @@ async fn push(base: &str, text: String) -> Result<(), Box<dyn std::error::Error 
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let req = hyper::Request::put(uri.path())
+    let req = hyper::Request::post(uri.path())
         .header(hyper::header::HOST, format!("{host}:{port}"))
         .header(hyper::header::CONTENT_TYPE, "text/plain; version=0.0.4")
         .body(Full::new(Bytes::from(text)))?;
@@ -139,6 +178,35 @@ mod tests {
         assert!(t.contains("callers_purge_outcome{outcome=\"succeeded\"} 1"));
         assert!(t.contains("callers_purge_outcome{outcome=\"failed\"} 0"));
         assert!(t.contains("callers_purge_last_success_timestamp_seconds"));
+        assert!(!t.contains("callers_purge_last_failure_timestamp_seconds"));
         assert!(!t.contains("acme"));
+    }
+
+    #[test]
+    fn the_textfile_keeps_the_timestamp_a_run_did_not_write() {
+        let cli = crate::config::Cli::try_parse_checked([
+            "callers-purge",
+            "--database-url",
+            "postgres://x@127.0.0.1/db",
+        ])
+        .unwrap();
+        let mut s = crate::run::Summary::for_tests(&cli.settings());
+        s.outcome = Outcome::Succeeded;
+        let succeeded = prometheus_text(&s);
+        s.outcome = Outcome::Failed;
+        let failed = carry_over(&succeeded, prometheus_text(&s));
+        let success_line = |t: &str| {
+            t.lines()
+                .find(|l| l.starts_with(LAST_SUCCESS))
+                .map(str::to_owned)
+        };
+        assert!(success_line(&succeeded).is_some());
+        assert_eq!(success_line(&failed), success_line(&succeeded));
+        assert!(failed.contains(&format!("\n{LAST_FAILURE} ")), "{failed}");
+        assert_eq!(failed.matches(&format!("# TYPE {LAST_SUCCESS}")).count(), 1);
+        s.outcome = Outcome::Succeeded;
+        let again = carry_over(&failed, prometheus_text(&s));
+        assert_eq!(again.matches(&format!("\n{LAST_SUCCESS} ")).count(), 1);
+        assert!(again.contains(&format!("\n{LAST_FAILURE} ")), "{again}");
     }
 }
