@@ -10,6 +10,7 @@ mod run;
 
 use callers_domain::SystemClock;
 use callers_runtime::logging::{self, Output};
+use callers_runtime::telemetry;
 use clap::error::ErrorKind;
 use config::Cli;
 use std::process::ExitCode;
@@ -29,8 +30,6 @@ fn main() -> ExitCode {
             return ExitCode::from(USAGE_ERROR);
         }
     };
-    // Stderr: stdout carries only the summary.
-    logging::init(cli.log_format, Output::Stderr);
     let settings = cli.settings();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -43,6 +42,15 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
+        let (traces, traces_error) = match telemetry::Traces::from_env("callers-purge") {
+            Ok(t) => (t, None),
+            Err(e) => (None, Some(e)),
+        };
+        // Stderr: stdout carries only the summary.
+        logging::init_with_traces(cli.log_format, Output::Stderr, traces.as_ref());
+        if let Some(e) = traces_error {
+            tracing::warn!(error = e, "traces are not exported");
+        }
         let stop = match stop_on_signals() {
             Ok(stop) => stop,
             Err(e) => {
@@ -59,6 +67,9 @@ fn main() -> ExitCode {
             eprintln!("callers-purge: {error}");
         }
         report::publish(&cli, &summary).await;
+        if let Some(t) = traces {
+            t.shutdown().await;
+        }
         ExitCode::from(summary.outcome.exit_code())
     })
 }

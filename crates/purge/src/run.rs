@@ -3,12 +3,14 @@
 use crate::config::Settings;
 use anyhow::Context;
 use callers_domain::Clock;
+use callers_runtime::telemetry;
 use callers_store::purge::{self, Chore, PurgeLock, PurgeSession, RunOutcome, RunPlan};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// How the run ended; the exit code follows from it.
@@ -107,10 +109,22 @@ impl Summary {
 pub async fn run(settings: &Settings, clock: &dyn Clock, stop: watch::Receiver<bool>) -> Summary {
     let started = Instant::now();
     let mut summary = Summary::new(settings, clock.now());
+    let span = telemetry::span(|| {
+        tracing::info_span!(
+            "purge run",
+            dry_run = settings.dry_run,
+            outcome = tracing::field::Empty,
+            deleted = tracing::field::Empty,
+        )
+    });
     let result = if settings.dry_run {
-        dry_run(settings, clock, &mut summary).await
+        dry_run(settings, clock, &mut summary)
+            .instrument(span.clone())
+            .await
     } else {
-        purge(settings, clock, stop, &mut summary).await
+        purge(settings, clock, stop, &mut summary)
+            .instrument(span.clone())
+            .await
     };
     match result {
         Ok(outcome) => summary.outcome = outcome,
@@ -121,6 +135,8 @@ pub async fn run(settings: &Settings, clock: &dyn Clock, stop: watch::Receiver<b
     }
     summary.end_time = clock.now();
     summary.elapsed_secs = started.elapsed().as_millis() as f64 / 1000.0;
+    span.record("outcome", format!("{:?}", summary.outcome).to_lowercase());
+    span.record("deleted", summary.deleted);
     summary
 }
 
@@ -252,6 +268,9 @@ async fn work(
             }
             let batch = lock
                 .delete_batch(plan, account, limit, clock.now())
+                .instrument(telemetry::span(|| {
+                    tracing::info_span!("purge batch", chore = "contacts")
+                }))
                 .await
                 .context("deleting a batch of contacts")?;
             summary.batches += 1;
@@ -286,6 +305,9 @@ async fn work(
                 }
                 let n = lock
                     .housekeep_account(&chore, account, before, limit)
+                    .instrument(telemetry::span(|| {
+                        tracing::info_span!("purge batch", chore = chore.name)
+                    }))
                     .await
                     .with_context(|| format!("housekeeping: {}", chore.name))?;
                 let done = summary.housekept.entry(key.clone()).or_default();

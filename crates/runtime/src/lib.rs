@@ -1,8 +1,9 @@
-//! What both binaries share at start-up: secrets that never print, and logging that never
-//! carries the database driver's statement parameters.
+//! What both binaries share at start-up: secrets that never print, logging that never
+//! carries the database driver's statement parameters, and OpenTelemetry traces.
 
 pub mod logging;
 mod secret;
+pub mod telemetry;
 
 pub use logging::LogFormat;
 pub use secret::Secret;

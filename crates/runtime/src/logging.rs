@@ -1,7 +1,9 @@
 //! Logging: JSON lines for machines, pretty for people at a terminal, filtered by `RUST_LOG`,
 //! and nothing below info from the database driver, whatever `RUST_LOG` says.
 
+use crate::telemetry::Traces;
 use clap::ValueEnum;
+use opentelemetry_sdk::trace::SdkTracer;
 use std::io::IsTerminal;
 use tracing::subscriber::Interest;
 use tracing::{Level, Metadata, Subscriber};
@@ -31,6 +33,12 @@ pub enum Output {
 /// Installs the global subscriber: `RUST_LOG` (default `info`) writing to `output`, `Auto`
 /// being pretty when `output` is a terminal and JSON otherwise.
 pub fn init(format: LogFormat, output: Output) {
+    init_with_traces(format, output, None);
+}
+
+/// [`init`], and spans to `traces` when given.
+pub fn init_with_traces(format: LogFormat, output: Output, traces: Option<&Traces>) {
+    let tracer = traces.map(Traces::tracer);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = |terminal: bool| match format {
         LogFormat::Json => true,
@@ -38,16 +46,18 @@ pub fn init(format: LogFormat, output: Output) {
         LogFormat::Auto => !terminal,
     };
     let _ = match output {
-        Output::Stdout => subscriber(
+        Output::Stdout => subscriber_with(
             filter,
             json(std::io::stdout().is_terminal()),
             std::io::stdout,
+            tracer,
         )
         .try_init(),
-        Output::Stderr => subscriber(
+        Output::Stderr => subscriber_with(
             filter,
             json(std::io::stderr().is_terminal()),
             std::io::stderr,
+            tracer,
         )
         .try_init(),
     };
@@ -61,6 +71,20 @@ pub fn subscriber<W>(filter: EnvFilter, json: bool, writer: W) -> impl Subscribe
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    subscriber_with(filter, json, writer, None)
+}
+
+/// [`subscriber`], with spans also going to `tracer` when given.
+pub fn subscriber_with<W>(
+    filter: EnvFilter,
+    json: bool,
+    writer: W,
+    tracer: Option<SdkTracer>,
+) -> impl Subscriber + Send + Sync
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let otel = tracer.map(|t| tracing_opentelemetry::layer().with_tracer(t));
     let lines = tracing_subscriber::fmt::layer().with_writer(writer);
     let lines = if json {
         lines.json().flatten_event(true).boxed()
@@ -71,6 +95,7 @@ where
         .with(filter)
         .with(DriverGuard)
         .with(lines)
+        .with(otel)
 }
 
 /// Disables the driver's events and spans below info. It sees the driver's `log` records too:

@@ -128,6 +128,9 @@ pub async fn serve(
     let auth = deps.auth.clone();
     let authenticate = move |mut req: tonic::Request<()>| {
         let grant = auth.authenticate(&req)?;
+        if let Some(log) = req.extensions().get::<observe::RequestLog>() {
+            log.set_token(grant.token_name.clone());
+        }
         req.extensions_mut().insert(grant);
         Ok(req)
     };

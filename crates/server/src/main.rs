@@ -5,6 +5,7 @@ use callers_domain::SystemClock;
 use callers_domain::phone::Region;
 use callers_domain::retention::Retention;
 use callers_runtime::logging::{self, Output};
+use callers_runtime::telemetry;
 use callers_server::auth::Authenticator;
 use callers_server::config::{Cli, Command, DatabaseArgs, ServeArgs};
 use callers_server::grpc::App;
@@ -30,12 +31,23 @@ async fn main() {
         Some(Command::ReapplyErasures(args)) => (args.db.log.clone(), Output::Stderr),
         None => (cli.serve.db.log.clone(), Output::Stdout),
     };
-    logging::init(log.log_format, output);
+    // A trace exporter that cannot be made is reported and the service runs without it.
+    let (traces, traces_error) = match telemetry::Traces::from_env("callers-server") {
+        Ok(t) => (t, None),
+        Err(e) => (None, Some(e)),
+    };
+    logging::init_with_traces(log.log_format, output, traces.as_ref());
+    if let Some(e) = traces_error {
+        tracing::warn!(error = e, "traces are not exported");
+    }
     let result = match cli.command {
         Some(Command::Migrate(db)) => migrate(db).await,
         Some(Command::ReapplyErasures(args)) => reapply_erasures(args).await,
         None => run(cli.serve).await,
     };
+    if let Some(t) = traces {
+        t.shutdown().await;
+    }
     if let Err(e) = result {
         tracing::error!(error = format!("{e:#}"), "callers-server failed");
         eprintln!("callers-server: {e:#}");

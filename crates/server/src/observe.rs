@@ -1,8 +1,11 @@
 //! The per-request middleware: load shedding at the concurrency limit, the call's deadline
 //! (the client's `grpc-timeout` or the server's bound, whichever is sooner, answered with
-//! DEADLINE_EXCEEDED), one log line and the Prometheus series per call. Labels and log fields are method, status code and account only,
-//! never request contents.
+//! DEADLINE_EXCEEDED), the request id (`x-request-id`, the client's or a new one, returned in
+//! the response), the call's span when traces are exported (child of the client's
+//! `traceparent`), one log line and the Prometheus series per call. Labels and log fields are
+//! method, status code, account, token name, request and trace id, never request contents.
 
+use callers_runtime::telemetry;
 use metrics::{counter, histogram};
 use std::future::Future;
 use std::pin::Pin;
@@ -13,19 +16,53 @@ use tokio::sync::Semaphore;
 use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::{Code, Status};
+use tracing::Instrument;
 
-/// The account a handler worked for, filled in by `grpc::authorise` for the request log line.
+/// What the request log line learns from inside the call: the account a handler worked for
+/// (from `grpc::authorise`) and the token's name (from authentication; never the token).
 #[derive(Debug, Clone, Default)]
-pub struct RequestAccount(Arc<Mutex<Option<String>>>);
+pub struct RequestLog(Arc<Mutex<Learnt>>);
 
-impl RequestAccount {
-    pub fn set(&self, account: &str) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(account.to_owned());
+#[derive(Debug, Clone, Default)]
+struct Learnt {
+    account: Option<String>,
+    token: Option<Arc<str>>,
+}
+
+impl RequestLog {
+    pub fn set_account(&self, account: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).account = Some(account.to_owned());
     }
 
-    fn get(&self) -> Option<String> {
+    pub fn set_token(&self, name: Arc<str>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).token = Some(name);
+    }
+
+    fn get(&self) -> Learnt {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+}
+
+/// The request's metadata header carrying its id.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The client's request id when it is a plain token of at most 128 characters (it goes into
+/// log lines as it is), else a new one.
+fn request_id(headers: &http::HeaderMap) -> http::HeaderValue {
+    headers
+        .get(REQUEST_ID)
+        .filter(|v| {
+            let b = v.as_bytes();
+            !b.is_empty()
+                && b.len() <= 128
+                && b.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-_.:/+=".contains(c))
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            http::HeaderValue::from_str(&uuid::Uuid::new_v4().simple().to_string())
+                .expect("hex digits are a valid header value")
+        })
 }
 
 #[derive(Clone)]
@@ -87,22 +124,49 @@ where
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         let method = method_label(req.uri().path());
         let start = Instant::now();
+        let id = request_id(req.headers());
+        let call = Call {
+            method,
+            request_id: id.to_str().unwrap_or_default().to_owned(),
+            span: telemetry::span(|| {
+                let (service, name) = method.split_once('/').unwrap_or((method, method));
+                tracing::info_span!(
+                    "grpc",
+                    otel.name = method,
+                    otel.kind = "server",
+                    otel.status_code = tracing::field::Empty,
+                    rpc.system = "grpc",
+                    rpc.service = service,
+                    rpc.method = name,
+                    rpc.grpc.status_code = tracing::field::Empty,
+                    request_id = id.to_str().unwrap_or_default(),
+                )
+            }),
+            trace_id: None,
+        };
+        let call = Call {
+            trace_id: telemetry::continue_trace(&call.span, req.headers()),
+            ..call
+        };
+        started(method);
         let permit = if method.starts_with("grpc.") {
             None
         } else {
             match self.limit.clone().try_acquire_owned() {
                 Ok(p) => Some(p),
                 Err(_) => {
-                    finish(method, Code::ResourceExhausted, start, None);
+                    call.finish(Code::ResourceExhausted, start, Learnt::default());
                     let status = Status::resource_exhausted(
                         "the server is at its concurrency limit; retry with backoff",
                     );
-                    return Box::pin(async move { Ok(status.into_http()) });
+                    let mut res = status.into_http();
+                    res.headers_mut().insert(REQUEST_ID, id);
+                    return Box::pin(async move { Ok(res) });
                 }
             }
         };
-        let account = RequestAccount::default();
-        req.extensions_mut().insert(account.clone());
+        let log = RequestLog::default();
+        req.extensions_mut().insert(log.clone());
         // Streams (health Watch, reflection, change streams) live as long as the client wants;
         // a change stream bounds its own age.
         let deadline = (!method.starts_with("grpc.") && method != WATCH_CHANGES)
@@ -110,25 +174,33 @@ where
         // The clone that was driven to readiness must serve this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
-            let res = match deadline {
-                None => inner.call(req).await,
-                Some(d) => match tokio::time::timeout(d, inner.call(req)).await {
-                    Ok(r) => r,
-                    // Dropping the call drops its database work too; the client is told why.
-                    Err(_) => {
-                        Ok(Status::deadline_exceeded("the call's deadline passed").into_http())
+        let span = call.span.clone();
+        Box::pin(
+            async move {
+                let mut res = match deadline {
+                    None => inner.call(req).await,
+                    Some(d) => match tokio::time::timeout(d, inner.call(req)).await {
+                        Ok(r) => r,
+                        // Dropping the call drops its database work too; the client is told
+                        // why.
+                        Err(_) => {
+                            Ok(Status::deadline_exceeded("the call's deadline passed").into_http())
+                        }
+                    },
+                };
+                drop(permit);
+                let code = match &mut res {
+                    Ok(r) => {
+                        r.headers_mut().insert(REQUEST_ID, id);
+                        grpc_code(r.headers())
                     }
-                },
-            };
-            drop(permit);
-            let code = match &res {
-                Ok(r) => grpc_code(r.headers()),
-                Err(_) => Code::Unknown,
-            };
-            finish(method, code, start, account.get());
-            res
-        })
+                    Err(_) => Code::Unknown,
+                };
+                call.finish(code, start, log.get());
+                res
+            }
+            .instrument(span),
+        )
     }
 }
 
@@ -165,40 +237,124 @@ fn grpc_code(headers: &http::HeaderMap) -> Code {
         .unwrap_or(Code::Ok)
 }
 
-fn finish(method: &'static str, code: Code, start: Instant, account: Option<String>) {
-    let elapsed = start.elapsed();
-    let code_name = code_label(code);
-    counter!("callers_grpc_requests_total", "method" => method, "code" => code_name).increment(1);
-    histogram!("callers_grpc_request_duration_seconds", "method" => method)
+/// One call, as the log line, its span and the series see it.
+struct Call {
+    method: &'static str,
+    request_id: String,
+    span: tracing::Span,
+    trace_id: Option<String>,
+}
+
+impl Call {
+    fn finish(&self, code: Code, start: Instant, learnt: Learnt) {
+        let elapsed = start.elapsed();
+        let code_name = code_label(code);
+        let method = self.method;
+        counter!("callers_grpc_requests_total", "method" => method, "code" => code_name)
+            .increment(1);
+        histogram!("callers_grpc_request_duration_seconds", "method" => method)
+            .record(elapsed.as_secs_f64());
+        let (grpc_type, grpc_service, grpc_method) = go_grpc_labels(method);
+        counter!(
+            "grpc_server_handled_total",
+            "grpc_type" => grpc_type,
+            "grpc_service" => grpc_service,
+            "grpc_method" => grpc_method,
+            "grpc_code" => go_code_label(code)
+        )
+        .increment(1);
+        histogram!(
+            "grpc_server_handling_seconds",
+            "grpc_type" => grpc_type,
+            "grpc_service" => grpc_service,
+            "grpc_method" => grpc_method
+        )
         .record(elapsed.as_secs_f64());
-    let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    let account_id = account.as_deref().unwrap_or("");
+        self.span.record("rpc.grpc.status_code", code as i32);
+        if server_fault(code) {
+            self.span.record("otel.status_code", "ERROR");
+        }
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        let account_id = learnt.account.as_deref().unwrap_or("");
+        let token = learnt.token.as_deref().unwrap_or("");
+        let request_id = self.request_id.as_str();
+        let trace_id = self.trace_id.as_deref().unwrap_or("");
+        macro_rules! line {
+            ($level:ident) => {
+                tracing::$level!(
+                    method,
+                    code = code_name,
+                    latency_ms,
+                    account_id,
+                    token,
+                    request_id,
+                    trace_id,
+                    "grpc request"
+                )
+            };
+        }
+        match code {
+            Code::Internal | Code::Unknown | Code::DataLoss => line!(error),
+            Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded => line!(warn),
+            _ => line!(info),
+        }
+    }
+}
+
+/// Failures of the service rather than of the request.
+fn server_fault(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Internal
+            | Code::Unknown
+            | Code::DataLoss
+            | Code::Unavailable
+            | Code::DeadlineExceeded
+    )
+}
+
+fn started(method: &'static str) {
+    let (grpc_type, grpc_service, grpc_method) = go_grpc_labels(method);
+    counter!(
+        "grpc_server_started_total",
+        "grpc_type" => grpc_type,
+        "grpc_service" => grpc_service,
+        "grpc_method" => grpc_method
+    )
+    .increment(1);
+}
+
+/// go-grpc-prometheus's labels: the call's type, service and method.
+fn go_grpc_labels(method: &'static str) -> (&'static str, &'static str, &'static str) {
+    let grpc_type = match method {
+        WATCH_CHANGES | "grpc.health.v1.Health/Watch" => "server_stream",
+        m if m.contains("ServerReflection/") => "bidi_stream",
+        _ => "unary",
+    };
+    let (service, name) = method.split_once('/').unwrap_or((method, method));
+    (grpc_type, service, name)
+}
+
+/// Status codes as Go spells them (`codes.Code.String()`), as go-grpc-prometheus labels them.
+fn go_code_label(code: Code) -> &'static str {
     match code {
-        Code::Internal | Code::Unknown | Code::DataLoss => {
-            tracing::error!(
-                method,
-                code = code_name,
-                latency_ms,
-                account_id,
-                "grpc request"
-            )
-        }
-        Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded => {
-            tracing::warn!(
-                method,
-                code = code_name,
-                latency_ms,
-                account_id,
-                "grpc request"
-            )
-        }
-        _ => tracing::info!(
-            method,
-            code = code_name,
-            latency_ms,
-            account_id,
-            "grpc request"
-        ),
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
     }
 }
 
@@ -282,6 +438,40 @@ mod tests {
         assert_eq!(h("5x"), None);
         assert_eq!(h("1234567890S"), None);
         assert_eq!(grpc_timeout(&http::HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_plain_and_made_otherwise() {
+        let id = |v: Option<&str>| {
+            let mut m = http::HeaderMap::new();
+            if let Some(v) = v {
+                m.insert(REQUEST_ID, v.parse().unwrap());
+            }
+            request_id(&m).to_str().unwrap().to_owned()
+        };
+        assert_eq!(id(Some("req-42_a.b:c")), "req-42_a.b:c");
+        let long = "x".repeat(129);
+        for bad in [
+            None,
+            Some(""),
+            Some("a b"),
+            Some("x\"y"),
+            Some(long.as_str()),
+        ] {
+            let made = id(bad);
+            assert_eq!(made.len(), 32, "{bad:?}");
+            assert!(made.chars().all(|c| c.is_ascii_hexdigit()));
+        }
+    }
+
+    #[test]
+    fn go_grpc_prometheus_labels() {
+        assert_eq!(
+            go_grpc_labels("callers.v1.ContactService/GetContact"),
+            ("unary", "callers.v1.ContactService", "GetContact")
+        );
+        assert_eq!(go_grpc_labels(WATCH_CHANGES).0, "server_stream");
+        assert_eq!(go_code_label(Code::Cancelled), "Canceled");
     }
 
     #[test]

@@ -233,6 +233,17 @@ async fn a_full_scenario_logs_no_personal_data_and_fills_the_metrics() {
         "callers_build_info{version=",
         "callers_db_pool_connections{state=\"in_use\"}",
         "callers_db_pool_waiting",
+        // go-grpc-prometheus's names, which the common dashboards query.
+        "grpc_server_started_total{grpc_type=\"unary\",grpc_service=\"callers.v1.ContactService\",grpc_method=\"CreateContact\"} 2",
+        "grpc_server_handled_total{grpc_type=\"unary\",grpc_service=\"callers.v1.ContactService\",grpc_method=\"CreateContact\",grpc_code=\"InvalidArgument\"} 1",
+        "grpc_server_handling_seconds_bucket{grpc_type=\"unary\",grpc_service=\"callers.v1.CallNoteService\",grpc_method=\"CreateCallNote\",le=\"0.005\"}",
+        "# HELP grpc_server_handled_total ",
+        "# HELP callers_db_pool_waiting ",
+        // Process and runtime.
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "callers_tokio_alive_tasks ",
     ] {
         assert!(metrics.contains(series), "missing {series} in\n{metrics}");
     }

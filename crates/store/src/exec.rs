@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
+use tracing::Instrument;
 
 pub(crate) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
@@ -211,6 +212,12 @@ impl Conn<'_> {
     }
 
     pub(crate) async fn query(self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Error> {
+        self.query_here(sql, params)
+            .instrument(statement_span(sql))
+            .await
+    }
+
+    async fn query_here(self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Error> {
         if self.prep.mode == Statements::Unnamed {
             return Ok(self.unnamed(sql, params).await?.try_collect().await?);
         }
@@ -226,8 +233,14 @@ impl Conn<'_> {
         sql: &str,
         params: Params<'_>,
     ) -> Result<Option<Row>, Error> {
+        self.query_opt_here(sql, params)
+            .instrument(statement_span(sql))
+            .await
+    }
+
+    async fn query_opt_here(self, sql: &str, params: Params<'_>) -> Result<Option<Row>, Error> {
         if self.prep.mode == Statements::Unnamed {
-            let mut rows = self.query(sql, params).await?;
+            let mut rows = self.query_here(sql, params).await?;
             if rows.len() > 1 {
                 return Err(Error::Corrupt(format!(
                     "a statement of at most one row returned {}",
@@ -244,6 +257,12 @@ impl Conn<'_> {
     }
 
     pub(crate) async fn execute(self, sql: &str, params: Params<'_>) -> Result<u64, Error> {
+        self.execute_here(sql, params)
+            .instrument(statement_span(sql))
+            .await
+    }
+
+    async fn execute_here(self, sql: &str, params: Params<'_>) -> Result<u64, Error> {
         if self.prep.mode == Statements::Unnamed {
             let mut rows = std::pin::pin!(self.unnamed(sql, params).await?);
             while rows.try_next().await?.is_some() {}
@@ -258,11 +277,14 @@ impl Conn<'_> {
 
     /// Statements without parameters or results (settings), in one round trip.
     pub(crate) async fn batch_execute(self, sql: &str) -> Result<(), Error> {
-        match self.on {
-            On::Pooled(c) | On::Shared(c) => c.batch_execute(sql).await?,
-            On::Tx(t) => t.batch_execute(sql).await?,
-        }
-        Ok(())
+        let run = async {
+            match self.on {
+                On::Pooled(c) | On::Shared(c) => c.batch_execute(sql).await?,
+                On::Tx(t) => t.batch_execute(sql).await?,
+            }
+            Ok(())
+        };
+        run.instrument(statement_span(sql)).await
     }
 
     /// The rows decoded by column name into `R`.
@@ -288,6 +310,69 @@ impl Conn<'_> {
             .map(R::try_from)
             .transpose()
     }
+}
+
+/// A client span for one statement, named by its operation and first table, when the call
+/// it serves is traced (else a disabled span: nothing is made). Never the parameters.
+fn statement_span(sql: &str) -> tracing::Span {
+    if tracing::Span::current().is_none() {
+        return tracing::Span::none();
+    }
+    let (operation, table) = statement_name(sql);
+    let name = match table {
+        Some(t) => format!("{operation} {t}"),
+        None => operation.clone(),
+    };
+    tracing::info_span!(
+        target: "callers_store::statement",
+        "db statement",
+        otel.name = name,
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = operation,
+        db.collection.name = table.unwrap_or_default(),
+    )
+}
+
+/// The operation (`SELECT`, `INSERT`, `WITH`, …) and the table it reads or writes first,
+/// after any leading comments. SQL text only: values travel as parameters.
+fn statement_name(sql: &str) -> (String, Option<&str>) {
+    let mut rest = sql.trim_start();
+    loop {
+        if let Some(r) = rest.strip_prefix("/*") {
+            rest = r
+                .split_once("*/")
+                .map_or("", |(_, after)| after)
+                .trim_start();
+        } else if let Some(r) = rest.strip_prefix("--") {
+            rest = r
+                .split_once('\n')
+                .map_or("", |(_, after)| after)
+                .trim_start();
+        } else {
+            break;
+        }
+    }
+    let words: Vec<&str> = rest
+        .split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | ',' | ';'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let operation = words.first().unwrap_or(&"SQL").to_ascii_uppercase();
+    let after = |keyword: &str| {
+        let i = words.iter().position(|w| w.eq_ignore_ascii_case(keyword))?;
+        words.get(i + 1).copied()
+    };
+    let table = match operation.as_str() {
+        "SELECT" | "DELETE" => after("FROM"),
+        "INSERT" => after("INTO"),
+        "UPDATE" => words.get(1).copied(),
+        _ => None,
+    };
+    let table = table.map(|t| t.trim_matches('"')).filter(|t| {
+        t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+    });
+    (operation, table)
 }
 
 /// Prepares `sql` on a connection no other call uses, inside a transaction of its own.
@@ -639,5 +724,34 @@ impl Executor {
     #[cfg(test)]
     pub(crate) async fn object(&self) -> Result<Object, Error> {
         Ok(self.pool.get().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statement_name;
+
+    #[test]
+    fn statements_are_named_by_operation_and_first_table() {
+        let n = |sql| statement_name(sql);
+        assert_eq!(
+            n("SELECT a FROM contacts WHERE account_id = $1"),
+            ("SELECT".into(), Some("contacts"))
+        );
+        assert_eq!(
+            n("/* which accounts have work */\n  insert into call_notes(a) VALUES ($1)"),
+            ("INSERT".into(), Some("call_notes"))
+        );
+        assert_eq!(
+            n("UPDATE \"contacts\" SET x = $2"),
+            ("UPDATE".into(), Some("contacts"))
+        );
+        assert_eq!(
+            n("WITH d AS (DELETE FROM x) SELECT 1"),
+            ("WITH".into(), None)
+        );
+        assert_eq!(n("SELECT 1"), ("SELECT".into(), None));
+        assert_eq!(n("SET LOCAL lock_timeout = '1s'"), ("SET".into(), None));
+        assert_eq!(n(""), ("SQL".into(), None));
     }
 }

@@ -101,8 +101,8 @@ fn authorise<R: Tenant>(request: &Request<R>) -> Result<Option<AccountId>, Statu
     let Some(Ok(account)) = request.get_ref().account_id().map(AccountId::parse) else {
         return Ok(None);
     };
-    if let Some(log) = request.extensions().get::<crate::observe::RequestAccount>() {
-        log.set(account.as_str());
+    if let Some(log) = request.extensions().get::<crate::observe::RequestLog>() {
+        log.set_account(account.as_str());
     }
     auth::authorize(request, &account)?;
     Ok(Some(account))
