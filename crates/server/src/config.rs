@@ -142,7 +142,7 @@ pub struct ServeArgs {
     pub http2_keepalive_secs: u64,
     /// Seconds after which a client connection is asked to close (HTTP/2 GOAWAY) so that
     /// clients spread over replicas added since; 0 keeps connections open.
-    #[arg(long, env = "CALLERS_MAX_CONNECTION_AGE_SECS", default_value_t = 1800)]
+    #[arg(long, env = "CALLERS_MAX_CONNECTION_AGE_SECS", default_value_t = 300)]
     pub max_connection_age_secs: u64,
     /// `WatchChanges` streams this replica serves at once; more are RESOURCE_EXHAUSTED.
     #[arg(long, env = "CALLERS_MAX_CHANGE_STREAMS", default_value_t = 1000)]

@@ -359,3 +359,55 @@ async fn a_changed_tokens_file_is_picked_up_without_a_signal() {
     stop(server).await;
     let _ = std::fs::remove_file(&file);
 }
+
+/// Clients keep one HTTP/2 connection for all their calls; replicas an autoscaler adds get
+/// traffic only when connections are renewed. An old connection is asked to close (GOAWAY)
+/// and the client's next calls go over a new one, with no call failing on the way.
+#[tokio::test]
+async fn old_client_connections_are_renewed_without_a_failed_call() {
+    let url = empty_database().await;
+    let running = server()
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--migrate",
+            "--log-format",
+            "json",
+            "--max-connection-age-secs",
+            "1",
+        ])
+        .env("DATABASE_URL", &url)
+        .serve()
+        .await
+        .unwrap();
+    let upstream = running.url().trim_start_matches("http://").parse().unwrap();
+    let proxy = callers_faultproxy::FaultProxy::start(upstream)
+        .await
+        .unwrap();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", proxy.addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut contacts =
+        callers_proto::v1::contact_service_client::ContactServiceClient::new(channel);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut calls = 0;
+    while proxy.accepted() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the connection was never renewed ({} accepted)",
+            proxy.accepted()
+        );
+        contacts
+            .list_contacts(callers_proto::v1::ListContactsRequest {
+                account_id: "acme".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("call {calls} failed: {e:?}"));
+        calls += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(running.stop().await.unwrap().status.success());
+}
