@@ -5,7 +5,7 @@
       Every object against the Kubernetes OpenAPI schemas of each version, strictly (unknown
       fields are errors, a kind without a schema is an error), custom resources against the
       CRD schemas vendored in .ci/crds, then the rules of this project that no schema knows
-      (security context, probes, selectors, references, secrets, the
+      (security context and the image's user, probes, selectors, references, secrets, the
       purge job's failure policy, config keys the binaries really read, egress to the
       addresses they are configured to call, what the ServiceMonitor scrapes, docs coverage).
   k8s_check.py compare A.yaml B.yaml
@@ -131,6 +131,21 @@ def load_crds(directory: Path) -> dict[tuple[str, str], Any]:
     return schemas
 
 
+def image_user(dockerfile: Path) -> tuple[int, int | None] | None:
+    """The numeric uid (and gid) of the last USER of the Dockerfile's final stage."""
+    if not dockerfile.exists():
+        return None
+    user = None
+    for line in dockerfile.read_text().splitlines():
+        words = line.split()
+        if words and words[0].upper() == "FROM":
+            user = None
+        elif len(words) == 2 and words[0].upper() == "USER":
+            user = words[1]
+    m = re.fullmatch(r"(\d+)(?::(\d+))?", user or "")
+    return (int(m.group(1)), int(m.group(2)) if m.group(2) else None) if m else None
+
+
 def port_admitted(port: int, rules: list[Obj]) -> bool:
     """Whether any egress rule admits TCP to this port (by number; named ports do not apply
     to destinations outside the pod)."""
@@ -219,6 +234,7 @@ class Checker:
         secrets_doc = repo / "deploy/k8s/secrets.example.md"
         self.secrets_doc = secrets_doc.read_text() if secrets_doc.exists() else ""
         self.crds = load_crds(repo / ".ci/crds")
+        self.image_user = image_user(repo / "deploy/Dockerfile")
 
     def err(self, where: str, msg: str) -> None:
         self.errors.append(f"{where}: {msg}")
@@ -348,6 +364,16 @@ class Checker:
             self.err(where, "pod securityContext.runAsNonRoot must be true")
         if dig(psc, "seccompProfile", "type") != "RuntimeDefault":
             self.err(where, "pod securityContext.seccompProfile.type must be RuntimeDefault")
+        # runAsNonRoot can only be enforced for a numeric user; the pods name the image's own,
+        # so files the image owns stay readable and the two cannot drift apart.
+        if self.image_user is None:
+            self.err(where, "deploy/Dockerfile's final stage has no numeric USER uid[:gid]")
+        else:
+            uid, gid = self.image_user
+            if psc.get("runAsUser") != uid:
+                self.err(where, f"pod securityContext.runAsUser {psc.get('runAsUser')} is not the image's USER {uid}")
+            if gid is not None and psc.get("runAsGroup") != gid:
+                self.err(where, f"pod securityContext.runAsGroup {psc.get('runAsGroup')} is not the image's group {gid}")
         if spec.get("automountServiceAccountToken") is not False:
             self.err(where, "automountServiceAccountToken must be false")
         for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
