@@ -3,9 +3,11 @@
 
   k8s_check.py validate --repo ROOT --versions 1.31.0,1.37.0 NAME=RENDERED.yaml ...
       Every object against the Kubernetes OpenAPI schemas of each version, strictly (unknown
-      fields are errors, a kind without a schema is an error), then the rules of this project
-      that no schema knows (security context, probes, selectors, references, secrets, the
-      purge job's failure policy, config keys the binaries really read, docs coverage).
+      fields are errors, a kind without a schema is an error), custom resources against the
+      CRD schemas vendored in .ci/crds, then the rules of this project that no schema knows
+      (security context and the image's user, probes, selectors, references, secrets, the
+      purge job's failure policy, config keys the binaries really read, egress to the
+      addresses they are configured to call, what the ServiceMonitor scrapes, docs coverage).
   k8s_check.py compare A.yaml B.yaml
       The same set of objects, equal field by field (the Python renderer against kustomize).
 
@@ -14,10 +16,12 @@ Exits 1 listing every problem found; prints one summary line on success.
 
 from __future__ import annotations
 
+import copy
 import re
 import sys
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -32,7 +36,21 @@ POD_SPEC_PATHS = {
 }
 
 # ConfigMap keys read by something other than callers-server's clap configuration.
-NON_CLAP_KEYS = {"RUST_LOG"}
+NON_CLAP_KEYS = {"RUST_LOG", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"}
+
+# Variables naming an address a binary calls, and the binaries that read them (None: any). The
+# pods' NetworkPolicies must admit each configured one, or the calls fail quietly (a failed push
+# or trace export is logged, never fatal).
+OUTBOUND_URL_VARS = {
+    "CALLERS_PURGE_PUSHGATEWAY_URL": {"callers-purge"},
+    "OTEL_EXPORTER_OTLP_ENDPOINT": None,
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": None,
+}
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+# The job the purge worker pushes as; the server's job is the name of the Service scraped.
+PUSHGATEWAY_JOB = "callers-purge"
+CRD_METADATA_KEYS = {"name", "namespace", "labels", "annotations"}
 
 SECRET_ENV_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|DATABASE_URL|_KEY$)", re.I)
 CREDENTIAL_TEXT = re.compile(r"postgres(ql)?://[^\s\"']*@|BEGIN [A-Z ]*PRIVATE KEY", re.I)
@@ -83,6 +101,80 @@ def selector_matches(sel: Obj | None, labels: dict[str, str]) -> bool:
         if op == "DoesNotExist" and key in labels:
             return False
     return True
+
+
+def strict_schema(schema: Any) -> Any:
+    """An openAPIV3Schema as the API server applies it with strict field validation: an object
+    schema that lists properties admits no others (unless it preserves unknown fields)."""
+    if isinstance(schema, list):
+        return [strict_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: strict_schema(v) for k, v in schema.items()}
+    if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    return out
+
+
+def load_crds(directory: Path) -> dict[tuple[str, str], Any]:
+    """(apiVersion, kind) -> strict JSON schema, from the vendored CRDs."""
+    schemas = {}
+    for f in sorted(directory.glob("*.yaml")):
+        for crd in load(str(f)):
+            if crd.get("kind") != "CustomResourceDefinition":
+                continue
+            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+            for v in crd["spec"]["versions"]:
+                schema = dig(v, "schema", "openAPIV3Schema")
+                if v.get("served") and schema:
+                    schemas[(f"{group}/{v['name']}", kind)] = strict_schema(schema)
+    return schemas
+
+
+def image_user(dockerfile: Path) -> tuple[int, int | None] | None:
+    """The numeric uid (and gid) of the last USER of the Dockerfile's final stage."""
+    if not dockerfile.exists():
+        return None
+    user = None
+    for line in dockerfile.read_text().splitlines():
+        words = line.split()
+        if words and words[0].upper() == "FROM":
+            user = None
+        elif len(words) == 2 and words[0].upper() == "USER":
+            user = words[1]
+    m = re.fullmatch(r"(\d+)(?::(\d+))?", user or "")
+    return (int(m.group(1)), int(m.group(2)) if m.group(2) else None) if m else None
+
+
+def port_admitted(port: int, rules: list[Obj]) -> bool:
+    """Whether any egress rule admits TCP to this port (by number; named ports do not apply
+    to destinations outside the pod)."""
+    for r in rules:
+        ports = r.get("ports")
+        if not ports:
+            return True
+        for p in ports:
+            if p.get("protocol", "TCP") != "TCP":
+                continue
+            lo, hi = p.get("port"), p.get("endPort") or p.get("port")
+            if lo is None or (isinstance(lo, int) and lo <= port <= hi):
+                return True
+    return False
+
+
+def peer_admits_namespace(rule: Obj, namespace: str | None) -> bool:
+    """Whether a rule's destinations may include a Service in this namespace (unknown: yes)."""
+    peers = rule.get("to")
+    if not peers:
+        return True
+    for peer in peers:
+        if "ipBlock" in peer or "namespaceSelector" not in peer:
+            # An ipBlock may hold anything; a bare podSelector means the policy's namespace,
+            # which the URL may well be (a short host name).
+            return True
+        if namespace is None or selector_matches(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace}):
+            return True
+    return False
 
 
 # --- what the binaries read (parsed from their clap definitions) ------------------------------
@@ -141,6 +233,8 @@ class Checker:
         self.purge_env = {a.env for a in self.purge_args if a.env}
         secrets_doc = repo / "deploy/k8s/secrets.example.md"
         self.secrets_doc = secrets_doc.read_text() if secrets_doc.exists() else ""
+        self.crds = load_crds(repo / ".ci/crds")
+        self.image_user = image_user(repo / "deploy/Dockerfile")
 
     def err(self, where: str, msg: str) -> None:
         self.errors.append(f"{where}: {msg}")
@@ -150,6 +244,10 @@ class Checker:
         import kubernetes_validate as kv
 
         for o in objs:
+            if (o.get("apiVersion"), o.get("kind")) in self.crds:
+                for problem in self.crd_problems(o):
+                    self.err(f"{name} {rid(o)}", problem)
+                continue
             for v in versions:
                 try:
                     kv.validate(o, v, strict=True)
@@ -160,6 +258,30 @@ class Checker:
                     self.err(f"{name} {rid(o)}", e.message)
                 except Exception as e:  # VersionNotSupportedError, unreadable schema
                     self.err(f"{name} {rid(o)}", f"cannot validate against {v}: {getattr(e, 'message', e)}")
+
+    def crd_problems(self, o: Obj) -> list[str]:
+        """Custom resources against their vendored CRD schema, as strictly as built-in kinds."""
+        import jsonschema
+
+        schema = self.crds[(o["apiVersion"], o["kind"])]
+        validator = jsonschema.Draft7Validator(schema)
+        problems = [f"CRD schema ({o['apiVersion']}): {'.'.join(str(p) for p in e.path) or '.'}: {e.message}"
+                    for e in sorted(validator.iter_errors(o), key=lambda e: list(map(str, e.path)))]
+        meta = o.get("metadata") or {}
+        for k in sorted(set(meta) - CRD_METADATA_KEYS):
+            problems.append(f"metadata.{k} is not a field a manifest sets")
+        for k in ("labels", "annotations"):
+            if not all(isinstance(v, str) for v in (meta.get(k) or {}).values()):
+                problems.append(f"metadata.{k} values must be strings")
+        return problems
+
+    def crd_self_test(self) -> None:
+        """A field the CRD does not have must fail, so a schema loaded without its strictness
+        (or not at all) cannot pass everything unnoticed."""
+        for (api, kind) in self.crds:
+            probe = {"apiVersion": api, "kind": kind, "metadata": {"name": "probe"}, "spec": {"notAField": True}}
+            if not any("notAField" in p for p in self.crd_problems(probe)):
+                self.err(".ci/crds", f"the {kind} schema admits an unknown field: strict validation is broken")
 
     def rules(self, name: str, objs: list[Obj], overlay: bool, prod: bool) -> None:
         by_kind: dict[str, list[Obj]] = {}
@@ -230,6 +352,9 @@ class Checker:
             self.cronjob(name, c)
         for j in by_kind.get("Job", []):
             self.job(name, j, dig(j, "spec") or {})
+        for owner, t in templates:
+            self.egress(name, owner, t, configmaps, by_kind.get("NetworkPolicy", []))
+        self.monitoring(name, by_kind)
 
     def pod(self, name: str, owner: Obj, t: Obj, configmaps: dict[str, dict], used_keys: set[str], overlay: bool, prod: bool) -> None:
         where = f"{name} {rid(owner)}"
@@ -239,6 +364,16 @@ class Checker:
             self.err(where, "pod securityContext.runAsNonRoot must be true")
         if dig(psc, "seccompProfile", "type") != "RuntimeDefault":
             self.err(where, "pod securityContext.seccompProfile.type must be RuntimeDefault")
+        # runAsNonRoot can only be enforced for a numeric user; the pods name the image's own,
+        # so files the image owns stay readable and the two cannot drift apart.
+        if self.image_user is None:
+            self.err(where, "deploy/Dockerfile's final stage has no numeric USER uid[:gid]")
+        else:
+            uid, gid = self.image_user
+            if psc.get("runAsUser") != uid:
+                self.err(where, f"pod securityContext.runAsUser {psc.get('runAsUser')} is not the image's USER {uid}")
+            if gid is not None and psc.get("runAsGroup") != gid:
+                self.err(where, f"pod securityContext.runAsGroup {psc.get('runAsGroup')} is not the image's group {gid}")
         if spec.get("automountServiceAccountToken") is not False:
             self.err(where, "automountServiceAccountToken must be false")
         for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
@@ -307,6 +442,65 @@ class Checker:
                     self.secret_ref(f"{where} volume {v['name']}", v["secret"].get("secretName"), it["key"])
         if spec.get("restartPolicy") not in (None, "Always") and owner["kind"] == "Deployment":
             self.err(where, "a Deployment's restartPolicy must be Always")
+
+    def egress(self, name: str, owner: Obj, t: Obj, configmaps: dict[str, dict], policies: list[Obj]) -> None:
+        """Every address a container is configured to call is admitted by its pod's egress."""
+        labels = dig(t, "metadata", "labels") or {}
+        mine = [p for p in policies if selector_matches(dig(p, "spec", "podSelector"), labels)]
+        egress_policies = [p for p in mine if "Egress" in (dig(p, "spec", "policyTypes") or [])]
+        rules = [r for p in egress_policies for r in dig(p, "spec", "egress") or []]
+        for c in dig(t, "spec", "containers") or []:
+            env: dict[str, str] = {}
+            for ef in c.get("envFrom") or []:
+                env.update(configmaps.get(dig(ef, "configMapRef", "name"), {}))
+            for e in c.get("env") or []:
+                if "value" in e:
+                    env[e["name"]] = str(e["value"])
+            binary = (c.get("command") or ["callers-server"])[0]
+            for var, readers in OUTBOUND_URL_VARS.items():
+                if var not in env or (readers is not None and binary not in readers):
+                    continue
+                where = f"{name} {rid(owner)} container {c['name']}: {var}={env[var]}"
+                url = urlsplit(env[var])
+                try:
+                    port = url.port or DEFAULT_PORTS.get(url.scheme)
+                except ValueError:
+                    port = None
+                if not url.hostname or port is None:
+                    self.err(where, "is not a URL with a host and a port (or http/https)")
+                    continue
+                if not egress_policies:
+                    continue  # no policy restricts this pod's egress
+                # host: service.namespace.svc[.cluster.local]; any other form names no namespace.
+                parts = url.hostname.split(".")
+                namespace = parts[1] if len(parts) >= 3 and parts[2] == "svc" else None
+                if not any(port_admitted(port, [r]) and peer_admits_namespace(r, namespace) for r in rules):
+                    self.err(where, f"no egress rule of {', '.join(rid(p) for p in egress_policies)} admits "
+                                    f"TCP port {port}{' in namespace ' + namespace if namespace else ''}")
+
+    def monitoring(self, name: str, by_kind: dict[str, list[Obj]]) -> None:
+        """The ServiceMonitor scrapes a Service port that exists, and the alert rules select the
+        jobs that exist: the scraped Services' names and the purge's Pushgateway job."""
+        services = by_kind.get("Service", [])
+        jobs = {PUSHGATEWAY_JOB}
+        for sm in by_kind.get("ServiceMonitor", []):
+            where = f"{name} {rid(sm)}"
+            if dig(sm, "spec", "jobLabel"):
+                self.err(where, "jobLabel is set: the alert rules expect job = the Service's name")
+            sel = dig(sm, "spec", "selector") or {}
+            for ep in dig(sm, "spec", "endpoints") or []:
+                hits = [s for s in services if selector_matches(sel, dig(s, "metadata", "labels") or {})
+                        and any(p.get("name") == ep.get("port") for p in dig(s, "spec", "ports") or [])]
+                if not hits:
+                    self.err(where, f"no Service it selects has a port named {ep.get('port')}")
+                jobs |= {s["metadata"]["name"] for s in hits}
+        for pr in by_kind.get("PrometheusRule", []):
+            for g in dig(pr, "spec", "groups") or []:
+                for r in g.get("rules") or []:
+                    for job in sorted(set(re.findall(r'\bjob\s*=\s*"([^"]*)"', str(r.get("expr", ""))))):
+                        if job not in jobs:
+                            self.err(f"{name} {rid(pr)}", f"{r.get('alert') or r.get('record')} selects job=\"{job}\", "
+                                                          f"which is neither a scraped Service nor {PUSHGATEWAY_JOB}")
 
     def secret_ref(self, where: str, name: str | None, key: str | None) -> None:
         """Secrets are created by operators: each one referenced must be documented."""
@@ -460,6 +654,7 @@ def main(argv: list[str]) -> int:
         ch.schema(n, objs, versions)
         ch.rules(n, objs, overlay=n != "base", prod=n == "prod")
     ch.docs()
+    ch.crd_self_test()
     for e in ch.errors:
         print(f"k8s-check: {e}", file=sys.stderr)
     if ch.errors:

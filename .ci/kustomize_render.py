@@ -5,6 +5,9 @@ kustomize that deploy/k8s uses, so CI can render the overlays on a machine witho
 
 Supported, and nothing else (anything else is an error, never silently ignored):
   - resources: local YAML files and directories holding a kustomization.yaml
+  - components: local directories holding a `kind: Component` kustomization, applied after the
+    resources as kustomize does: the component's resources join the ones accumulated so far,
+    then its transformers (the fields below) run over all of them
   - namespace: set on every object (cluster-scoped kinds are refused)
   - labels: [{pairs, includeSelectors: false, includeTemplates}] (metadata and pod templates)
   - images: [{name, newName, newTag, digest}] on containers and initContainers
@@ -33,6 +36,7 @@ KUSTOMIZATION_KEYS = {
     "kind",
     "namespace",
     "resources",
+    "components",
     "labels",
     "images",
     "replicas",
@@ -76,6 +80,8 @@ POD_SPEC_PATHS = {
 }
 
 REPLICA_KINDS = {"Deployment", "StatefulSet", "ReplicaSet"}
+
+COMPONENT_API_VERSION = "kustomize.config.k8s.io/v1alpha1"
 
 # Strategic-merge keys (Kubernetes' patchMergeKey) of the lists a patch may contain, by field
 # name; a patch that contains any other list is refused.
@@ -166,18 +172,23 @@ def merge_list(base: list[Any], patch: list[Any], path: tuple[str, ...], where: 
             f"merge (known merge keys: {', '.join(sorted(MERGE_KEYS))}); patch a scalar or map, "
             "or extend MERGE_KEYS to match kustomize"
         )
-    result = copy.deepcopy(base)
+    # kustomize's order: the patch's items first, in the patch's order (merged into the base's
+    # item of the same key where there is one), then the base's other items in their order.
+    rest = copy.deepcopy(base)
+    result = []
     for item in patch:
         if not isinstance(item, dict) or key not in item:
             raise RenderError(f"{where}: every item of {'.'.join(path)} needs its merge key {key}")
         if any(k.startswith("$") for k in item):
             raise RenderError(f"{where}: directives inside {'.'.join(path)} are not supported")
-        match = [b for b in result if isinstance(b, dict) and b.get(key) == item[key]]
+        match = [b for b in rest if isinstance(b, dict) and b.get(key) == item[key]]
         if match:
+            rest.remove(match[0])
             merge_map(match[0], item, path, where)
+            result.append(match[0])
         else:
             result.append(copy.deepcopy(item))
-    return result
+    return result + rest
 
 
 # --- transformers ------------------------------------------------------------------------------
@@ -271,10 +282,7 @@ def apply_replicas(objs: list[dict[str, Any]], entries: list[Any], where: str) -
             ensure_map(o, ("spec",), where)["replicas"] = entry["count"]
 
 
-def render(directory: Path, seen: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
-    directory = directory.resolve()
-    if directory in seen:
-        raise RenderError(f"{directory}: kustomization cycle")
+def load_kustomization(directory: Path, kind: str) -> tuple[dict[str, Any], Path]:
     kfile = directory / "kustomization.yaml"
     if not kfile.is_file():
         raise RenderError(f"{directory}: no kustomization.yaml")
@@ -285,10 +293,14 @@ def render(directory: Path, seen: tuple[Path, ...] = ()) -> list[dict[str, Any]]
     unknown = set(k) - KUSTOMIZATION_KEYS
     if unknown:
         raise RenderError(f"{kfile}: fields outside the supported subset: {', '.join(sorted(unknown))}")
-    if k.get("kind", "Kustomization") != "Kustomization":
-        raise RenderError(f"{kfile}: kind must be Kustomization")
-    where = str(kfile)
+    if k.get("kind", "Kustomization") != kind:
+        raise RenderError(f"{kfile}: kind must be {kind}")
+    if kind == "Component" and k.get("apiVersion") != COMPONENT_API_VERSION:
+        raise RenderError(f"{kfile}: a Component's apiVersion is {COMPONENT_API_VERSION}")
+    return k, kfile
 
+
+def load_resources(k: dict[str, Any], directory: Path, kfile: Path, seen: tuple[Path, ...]) -> list[dict[str, Any]]:
     objs: list[dict[str, Any]] = []
     for entry in k.get("resources") or []:
         path = directory / str(entry)
@@ -304,13 +316,19 @@ def render(directory: Path, seen: tuple[Path, ...] = ()) -> list[dict[str, Any]]
                 objs.append(d)
         else:
             raise RenderError(f"{kfile}: resource {entry} is neither a file nor a directory")
+    return objs
 
+
+def check_duplicates(objs: list[dict[str, Any]], kfile: Path) -> None:
     ids = [res_id(o) for o in objs]
     dupes = {show(i) for i in ids if ids.count(i) > 1}
     if dupes:
         raise RenderError(f"{kfile}: duplicate objects: {', '.join(sorted(dupes))}")
 
-    # kustomize's order: patches, namespace, labels, replicas, images.
+
+def transform(objs: list[dict[str, Any]], k: dict[str, Any], directory: Path, kfile: Path) -> list[dict[str, Any]]:
+    """kustomize's order: patches, namespace, labels, replicas, images."""
+    where = str(kfile)
     for entry in k.get("patches") or []:
         if not isinstance(entry, dict) or set(entry) != {"path"}:
             raise RenderError(f"{kfile}: patches entries take only path (strategic merge by kind and name)")
@@ -327,6 +345,26 @@ def render(directory: Path, seen: tuple[Path, ...] = ()) -> list[dict[str, Any]]
     apply_replicas(objs, k.get("replicas") or [], where)
     apply_images(objs, k.get("images") or [], where)
     return objs
+
+
+def render(directory: Path, seen: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
+    directory = directory.resolve()
+    if directory in seen:
+        raise RenderError(f"{directory}: kustomization cycle")
+    k, kfile = load_kustomization(directory, "Kustomization")
+    objs = load_resources(k, directory, kfile, seen)
+    for entry in k.get("components") or []:
+        cdir = (directory / str(entry)).resolve()
+        if cdir in seen or cdir == directory:
+            raise RenderError(f"{cdir}: kustomization cycle")
+        ck, ckfile = load_kustomization(cdir, "Component")
+        if "components" in ck:
+            raise RenderError(f"{ckfile}: components inside a component are not supported")
+        objs = objs + load_resources(ck, cdir, ckfile, seen + (directory,))
+        check_duplicates(objs, ckfile)
+        objs = transform(objs, ck, cdir, ckfile)
+    check_duplicates(objs, kfile)
+    return transform(objs, k, directory, kfile)
 
 
 def main(argv: list[str]) -> int:
