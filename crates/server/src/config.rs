@@ -148,7 +148,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CALLERS_MAX_CHANGE_STREAMS", default_value_t = 1000)]
     pub max_change_streams: usize,
     /// Seconds after which a `WatchChanges` stream ends with OK (the client resumes with its
-    /// cursor); the connection's age grace is this plus 30 seconds.
+    /// cursor); it also bounds how long an old connection with a stream stays open.
     #[arg(
         long,
         env = "CALLERS_CHANGE_STREAM_MAX_AGE_SECS",

@@ -181,10 +181,11 @@ pub async fn serve(
         builder = builder.tls_config(tls)?;
     }
     if let Some(age) = limits.max_connection_age {
-        // Streams end within their own maximum age; the grace lets them.
-        builder = builder
-            .max_connection_age(age)
-            .max_connection_age_grace(limits.watch.max_age + Duration::from_secs(30));
+        // No grace: tonic 0.14 with a grace skips the GOAWAY and only cuts the connection
+        // after age + grace, calls in flight included. Without one the GOAWAY goes out at
+        // `age` and the connection closes once its calls end (change streams within their
+        // own maximum age).
+        builder = builder.max_connection_age(age);
     }
     let router = builder
         .http2_keepalive_interval(Some(limits.http2_keepalive))

@@ -1,89 +1,18 @@
 //! Following a call as an operator does: the server's span exported over OTLP as the child of
 //! the caller's `traceparent`, a child span per database statement without any value, and the
 //! request id returned to the client and written, with the trace id and the token's name, into
-//! the request's log line.
-//!
-//! The collector is an in-process OTLP receiver: the OpenTelemetry collector's gRPC trace
-//! service, generated from its published protos (`opentelemetry-proto`).
+//! the request's log line. The collector is the test kit's in-process OTLP receiver.
 
 use callers_proto::v1 as pb;
 use callers_testkit::empty_database;
+use callers_testkit::otlp::{Collector, Span, SpanKind, hex, names};
 use callers_testkit::process::{Launch, ServerProcess};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tonic::{Request, Response, Status};
+use tonic::Request;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";
 const NAME: &str = "Zwiebelmeyer";
 const DIGITS: &str = "98765432";
-
-#[derive(Clone, Default)]
-struct Collector(Arc<Mutex<Vec<Span>>>);
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let spans = request
-            .into_inner()
-            .resource_spans
-            .into_iter()
-            .flat_map(|r| r.scope_spans)
-            .flat_map(|s| s.spans);
-        self.0.lock().unwrap().extend(spans);
-        Ok(Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-impl Collector {
-    /// A receiver on a loopback port; its `http://` endpoint.
-    async fn start(&self) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let service = TraceServiceServer::new(self.clone());
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        endpoint
-    }
-
-    /// The spans received so far once `done` holds for them (at most 30 s).
-    async fn wait(&self, done: impl Fn(&[Span]) -> bool) -> Vec<Span> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let spans = self.0.lock().unwrap().clone();
-            if done(&spans) {
-                return spans;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "spans received: {:#?}",
-                names(&spans)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-fn names(spans: &[Span]) -> Vec<&str> {
-    spans.iter().map(|s| s.name.as_str()).collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// The tokens file's text: `token` grants the client `telephony` the account `acme`.
 fn tokens_file(token: &str) -> std::path::PathBuf {
@@ -131,8 +60,7 @@ fn with_metadata<T>(message: T, token: &str, pairs: &[(&'static str, &str)]) -> 
 
 #[tokio::test]
 async fn a_call_with_a_traceparent_is_exported_with_its_statements_and_no_values() {
-    let collector = Collector::default();
-    let endpoint = collector.start().await;
+    let (collector, endpoint) = Collector::start().await;
     let token = "s3cret-token-for-traces";
     let tokens = tokens_file(token);
     let server = start(Some(&endpoint), &tokens).await;
