@@ -825,3 +825,41 @@ async fn after_a_failed_run_the_last_success_is_still_there_and_the_failure_is_n
     );
     let _ = std::fs::remove_file(&file);
 }
+
+/// An operator follows a run in the trace backend: the run, its batches and their statements,
+/// with no name or number of the contacts it deleted.
+#[tokio::test]
+async fn a_run_is_traced_with_its_batches_and_statements_when_a_collector_is_set() {
+    use callers_testkit::otlp::{Collector, names};
+    let db = fresh_database().await;
+    let sql = sql(&db).await;
+    insert_many(&sql, &Row::caller("acme", 200), 3).await;
+    let (collector, endpoint) = Collector::start().await;
+    let mut command = purge_command(Some(db.url()), &[]);
+    command
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "50");
+    let run = finish(command.spawn().unwrap()).await;
+    assert_eq!(run.deleted(), 3, "{run:#?}");
+    // The worker exports what is left before it exits.
+    let spans = collector
+        .wait(|spans| spans.iter().any(|s| s.name == "purge run"))
+        .await;
+    let run_span = spans
+        .iter()
+        .find(|s| s.name == "purge run")
+        .unwrap_or_else(|| panic!("{:#?}", names(&spans)));
+    let batches: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == "purge batch" && s.parent_span_id == run_span.span_id)
+        .collect();
+    assert!(!batches.is_empty(), "{:#?}", names(&spans));
+    let statements = spans
+        .iter()
+        .filter(|s| batches.iter().any(|b| b.span_id == s.parent_span_id));
+    assert!(statements.count() > 0, "{:#?}", names(&spans));
+    let exported = format!("{spans:?}");
+    for secret in [FIRST_NAME, LAST_NAME, NUMBER] {
+        assert!(!exported.contains(secret), "{secret} in the spans");
+    }
+}

@@ -314,7 +314,7 @@ impl Conn<'_> {
 
 /// A client span for one statement, named by its operation and first table, when the call
 /// it serves is traced (else a disabled span: nothing is made). Never the parameters.
-fn statement_span(sql: &str) -> tracing::Span {
+pub(crate) fn statement_span(sql: &str) -> tracing::Span {
     if tracing::Span::current().is_none() {
         return tracing::Span::none();
     }

@@ -14,7 +14,7 @@
 //! are the only statements that read across accounts; they carry [`ACCOUNTS_WITH_WORK`].
 
 use crate::Error;
-use crate::exec::Params;
+use crate::exec::{Params, statement_span};
 use crate::row::row_struct;
 use callers_domain::retention::Retention;
 use chrono::{DateTime, Utc};
@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, Row, Statement};
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// The advisory lock key of purge runs ("callersp"); advisory locks are per database. In
@@ -545,8 +546,11 @@ impl PurgeSession {
     where
         R: for<'r> TryFrom<&'r Row, Error = Error>,
     {
-        let stmt = self.prepared(sql).await?;
-        let rows = self.client.query(&stmt, params).await?;
+        let run = async {
+            let stmt = self.prepared(sql).await?;
+            Ok::<_, Error>(self.client.query(&stmt, params).await?)
+        };
+        let rows = run.instrument(statement_span(sql)).await?;
         rows.iter().map(R::try_from).collect()
     }
 
@@ -554,13 +558,19 @@ impl PurgeSession {
     where
         R: for<'r> TryFrom<&'r Row, Error = Error>,
     {
-        let stmt = self.prepared(sql).await?;
-        R::try_from(&self.client.query_one(&stmt, params).await?)
+        let run = async {
+            let stmt = self.prepared(sql).await?;
+            Ok::<_, Error>(self.client.query_one(&stmt, params).await?)
+        };
+        R::try_from(&run.instrument(statement_span(sql)).await?)
     }
 
     async fn execute(&self, sql: &'static str, params: Params<'_>) -> Result<u64, Error> {
-        let stmt = self.prepared(sql).await?;
-        Ok(self.client.execute(&stmt, params).await?)
+        let run = async {
+            let stmt = self.prepared(sql).await?;
+            Ok(self.client.execute(&stmt, params).await?)
+        };
+        run.instrument(statement_span(sql)).await
     }
 
     /// Ends the session (and any lock it holds).

@@ -17,6 +17,7 @@ pub mod app;
 pub mod database;
 pub mod logs;
 pub mod mirror;
+pub mod otlp;
 pub mod pgbouncer;
 pub mod process;
 pub mod replication;
