@@ -92,14 +92,7 @@ impl Db {
     /// The pid of the cluster's postmaster, when it runs on this machine and its data folder
     /// is readable here (`postmaster.pid`'s first line).
     pub async fn postmaster_pid(&self) -> Option<u32> {
-        let admin = self.admin().await.ok()?;
-        let dir: String = admin
-            .query_one("SELECT current_setting('data_directory') AS dir", &[])
-            .await
-            .ok()?
-            .get("dir");
-        let pid_file = std::fs::read_to_string(Path::new(&dir).join("postmaster.pid")).ok()?;
-        pid_file.lines().next()?.trim().parse().ok()
+        postmaster_pid_of(&self.admin().await.ok()?).await
     }
 
     pub async fn exists(&self, name: &str) -> anyhow::Result<bool> {
@@ -216,6 +209,10 @@ impl Db {
         {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+        // Its CPU is the database's, not the rest of the machine's.
+        if let Some(pid) = postmaster_pid_of(&replica).await {
+            crate::server::measure_postgres_of(pid);
+        }
         eprintln!(
             "replica at {} caught up {:.0} s after the base backup began",
             pg.url(),
@@ -230,6 +227,18 @@ impl Db {
         }
         Ok(())
     }
+}
+
+/// The postmaster of the cluster `client` is connected to, when it runs on this machine and
+/// its data folder is readable here (`postmaster.pid`'s first line).
+async fn postmaster_pid_of(client: &Client) -> Option<u32> {
+    let dir: String = client
+        .query_one("SELECT current_setting('data_directory') AS dir", &[])
+        .await
+        .ok()?
+        .get("dir");
+    let pid_file = std::fs::read_to_string(Path::new(&dir).join("postmaster.pid")).ok()?;
+    pid_file.lines().next()?.trim().parse().ok()
 }
 
 /// A streaming replica made for one run; removed when stopped.

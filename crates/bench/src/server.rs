@@ -170,14 +170,18 @@ pub fn machine_busy_secs() -> Option<f64> {
     Some((total - idle) / TICKS_PER_SEC)
 }
 
-/// The postmaster of the cluster under measurement, once known: only it and its children
-/// count as PostgreSQL, so another cluster on the machine (another checkout's test database)
-/// counts as the rest of the machine instead.
-static POSTMASTER: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+/// The postmasters of the clusters under measurement (the primary, and a replica the run
+/// started), once known: only they and their children count as PostgreSQL, so another cluster
+/// on the machine (another checkout's test database) counts as the rest of the machine.
+static POSTMASTERS: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
 
-/// Counts only this cluster's processes as PostgreSQL from now on.
+/// Counts this cluster's processes as PostgreSQL from now on (and, once one is named, only
+/// the processes of the clusters named).
 pub fn measure_postgres_of(postmaster: u32) {
-    let _ = POSTMASTER.set(postmaster);
+    POSTMASTERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(postmaster);
 }
 
 fn parent_pid(pid: &str) -> Option<u32> {
@@ -195,7 +199,10 @@ fn postgres_cpu() -> Vec<(String, f64)> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    let postmaster = POSTMASTER.get().copied();
+    let postmasters = POSTMASTERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     dir.filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
@@ -203,9 +210,10 @@ fn postgres_cpu() -> Vec<(String, f64)> {
             std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .is_ok_and(|c| c.trim() == "postgres")
         })
-        .filter(|pid| match postmaster {
-            Some(pm) => pid.parse() == Ok(pm) || parent_pid(pid) == Some(pm),
-            None => true,
+        .filter(|pid| {
+            postmasters.is_empty()
+                || pid.parse().is_ok_and(|p| postmasters.contains(&p))
+                || parent_pid(pid).is_some_and(|p| postmasters.contains(&p))
         })
         .filter_map(|pid| process_cpu_secs(&pid).map(|s| (pid, s)))
         .collect()
