@@ -117,7 +117,9 @@ pub struct Cli {
     )]
     pub statement_timeout_secs: u64,
     /// Prometheus Pushgateway base URL (http://host:9091) to push the run's metrics to, as
-    /// job `callers-purge`; a failed push is logged and does not fail the run.
+    /// job `callers-purge`, or a group's URL of the job (http://host:9091/metrics/job/
+    /// callers-purge/namespace/prod) when several deployments share one Pushgateway; a failed
+    /// push is logged and does not fail the run.
     #[arg(long, env = "CALLERS_PURGE_PUSHGATEWAY_URL")]
     pub pushgateway_url: Option<String>,
     /// File to write the run's metrics to in Prometheus text format (node-exporter textfile

@@ -131,10 +131,21 @@ fn carry_over(previous: &str, mut text: String) -> String {
     text
 }
 
+/// The group's URL: `<base>/metrics/job/callers-purge`, or `base` itself when it names the
+/// job's group already (with grouping labels such as the namespace).
+fn group_url(base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    if base.contains(&format!("/metrics/job/{JOB}")) {
+        base.to_owned()
+    } else {
+        format!("{base}/metrics/job/{JOB}")
+    }
+}
+
 /// `POST <url>/metrics/job/callers-purge`: replaces the job's series of the names pushed and
 /// keeps the others (the timestamp this run did not write).
 async fn push(base: &str, text: String) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let uri: hyper::Uri = format!("{}/metrics/job/{JOB}", base.trim_end_matches('/')).parse()?;
+    let uri: hyper::Uri = group_url(base).parse()?;
     let host = uri
         .host()
         .ok_or("pushgateway url without a host")?
@@ -180,6 +191,18 @@ mod tests {
         assert!(t.contains("callers_purge_last_success_timestamp_seconds"));
         assert!(!t.contains("callers_purge_last_failure_timestamp_seconds"));
         assert!(!t.contains("acme"));
+    }
+
+    #[test]
+    fn a_group_url_is_kept_and_a_base_url_gets_the_job() {
+        assert_eq!(
+            group_url("http://pg:9091/"),
+            "http://pg:9091/metrics/job/callers-purge"
+        );
+        assert_eq!(
+            group_url("http://pg:9091/metrics/job/callers-purge/namespace/prod"),
+            "http://pg:9091/metrics/job/callers-purge/namespace/prod"
+        );
     }
 
     #[test]

@@ -362,9 +362,11 @@ async fn a_changed_tokens_file_is_picked_up_without_a_signal() {
 
 /// Clients keep one HTTP/2 connection for all their calls; replicas an autoscaler adds get
 /// traffic only when connections are renewed. An old connection is asked to close (GOAWAY)
-/// and the client's next calls go over a new one, with no call failing on the way.
+/// and the client's next calls go over a new one. A tonic client may see a call that met the
+/// GOAWAY fail with CANCELLED or UNAVAILABLE; retried, as docs/OPERATIONS.md tells clients,
+/// every call succeeds.
 #[tokio::test]
-async fn old_client_connections_are_renewed_without_a_failed_call() {
+async fn old_client_connections_are_renewed_without_a_lost_call() {
     let url = empty_database().await;
     let running = server()
         .args([
@@ -389,8 +391,7 @@ async fn old_client_connections_are_renewed_without_a_failed_call() {
         .connect()
         .await
         .unwrap();
-    let mut contacts =
-        callers_proto::v1::contact_service_client::ContactServiceClient::new(channel);
+    let contacts = callers_proto::v1::contact_service_client::ContactServiceClient::new(channel);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut calls = 0;
     while proxy.accepted() < 3 {
@@ -399,13 +400,19 @@ async fn old_client_connections_are_renewed_without_a_failed_call() {
             "the connection was never renewed ({} accepted)",
             proxy.accepted()
         );
-        contacts
-            .list_contacts(callers_proto::v1::ListContactsRequest {
-                account_id: "acme".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap_or_else(|e| panic!("call {calls} failed: {e:?}"));
+        let (listed, _retries) = callers_testkit::app::retrying_renewal(|| {
+            let mut contacts = contacts.clone();
+            async move {
+                contacts
+                    .list_contacts(callers_proto::v1::ListContactsRequest {
+                        account_id: "acme".into(),
+                        ..Default::default()
+                    })
+                    .await
+            }
+        })
+        .await;
+        listed.unwrap_or_else(|e| panic!("call {calls} failed: {e:?}"));
         calls += 1;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -10,7 +10,7 @@ use callers_server::Limits;
 use callers_server::auth::Authenticator;
 use callers_server::grpc::changes::WatchLimits;
 use callers_testkit::app::{
-    TestApp, bad_fields, caller, create, get, note, reason, spawn_app, update,
+    TestApp, bad_fields, caller, create, get, note, reason, retrying_renewal, spawn_app, update,
 };
 use callers_testkit::mirror::{Mirror, seq};
 use callers_testkit::spawn_app_custom;
@@ -393,7 +393,7 @@ async fn streams_beyond_the_cap_are_refused_and_a_stream_ends_at_its_age_and_res
         },
         ..Limits::default()
     };
-    let mut app = spawn_app_custom(Authenticator::disabled(), limits).await;
+    let app = spawn_app_custom(Authenticator::disabled(), limits).await;
     let open = changes(&app)
         .watch_changes(pb::WatchChangesRequest {
             account_id: "acme".into(),
@@ -422,7 +422,12 @@ async fn streams_beyond_the_cap_are_refused_and_a_stream_ends_at_its_age_and_res
             // The cap frees when the previous stream's task ends: retry on RESOURCE_EXHAUSTED.
             match mirror.watch(&channel, |m| m.applied.len() >= 12).await {
                 Ok(()) => streams += 1,
-                Err(s) if matches!(s.code(), Code::ResourceExhausted | Code::Unavailable) => {
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        Code::ResourceExhausted | Code::Unavailable | Code::Cancelled
+                    ) =>
+                {
                     tokio::time::sleep(Duration::from_millis(50)).await
                 }
                 Err(s) => panic!("{s:?}"),
@@ -430,8 +435,22 @@ async fn streams_beyond_the_cap_are_refused_and_a_stream_ends_at_its_age_and_res
         }
         (mirror, streams)
     });
+    // The writer retries a create caught in a connection's renewal with its request id, as
+    // clients are told to; the id makes the retry a replay, never a second contact.
     for i in 0..12 {
-        create(&mut app, "acme", caller(&format!("Name{i}"), "030 777")).await;
+        let request = pb::CreateContactRequest {
+            account_id: "acme".into(),
+            contact: Some(caller(&format!("Name{i}"), "030 777")),
+            request_id: uuid::Uuid::new_v4().to_string(),
+        };
+        let contacts = app.contacts.clone();
+        let (created, _) = retrying_renewal(|| {
+            let mut contacts = contacts.clone();
+            let request = request.clone();
+            async move { contacts.create_contact(request).await }
+        })
+        .await;
+        created.unwrap();
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     let (mirror, streams) = consumer.await.unwrap();

@@ -295,6 +295,28 @@ pub async fn create(app: &mut TestApp, account: &str, contact: pb::Contact) -> p
         .into_inner()
 }
 
+/// Runs `call` again while it fails the way a call caught in a connection's renewal (the
+/// server's GOAWAY) can fail a tonic client, `CANCELLED` or `UNAVAILABLE`, as docs/OPERATIONS.md
+/// tells clients to; returns the last result and how many retries it took.
+pub async fn retrying_renewal<T, F, Fut>(mut call: F) -> (Result<T, tonic::Status>, u32)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut retries = 0;
+    loop {
+        match call().await {
+            Err(s)
+                if retries < 10
+                    && matches!(s.code(), tonic::Code::Cancelled | tonic::Code::Unavailable) =>
+            {
+                retries += 1;
+            }
+            result => return (result, retries),
+        }
+    }
+}
+
 /// `UpdateContact` of the fields in `paths`, without an etag condition.
 pub async fn update(app: &mut TestApp, mut contact: pb::Contact, paths: &[&str]) -> pb::Contact {
     contact.etag.clear();
