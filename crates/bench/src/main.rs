@@ -147,6 +147,10 @@ pub struct Opts {
     /// server gives it about a quarter of its memory).
     #[arg(long, global = true, default_value = "1GB")]
     pg_shared_buffers: String,
+    /// Run the private cluster with fsync, synchronous_commit and full_page_writes off (fast,
+    /// throwaway data); by default they are on, as in production. Reports say which it was.
+    #[arg(long, global = true)]
+    fast_durability: bool,
     /// Folder of the private PostgreSQL cluster.
     #[arg(long, global = true, default_value = "target/callers-bench/pg")]
     pg_dir: PathBuf,
@@ -260,7 +264,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             machine.idle_share_at_start * 100.0
         );
     }
-    let db = db::Db::open(o.database_url.as_deref(), &o.pg_dir, &o.pg_shared_buffers).await?;
+    let durability = if o.fast_durability {
+        db::Durability::Fast
+    } else {
+        db::Durability::Durable
+    };
+    let db = db::Db::open(
+        o.database_url.as_deref(),
+        &o.pg_dir,
+        &o.pg_shared_buffers,
+        durability,
+    )
+    .await?;
     match db.postmaster_pid().await {
         Some(pid) => server::measure_postgres_of(pid),
         None => eprintln!(
@@ -323,10 +338,12 @@ async fn run_on(
     machine: report::Machine,
 ) -> anyhow::Result<report::Results> {
     let o = &cli.opts;
+    let postgres = report::postgres_settings(&db.admin().await?).await?;
     let mut results = report::Results {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         machine,
-        postgres: report::postgres_settings(&db.admin().await?).await?,
+        durability: report::durability(&postgres),
+        postgres,
         build_profile: if cfg!(debug_assertions) {
             "debug"
         } else {

@@ -101,6 +101,29 @@ pub async fn postgres_settings(client: &Client) -> anyhow::Result<Vec<(String, S
         .collect())
 }
 
+/// Which durability the figures used, judged on the settings read back from the server:
+/// durable when fsync and full_page_writes are on and synchronous_commit is not off.
+pub fn durability(settings: &[(String, String)]) -> String {
+    let get = |name: &str| {
+        settings
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or("?", |(_, v)| v.as_str())
+    };
+    let (fsync, sync, fpw) = (
+        get("fsync"),
+        get("synchronous_commit"),
+        get("full_page_writes"),
+    );
+    let on = [fsync, sync, fpw].iter().filter(|v| **v != "off").count();
+    let kind = match on {
+        3 => "durable",
+        0 => "fast",
+        _ => "mixed",
+    };
+    format!("{kind} (fsync={fsync}, synchronous_commit={sync}, full_page_writes={fpw})")
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LoadReport {
     pub name_account: String,
@@ -127,6 +150,9 @@ pub struct Results {
     pub build_profile: String,
     pub machine: Machine,
     pub postgres: Vec<(String, String)>,
+    /// "durable" or "fast" (or "mixed"), with the settings it rests on, as read back from
+    /// pg_settings.
+    pub durability: String,
     pub seed: Option<SeedReport>,
     pub load: Option<LoadReport>,
     pub purge: Option<PurgeReport>,
@@ -297,6 +323,11 @@ pub fn markdown(r: &Results) -> String {
     );
     let pg: Vec<String> = r.postgres.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let _ = writeln!(s, "\nPostgreSQL: {}", pg.join(", "));
+    let _ = writeln!(
+        s,
+        "\nDurability of these figures: **{}**, read from pg_settings",
+        r.durability
+    );
     if let Some(seed) = &r.seed {
         let _ = writeln!(
             s,
@@ -456,6 +487,21 @@ mod tests {
             foreign_cpu_share: rest_of_machine,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn durability_is_named_after_the_settings_read_back() {
+        let settings = |fsync: &str, sync: &str, fpw: &str| {
+            vec![
+                ("fsync".to_owned(), fsync.to_owned()),
+                ("full_page_writes".to_owned(), fpw.to_owned()),
+                ("synchronous_commit".to_owned(), sync.to_owned()),
+            ]
+        };
+        assert!(durability(&settings("on", "on", "on")).starts_with("durable ("));
+        assert!(durability(&settings("on", "local", "on")).starts_with("durable ("));
+        assert!(durability(&settings("off", "off", "off")).starts_with("fast ("));
+        assert!(durability(&settings("on", "off", "on")).starts_with("mixed ("));
     }
 
     #[test]
