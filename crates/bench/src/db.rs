@@ -156,6 +156,11 @@ impl Db {
         })
     }
 
+    /// The private cluster's server log (none for a `--database-url` server).
+    pub fn log_file(&self) -> Option<std::path::PathBuf> {
+        self.private.as_ref().map(PrivatePostgres::log_file)
+    }
+
     pub fn url_for(&self, database: &str) -> String {
         with_database(&self.base_url, database)
     }

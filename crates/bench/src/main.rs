@@ -15,6 +15,7 @@ mod report;
 mod scenarios;
 mod seed;
 mod server;
+mod stalls;
 mod watch;
 mod words;
 mod writes;
@@ -543,6 +544,7 @@ async fn load_runs(
             report.consistency = Some((agree, checked));
         }
         let srv = server.as_ref();
+        let probe = stalls::Probe::new(db, &run_db);
         let mut runs = Vec::new();
         for &c in &o.concurrency {
             if let Some(ch) = &channels
@@ -582,14 +584,16 @@ async fn load_runs(
                 for s in Scenario::WRITES.into_iter().filter(|&s| wanted(s)) {
                     if let Some((name, d)) = scenarios::write_driver(s, ch, &samples, &one_account)
                     {
-                        runs.push(run_one(name, c, warmup, duration, o.seed, d, srv).await);
+                        let run = load::closed_loop(name, c, warmup, duration, o.seed, d, srv);
+                        runs.push(print_run(probe.around(run).await?));
                     }
                 }
             }
             for &c in &o.concurrency {
                 if wanted(Scenario::Mixed) {
                     let d = scenarios::mixed(ch.clone(), samples.clone());
-                    runs.push(run_one("mixed", c, warmup, duration, o.seed, d, srv).await);
+                    let run = load::closed_loop("mixed", c, warmup, duration, o.seed, d, srv);
+                    runs.push(print_run(probe.around(run).await?));
                 }
             }
         }
@@ -672,14 +676,29 @@ async fn run_one(
     driver: load::Driver,
     server: Option<&server::Server>,
 ) -> load::Stats {
-    let s = load::closed_loop(name, concurrency, warmup, duration, seed, driver, server).await;
+    print_run(load::closed_loop(name, concurrency, warmup, duration, seed, driver, server).await)
+}
+
+/// One line on stderr per run, as it ends.
+fn print_run(s: load::Stats) -> load::Stats {
+    let clients = match s.rate {
+        Some(rate) => format!("{rate:.0}/s"),
+        None => format!("c={}", s.concurrency),
+    };
     eprintln!(
-        "{name:>20} c={concurrency:<3} {:>8.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  errors {}{}",
+        "{:>20} {clients:<8} {:>8.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  max {:>7.2} ms  errors {}{}{}",
+        s.name,
         s.throughput,
         s.latency.p50_ms,
         s.latency.p99_ms,
+        s.latency.p999_ms,
         s.latency.max_ms,
         s.errors,
+        if s.late_sends > 0 {
+            format!(", {} sent late", s.late_sends)
+        } else {
+            String::new()
+        },
         s.first_error
             .as_deref()
             .map(|e| format!(" (first: {e})"))

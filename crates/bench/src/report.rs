@@ -283,7 +283,7 @@ pub fn goals(r: &Results) -> Vec<Goal> {
 
 fn row(s: &Stats) -> String {
     format!(
-        "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.3} / {:.3} / {:.3} / {:.3} | {:.0} % |",
+        "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.3} / {:.3} / {:.3} / {:.3} | {:.0} % |",
         s.name,
         match s.rate {
             Some(r) => format!("{r:.0}/s paced"),
@@ -293,6 +293,7 @@ fn row(s: &Stats) -> String {
         s.latency.p50_ms,
         s.latency.p90_ms,
         s.latency.p99_ms,
+        s.latency.p999_ms,
         s.latency.max_ms,
         s.errors,
         s.cpu_ms_per_op[0],
@@ -303,7 +304,7 @@ fn row(s: &Stats) -> String {
     )
 }
 
-const HEADER: &str = "| scenario | clients | ok/s | p50 ms | p90 ms | p99 ms | max ms | errors | CPU ms per call: bench / server / PostgreSQL / rest | rest of machine |\n|---|---|---|---|---|---|---|---|---|---|";
+const HEADER: &str = "| scenario | clients | ok/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | CPU ms per call: bench / server / PostgreSQL / rest | rest of machine |\n|---|---|---|---|---|---|---|---|---|---|---|";
 
 pub fn markdown(r: &Results) -> String {
     let mut r = r.clone();
@@ -376,17 +377,21 @@ pub fn markdown(r: &Results) -> String {
         for m in mixed {
             let _ = writeln!(
                 s,
-                "\nmixed, {} clients, per operation:\n\n| operation | calls | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|",
+                "\nmixed, {} clients, per operation:\n\n| operation | calls | p50 ms | p99 ms | p99.9 ms | max ms |\n|---|---|---|---|---|---|",
                 m.concurrency
             );
             for (op, l) in &m.ops {
                 let _ = writeln!(
                     s,
-                    "| {op} | {} | {:.2} | {:.2} | {:.2} |",
-                    l.count, l.p50_ms, l.p99_ms, l.max_ms
+                    "| {op} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                    l.count, l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms
                 );
             }
         }
+        s.push_str(&crate::stalls::markdown(
+            "## Write stalls",
+            &load.runs.iter().collect::<Vec<_>>(),
+        ));
         let _ = writeln!(s, "\nservice ÷ raw (throughput):\n");
         for svc in load.runs.iter().filter(|r| r.name == "identify_by_number") {
             let c = svc.concurrency;
