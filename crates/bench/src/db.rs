@@ -161,6 +161,11 @@ impl Db {
         self.private.as_ref().map(PrivatePostgres::log_file)
     }
 
+    /// The private cluster's folder (none for a `--database-url` server).
+    pub fn pg_dir(&self) -> Option<&Path> {
+        self.private.as_ref().map(PrivatePostgres::data_dir)
+    }
+
     pub fn url_for(&self, database: &str) -> String {
         with_database(&self.base_url, database)
     }

@@ -6,6 +6,8 @@
 
 mod data;
 mod db;
+mod growth;
+mod halfload;
 mod load;
 mod population;
 mod purge;
@@ -58,6 +60,14 @@ enum Command {
     /// run, a baseline build (--baseline-server-bin), alternating, each on a fresh copy of the
     /// seed.
     Writes(WritesArgs),
+    /// Latency below saturation: per scenario (identify by number, by name, the call-centre
+    /// mix) the saturation rate (closed loop, 32 clients), then calls on a fixed schedule at
+    /// --load-fraction of it, latency counted from each call's intended send time.
+    Halfload(HalfLoadArgs),
+    /// Identify by number, by name (largest account) and CreateCallNote at several scales in
+    /// one run, a seed each (<db-name>_10k, _100k, _1m, _10m), at one client and at
+    /// --load-fraction of saturation, with the growth factor per step.
+    Growth(GrowthArgs),
     /// Change-feed consumers one server serves: WatchChanges streams over one account or one
     /// account each while a writer writes at a fixed rate; delivery delay, CPU, refusals.
     Watch(WatchArgs),
@@ -68,6 +78,42 @@ struct WritesArgs {
     /// An earlier server build to measure beside this one (e.g. the commit before a change).
     #[arg(long)]
     baseline_server_bin: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Args)]
+struct HalfLoadArgs {
+    /// Share of the measured saturation rate the open loop asks for.
+    #[arg(long, default_value_t = 0.5)]
+    load_fraction: f64,
+    /// Clients of the closed loop that measures the saturation rate.
+    #[arg(long, default_value_t = 32)]
+    saturation_clients: usize,
+    /// Calls in flight at most in the open loop (beyond, the schedule slips, and the slip
+    /// counts as latency).
+    #[arg(long, default_value_t = 512)]
+    max_in_flight: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Args)]
+struct GrowthArgs {
+    /// Data sizes, one seed each (1.0 is 1,000,000 contacts; see --scale).
+    #[arg(long, value_delimiter = ',', default_value = "0.01,0.1,1,10")]
+    scales: Vec<f64>,
+    #[command(flatten)]
+    half: HalfLoadArgs,
+}
+
+impl HalfLoadArgs {
+    fn options(&self, o: &Opts) -> halfload::HalfLoadOptions {
+        halfload::HalfLoadOptions {
+            fraction: self.load_fraction,
+            saturation_clients: self.saturation_clients,
+            warmup: Duration::from_secs_f64(o.warmup),
+            duration: Duration::from_secs_f64(o.duration),
+            seed: o.seed,
+            max_in_flight: self.max_in_flight,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Args)]
@@ -370,6 +416,7 @@ async fn run_on(
             | Command::All
             | Command::Writes(_)
             | Command::Watch(_)
+            | Command::Halfload(_)
     ) {
         let spec = seed::SeedSpec::realistic(o.scale, o.seed);
         results.seed = Some(seed::ensure(db, o.db_name(), &spec, o.reseed).await?);
@@ -414,6 +461,45 @@ async fn run_on(
             keep_copies: o.keep_copies,
         };
         results.writes = Some(writes::run(db, o.db_name(), &wo).await?);
+    }
+    if let Command::Halfload(h) = &cmd {
+        anyhow::ensure!(
+            h.load_fraction > 0.0 && h.load_fraction <= 1.0,
+            "--load-fraction must be in (0, 1]"
+        );
+        let c = halfload::Command {
+            scenarios: o.scenarios.clone(),
+            options: h.options(o),
+            server_bin: server_bin()?,
+            server_args: &o.server_arg,
+            connections: o.connections,
+            log_dir,
+            keep_copies: o.keep_copies,
+        };
+        results.halfload = Some(halfload::run(db, o.db_name(), &c).await?);
+    }
+    if let Command::Growth(g) = &cmd {
+        anyhow::ensure!(
+            g.half.load_fraction > 0.0 && g.half.load_fraction <= 1.0,
+            "--load-fraction must be in (0, 1]"
+        );
+        anyhow::ensure!(
+            g.scales.iter().all(|s| *s > 0.0),
+            "--scales must be positive"
+        );
+        let go = growth::GrowthOptions {
+            scales: g.scales.clone(),
+            base_name: o.db_name().to_owned(),
+            seed: o.seed,
+            reseed: o.reseed,
+            half: g.half.options(o),
+            server_bin: server_bin()?,
+            server_args: &o.server_arg,
+            connections: o.connections,
+            log_dir,
+            keep_copies: o.keep_copies,
+        };
+        results.growth = Some(growth::run(db, &go).await?);
     }
     if let Command::Watch(w) = &cmd {
         let wo = watch::WatchOptions {

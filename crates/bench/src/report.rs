@@ -158,6 +158,8 @@ pub struct Results {
     pub purge: Option<PurgeReport>,
     pub writes: Option<crate::writes::WritesReport>,
     pub watch: Option<crate::watch::WatchReport>,
+    pub halfload: Option<crate::halfload::HalfLoadReport>,
+    pub growth: Option<crate::growth::GrowthReport>,
     pub goals: Vec<Goal>,
     pub total_secs: f64,
 }
@@ -226,6 +228,9 @@ pub fn goals(r: &Results) -> Vec<Goal> {
                 met: s.latency.p99_ms <= 25.0,
             });
         }
+    }
+    if let Some(g) = r.halfload.as_ref().and_then(crate::halfload::goal) {
+        out.push(g);
     }
     if let Some(p) = &r.purge {
         out.push(Goal {
@@ -466,6 +471,12 @@ pub fn markdown(r: &Results) -> String {
     }
     if let Some(w) = &r.watch {
         s.push_str(&crate::watch::markdown(w));
+    }
+    if let Some(h) = &r.halfload {
+        s.push_str(&crate::halfload::markdown(h));
+    }
+    if let Some(g) = &r.growth {
+        s.push_str(&crate::growth::markdown(g));
     }
     let _ = writeln!(s, "\n## Goals\n\n| goal | measured | met |\n|---|---|---|");
     for g in &r.goals {
