@@ -323,6 +323,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         durability,
     )
     .await?;
+    stalls::clear_leftovers(&db).await?;
     match db.postmaster_pid().await {
         Some(pid) => server::measure_postgres_of(pid),
         None => eprintln!(

@@ -135,6 +135,15 @@ impl Probe {
     }
 }
 
+/// Undoes the lock-wait logging a watched run of an interrupted invocation left switched on in
+/// the private cluster, so no other run meets its short deadlock_timeout.
+pub async fn clear_leftovers(db: &Db) -> anyhow::Result<()> {
+    if db.log_file().is_some() {
+        set_lock_logging(&db.admin().await?, false).await?;
+    }
+    Ok(())
+}
+
 /// Turns lock-wait logging with a short deadlock_timeout on or off (back to the server's
 /// configuration), for the whole cluster; both take effect on reload.
 async fn set_lock_logging(admin: &Client, on: bool) -> anyhow::Result<()> {
