@@ -13,13 +13,58 @@ pub struct Db {
     private: Option<PrivatePostgres>,
 }
 
+/// The settings that decide whether a commit survives a crash of the machine.
+const DURABILITY_SETTINGS: [&str; 3] = ["fsync", "synchronous_commit", "full_page_writes"];
+
+/// How the private cluster keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync, synchronous_commit and full_page_writes on, as in production.
+    Durable,
+    /// All three off (the test mode of `crates/devdb`): throwaway data, faster writes.
+    Fast,
+}
+
+impl Durability {
+    /// Whether `fsync`, `synchronous_commit` and `full_page_writes` (in that order) are what
+    /// this durability wants.
+    fn holds(self, settings: &[(String, String)]) -> bool {
+        let want_on = self == Durability::Durable;
+        settings.iter().all(|(_, v)| (v != "off") == want_on)
+    }
+
+    async fn start(self, pg_dir: &Path) -> Result<PrivatePostgres, callers_devdb::Error> {
+        match self {
+            Durability::Durable => PrivatePostgres::start(pg_dir, None).await,
+            Durability::Fast => PrivatePostgres::start_for_tests(pg_dir, None).await,
+        }
+    }
+}
+
+/// `fsync`, `synchronous_commit` and `full_page_writes` as the server reports them, with where
+/// each was set (`pg_settings.source`).
+async fn durability_settings(admin: &Client) -> anyhow::Result<Vec<(String, String, String)>> {
+    let rows = admin
+        .query(
+            "SELECT name, setting, source FROM pg_settings WHERE name = ANY($1) ORDER BY name",
+            &[&DURABILITY_SETTINGS.to_vec()],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get("name"), r.get("setting"), r.get("source")))
+        .collect())
+}
+
 impl Db {
-    /// `shared_buffers`: applied to the private cluster (ALTER SYSTEM and a restart when it
-    /// differs); a `--database-url` server is used as it is configured.
+    /// `shared_buffers` and `durability`: applied to the private cluster (ALTER SYSTEM, or
+    /// the start options of `crates/devdb`, and a restart when they differ); a
+    /// `--database-url` server is used as it is configured.
     pub async fn open(
         database_url: Option<&str>,
         pg_dir: &Path,
         shared_buffers: &str,
+        durability: Durability,
     ) -> anyhow::Result<Db> {
         if let Some(url) = database_url {
             let admin_db = database_of(url).unwrap_or_else(|| "postgres".into());
@@ -31,7 +76,8 @@ impl Db {
         }
         std::fs::create_dir_all(pg_dir)
             .with_context(|| format!("cannot create {}", pg_dir.display()))?;
-        let mut pg = PrivatePostgres::start_for_tests(pg_dir, None)
+        let mut pg = durability
+            .start(pg_dir)
             .await
             .context("starting the private PostgreSQL (or set DATABASE_URL)")?;
         let admin = connect(&pg.url()).await?;
@@ -56,20 +102,49 @@ impl Db {
                     literal(&want)
                 ))
                 .await?;
-            drop(admin);
+        }
+        let current = durability_settings(&admin).await?;
+        let plain = |s: &[(String, String, String)]| -> Vec<(String, String)> {
+            s.iter().map(|(n, v, _)| (n.clone(), v.clone())).collect()
+        };
+        let durability_differs = !durability.holds(&plain(&current));
+        if durability_differs {
+            // Durable: the fast settings come from the start options (`-c`), which a restart
+            // without them drops; anything ALTER SYSTEM left behind is reset too.
+            if durability == Durability::Durable {
+                for name in DURABILITY_SETTINGS {
+                    admin
+                        .batch_execute(&format!("ALTER SYSTEM RESET {name}"))
+                        .await?;
+                }
+            }
+        }
+        drop(admin);
+        if !want.is_empty() || durability_differs {
             if !pg.started_here() {
                 bail!(
-                    "the private PostgreSQL in {} was already running: stop it (pg_ctl stop) so \
-                     shared_buffers = {want} takes effect",
+                    "the private PostgreSQL in {} was already running with other settings \
+                     (shared_buffers {shared_buffers}, {durability:?}: {current:?}): stop it \
+                     (pg_ctl stop) so they take effect",
                     pg_dir.display()
                 );
             }
             pg.stop().await?;
-            pg = PrivatePostgres::start_for_tests(pg_dir, None).await?;
-            eprintln!("private PostgreSQL restarted with shared_buffers = {want}");
+            pg = durability.start(pg_dir).await?;
+            eprintln!(
+                "private PostgreSQL restarted with shared_buffers = {shared_buffers}, {durability:?}"
+            );
+        }
+        let now = durability_settings(&connect(&pg.url()).await?).await?;
+        if !durability.holds(&plain(&now)) {
+            bail!(
+                "the private PostgreSQL in {} runs with {now:?} although {durability:?} was \
+                 asked for (postgresql.conf?)",
+                pg_dir.display()
+            );
         }
         eprintln!(
-            "private PostgreSQL at {} ({}), log {}",
+            "private PostgreSQL at {} ({}), log {}, {durability:?}",
             pg.url(),
             pg.data_dir().display(),
             pg.log_file().display()
@@ -79,6 +154,16 @@ impl Db {
             admin_db: "postgres".into(),
             private: Some(pg),
         })
+    }
+
+    /// The private cluster's server log (none for a `--database-url` server).
+    pub fn log_file(&self) -> Option<std::path::PathBuf> {
+        self.private.as_ref().map(PrivatePostgres::log_file)
+    }
+
+    /// The private cluster's folder (none for a `--database-url` server).
+    pub fn pg_dir(&self) -> Option<&Path> {
+        self.private.as_ref().map(PrivatePostgres::data_dir)
     }
 
     pub fn url_for(&self, database: &str) -> String {

@@ -80,6 +80,12 @@ pub struct Stats {
     pub foreign_cpu_share: f64,
     pub server_rss_peak_kib: Option<u64>,
     pub server_rss_end_kib: Option<u64>,
+    /// Paced runs: calls sent more than [`TIMER_SLACK`] after their intended time (the
+    /// scheduler waited for a free slot, or was kept off the CPU); their latency counts from
+    /// the intended time.
+    pub late_sends: u64,
+    /// Write runs: what the server's backends waited for, lock waits, WAL and checkpoints.
+    pub stalls: Option<crate::stalls::StallReport>,
 }
 
 #[derive(Default)]
@@ -176,6 +182,8 @@ impl Recorder {
                     * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64),
             server_rss_peak_kib: rss.map(|r| r.0),
             server_rss_end_kib: rss.map(|r| r.1),
+            late_sends: 0,
+            stalls: None,
         }
     }
 }
@@ -278,10 +286,16 @@ pub struct Pace {
     pub max: Duration,
 }
 
+/// How late the scheduler may wake for a call and still count it from its waking: tokio's
+/// timer wakes up to a millisecond late, which is the load generator's, not the system's.
+pub const TIMER_SLACK: Duration = Duration::from_millis(2);
+
 /// Calls at `rate` per second (at most `max_in_flight` at once) until `stop` turns true or
-/// `max` has passed. Latency counts from the moment the scheduler woke for a call, before it
-/// waits for a free slot, so a stalled system shows as latency rather than as fewer calls (the
-/// timer's own lateness, up to a millisecond, is left out).
+/// `max` has passed: an open loop, the schedule fixed in advance. Latency counts from the
+/// call's intended send time, so a stalled system shows as latency rather than as fewer calls
+/// (coordinated omission): from the moment the scheduler woke for it when that was within
+/// [`TIMER_SLACK`] of the schedule (the timer's own lateness left out), else from the schedule
+/// (the scheduler was held back waiting for a free slot, or off the CPU).
 pub async fn paced(
     name: &str,
     pace: Pace,
@@ -306,6 +320,7 @@ pub async fn paced(
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut due = start;
     let mut n = 0usize;
+    let mut late = 0u64;
     let mut tasks = Vec::new();
     loop {
         if *stop.borrow() || due >= end {
@@ -315,7 +330,13 @@ pub async fn paced(
             _ = tokio::time::sleep_until(due.into()) => {}
             _ = stop.changed() => break,
         }
-        let intended = Instant::now();
+        let woke = Instant::now();
+        let intended = if woke.saturating_duration_since(due) <= TIMER_SLACK {
+            woke
+        } else {
+            late += 1;
+            due
+        };
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
@@ -349,5 +370,7 @@ pub async fn paced(
         .ok()
         .and_then(|m| m.into_inner().ok())
         .unwrap_or_default();
-    rec.stats(name, max_in_flight, Some(rate), secs, cpu, rss)
+    let mut stats = rec.stats(name, max_in_flight, Some(rate), secs, cpu, rss);
+    stats.late_sends = late;
+    stats
 }

@@ -6,6 +6,8 @@
 
 mod data;
 mod db;
+mod growth;
+mod halfload;
 mod load;
 mod population;
 mod purge;
@@ -15,6 +17,7 @@ mod report;
 mod scenarios;
 mod seed;
 mod server;
+mod stalls;
 mod watch;
 mod words;
 mod writes;
@@ -57,6 +60,14 @@ enum Command {
     /// run, a baseline build (--baseline-server-bin), alternating, each on a fresh copy of the
     /// seed.
     Writes(WritesArgs),
+    /// Latency below saturation: per scenario (identify by number, by name, the call-centre
+    /// mix) the saturation rate (closed loop, 32 clients), then calls on a fixed schedule at
+    /// --load-fraction of it, latency counted from each call's intended send time.
+    Halfload(HalfLoadArgs),
+    /// Identify by number, by name (largest account) and CreateCallNote at several scales in
+    /// one run, a seed each (<db-name>_10k, _100k, _1m, _10m), at one client and at
+    /// --load-fraction of saturation, with the growth factor per step.
+    Growth(GrowthArgs),
     /// Change-feed consumers one server serves: WatchChanges streams over one account or one
     /// account each while a writer writes at a fixed rate; delivery delay, CPU, refusals.
     Watch(WatchArgs),
@@ -67,6 +78,42 @@ struct WritesArgs {
     /// An earlier server build to measure beside this one (e.g. the commit before a change).
     #[arg(long)]
     baseline_server_bin: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Args)]
+struct HalfLoadArgs {
+    /// Share of the measured saturation rate the open loop asks for.
+    #[arg(long, default_value_t = 0.5)]
+    load_fraction: f64,
+    /// Clients of the closed loop that measures the saturation rate.
+    #[arg(long, default_value_t = 32)]
+    saturation_clients: usize,
+    /// Calls in flight at most in the open loop (beyond, the schedule slips, and the slip
+    /// counts as latency).
+    #[arg(long, default_value_t = 512)]
+    max_in_flight: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Args)]
+struct GrowthArgs {
+    /// Data sizes, one seed each (1.0 is 1,000,000 contacts; see --scale).
+    #[arg(long, value_delimiter = ',', default_value = "0.01,0.1,1,10")]
+    scales: Vec<f64>,
+    #[command(flatten)]
+    half: HalfLoadArgs,
+}
+
+impl HalfLoadArgs {
+    fn options(&self, o: &Opts) -> halfload::HalfLoadOptions {
+        halfload::HalfLoadOptions {
+            fraction: self.load_fraction,
+            saturation_clients: self.saturation_clients,
+            warmup: Duration::from_secs_f64(o.warmup),
+            duration: Duration::from_secs_f64(o.duration),
+            seed: o.seed,
+            max_in_flight: self.max_in_flight,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Args)]
@@ -147,6 +194,10 @@ pub struct Opts {
     /// server gives it about a quarter of its memory).
     #[arg(long, global = true, default_value = "1GB")]
     pg_shared_buffers: String,
+    /// Run the private cluster with fsync, synchronous_commit and full_page_writes off (fast,
+    /// throwaway data); by default they are on, as in production. Reports say which it was.
+    #[arg(long, global = true)]
+    fast_durability: bool,
     /// Folder of the private PostgreSQL cluster.
     #[arg(long, global = true, default_value = "target/callers-bench/pg")]
     pg_dir: PathBuf,
@@ -260,7 +311,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             machine.idle_share_at_start * 100.0
         );
     }
-    let db = db::Db::open(o.database_url.as_deref(), &o.pg_dir, &o.pg_shared_buffers).await?;
+    let durability = if o.fast_durability {
+        db::Durability::Fast
+    } else {
+        db::Durability::Durable
+    };
+    let db = db::Db::open(
+        o.database_url.as_deref(),
+        &o.pg_dir,
+        &o.pg_shared_buffers,
+        durability,
+    )
+    .await?;
+    stalls::clear_leftovers(&db).await?;
     match db.postmaster_pid().await {
         Some(pid) => server::measure_postgres_of(pid),
         None => eprintln!(
@@ -323,10 +386,12 @@ async fn run_on(
     machine: report::Machine,
 ) -> anyhow::Result<report::Results> {
     let o = &cli.opts;
+    let postgres = report::postgres_settings(&db.admin().await?).await?;
     let mut results = report::Results {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         machine,
-        postgres: report::postgres_settings(&db.admin().await?).await?,
+        durability: report::durability(&postgres),
+        postgres,
         build_profile: if cfg!(debug_assertions) {
             "debug"
         } else {
@@ -352,6 +417,7 @@ async fn run_on(
             | Command::All
             | Command::Writes(_)
             | Command::Watch(_)
+            | Command::Halfload(_)
     ) {
         let spec = seed::SeedSpec::realistic(o.scale, o.seed);
         results.seed = Some(seed::ensure(db, o.db_name(), &spec, o.reseed).await?);
@@ -396,6 +462,45 @@ async fn run_on(
             keep_copies: o.keep_copies,
         };
         results.writes = Some(writes::run(db, o.db_name(), &wo).await?);
+    }
+    if let Command::Halfload(h) = &cmd {
+        anyhow::ensure!(
+            h.load_fraction > 0.0 && h.load_fraction <= 1.0,
+            "--load-fraction must be in (0, 1]"
+        );
+        let c = halfload::Command {
+            scenarios: o.scenarios.clone(),
+            options: h.options(o),
+            server_bin: server_bin()?,
+            server_args: &o.server_arg,
+            connections: o.connections,
+            log_dir,
+            keep_copies: o.keep_copies,
+        };
+        results.halfload = Some(halfload::run(db, o.db_name(), &c).await?);
+    }
+    if let Command::Growth(g) = &cmd {
+        anyhow::ensure!(
+            g.half.load_fraction > 0.0 && g.half.load_fraction <= 1.0,
+            "--load-fraction must be in (0, 1]"
+        );
+        anyhow::ensure!(
+            g.scales.iter().all(|s| *s > 0.0),
+            "--scales must be positive"
+        );
+        let go = growth::GrowthOptions {
+            scales: g.scales.clone(),
+            base_name: o.db_name().to_owned(),
+            seed: o.seed,
+            reseed: o.reseed,
+            half: g.half.options(o),
+            server_bin: server_bin()?,
+            server_args: &o.server_arg,
+            connections: o.connections,
+            log_dir,
+            keep_copies: o.keep_copies,
+        };
+        results.growth = Some(growth::run(db, &go).await?);
     }
     if let Command::Watch(w) = &cmd {
         let wo = watch::WatchOptions {
@@ -526,6 +631,7 @@ async fn load_runs(
             report.consistency = Some((agree, checked));
         }
         let srv = server.as_ref();
+        let probe = stalls::Probe::new(db, &run_db);
         let mut runs = Vec::new();
         for &c in &o.concurrency {
             if let Some(ch) = &channels
@@ -565,14 +671,16 @@ async fn load_runs(
                 for s in Scenario::WRITES.into_iter().filter(|&s| wanted(s)) {
                     if let Some((name, d)) = scenarios::write_driver(s, ch, &samples, &one_account)
                     {
-                        runs.push(run_one(name, c, warmup, duration, o.seed, d, srv).await);
+                        let run = load::closed_loop(name, c, warmup, duration, o.seed, d, srv);
+                        runs.push(print_run(probe.around(run).await?));
                     }
                 }
             }
             for &c in &o.concurrency {
                 if wanted(Scenario::Mixed) {
                     let d = scenarios::mixed(ch.clone(), samples.clone());
-                    runs.push(run_one("mixed", c, warmup, duration, o.seed, d, srv).await);
+                    let run = load::closed_loop("mixed", c, warmup, duration, o.seed, d, srv);
+                    runs.push(print_run(probe.around(run).await?));
                 }
             }
         }
@@ -655,14 +763,29 @@ async fn run_one(
     driver: load::Driver,
     server: Option<&server::Server>,
 ) -> load::Stats {
-    let s = load::closed_loop(name, concurrency, warmup, duration, seed, driver, server).await;
+    print_run(load::closed_loop(name, concurrency, warmup, duration, seed, driver, server).await)
+}
+
+/// One line on stderr per run, as it ends.
+fn print_run(s: load::Stats) -> load::Stats {
+    let clients = match s.rate {
+        Some(rate) => format!("{rate:.0}/s"),
+        None => format!("c={}", s.concurrency),
+    };
     eprintln!(
-        "{name:>20} c={concurrency:<3} {:>8.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  errors {}{}",
+        "{:>20} {clients:<8} {:>8.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  max {:>7.2} ms  errors {}{}{}",
+        s.name,
         s.throughput,
         s.latency.p50_ms,
         s.latency.p99_ms,
+        s.latency.p999_ms,
         s.latency.max_ms,
         s.errors,
+        if s.late_sends > 0 {
+            format!(", {} sent late", s.late_sends)
+        } else {
+            String::new()
+        },
         s.first_error
             .as_deref()
             .map(|e| format!(" (first: {e})"))

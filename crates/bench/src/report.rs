@@ -101,6 +101,29 @@ pub async fn postgres_settings(client: &Client) -> anyhow::Result<Vec<(String, S
         .collect())
 }
 
+/// Which durability the figures used, judged on the settings read back from the server:
+/// durable when fsync and full_page_writes are on and synchronous_commit is not off.
+pub fn durability(settings: &[(String, String)]) -> String {
+    let get = |name: &str| {
+        settings
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or("?", |(_, v)| v.as_str())
+    };
+    let (fsync, sync, fpw) = (
+        get("fsync"),
+        get("synchronous_commit"),
+        get("full_page_writes"),
+    );
+    let on = [fsync, sync, fpw].iter().filter(|v| **v != "off").count();
+    let kind = match on {
+        3 => "durable",
+        0 => "fast",
+        _ => "mixed",
+    };
+    format!("{kind} (fsync={fsync}, synchronous_commit={sync}, full_page_writes={fpw})")
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LoadReport {
     pub name_account: String,
@@ -127,11 +150,16 @@ pub struct Results {
     pub build_profile: String,
     pub machine: Machine,
     pub postgres: Vec<(String, String)>,
+    /// "durable" or "fast" (or "mixed"), with the settings it rests on, as read back from
+    /// pg_settings.
+    pub durability: String,
     pub seed: Option<SeedReport>,
     pub load: Option<LoadReport>,
     pub purge: Option<PurgeReport>,
     pub writes: Option<crate::writes::WritesReport>,
     pub watch: Option<crate::watch::WatchReport>,
+    pub halfload: Option<crate::halfload::HalfLoadReport>,
+    pub growth: Option<crate::growth::GrowthReport>,
     pub goals: Vec<Goal>,
     pub total_secs: f64,
 }
@@ -201,6 +229,9 @@ pub fn goals(r: &Results) -> Vec<Goal> {
             });
         }
     }
+    if let Some(g) = r.halfload.as_ref().and_then(crate::halfload::goal) {
+        out.push(g);
+    }
     if let Some(p) = &r.purge {
         out.push(Goal {
             goal: "purge ≥ 0.5 × bare DELETE".into(),
@@ -257,7 +288,7 @@ pub fn goals(r: &Results) -> Vec<Goal> {
 
 fn row(s: &Stats) -> String {
     format!(
-        "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.3} / {:.3} / {:.3} / {:.3} | {:.0} % |",
+        "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.3} / {:.3} / {:.3} / {:.3} | {:.0} % |",
         s.name,
         match s.rate {
             Some(r) => format!("{r:.0}/s paced"),
@@ -267,6 +298,7 @@ fn row(s: &Stats) -> String {
         s.latency.p50_ms,
         s.latency.p90_ms,
         s.latency.p99_ms,
+        s.latency.p999_ms,
         s.latency.max_ms,
         s.errors,
         s.cpu_ms_per_op[0],
@@ -277,7 +309,7 @@ fn row(s: &Stats) -> String {
     )
 }
 
-const HEADER: &str = "| scenario | clients | ok/s | p50 ms | p90 ms | p99 ms | max ms | errors | CPU ms per call: bench / server / PostgreSQL / rest | rest of machine |\n|---|---|---|---|---|---|---|---|---|---|";
+const HEADER: &str = "| scenario | clients | ok/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | CPU ms per call: bench / server / PostgreSQL / rest | rest of machine |\n|---|---|---|---|---|---|---|---|---|---|---|";
 
 pub fn markdown(r: &Results) -> String {
     let mut r = r.clone();
@@ -297,6 +329,11 @@ pub fn markdown(r: &Results) -> String {
     );
     let pg: Vec<String> = r.postgres.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let _ = writeln!(s, "\nPostgreSQL: {}", pg.join(", "));
+    let _ = writeln!(
+        s,
+        "\nDurability of these figures: **{}**, read from pg_settings",
+        r.durability
+    );
     if let Some(seed) = &r.seed {
         let _ = writeln!(
             s,
@@ -345,17 +382,21 @@ pub fn markdown(r: &Results) -> String {
         for m in mixed {
             let _ = writeln!(
                 s,
-                "\nmixed, {} clients, per operation:\n\n| operation | calls | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|",
+                "\nmixed, {} clients, per operation:\n\n| operation | calls | p50 ms | p99 ms | p99.9 ms | max ms |\n|---|---|---|---|---|---|",
                 m.concurrency
             );
             for (op, l) in &m.ops {
                 let _ = writeln!(
                     s,
-                    "| {op} | {} | {:.2} | {:.2} | {:.2} |",
-                    l.count, l.p50_ms, l.p99_ms, l.max_ms
+                    "| {op} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                    l.count, l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms
                 );
             }
         }
+        s.push_str(&crate::stalls::markdown(
+            "## Write stalls",
+            &load.runs.iter().collect::<Vec<_>>(),
+        ));
         let _ = writeln!(s, "\nservice ÷ raw (throughput):\n");
         for svc in load.runs.iter().filter(|r| r.name == "identify_by_number") {
             let c = svc.concurrency;
@@ -431,6 +472,12 @@ pub fn markdown(r: &Results) -> String {
     if let Some(w) = &r.watch {
         s.push_str(&crate::watch::markdown(w));
     }
+    if let Some(h) = &r.halfload {
+        s.push_str(&crate::halfload::markdown(h));
+    }
+    if let Some(g) = &r.growth {
+        s.push_str(&crate::growth::markdown(g));
+    }
     let _ = writeln!(s, "\n## Goals\n\n| goal | measured | met |\n|---|---|---|");
     for g in &r.goals {
         let _ = writeln!(
@@ -456,6 +503,21 @@ mod tests {
             foreign_cpu_share: rest_of_machine,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn durability_is_named_after_the_settings_read_back() {
+        let settings = |fsync: &str, sync: &str, fpw: &str| {
+            vec![
+                ("fsync".to_owned(), fsync.to_owned()),
+                ("full_page_writes".to_owned(), fpw.to_owned()),
+                ("synchronous_commit".to_owned(), sync.to_owned()),
+            ]
+        };
+        assert!(durability(&settings("on", "on", "on")).starts_with("durable ("));
+        assert!(durability(&settings("on", "local", "on")).starts_with("durable ("));
+        assert!(durability(&settings("off", "off", "off")).starts_with("fast ("));
+        assert!(durability(&settings("on", "off", "on")).starts_with("mixed ("));
     }
 
     #[test]

@@ -115,6 +115,11 @@ pub struct SeedReport {
     pub now: Option<DateTime<Utc>>,
 }
 
+/// Whether `name` already holds this very seed (so [`ensure`] would reuse it).
+pub async fn is_current(db: &Db, name: &str, spec: &SeedSpec) -> anyhow::Result<bool> {
+    Ok(db.exists(name).await? && db.comment(name).await?.as_deref() == Some(&spec.marker()))
+}
+
 /// Seeds `name` unless it already holds this very seed (and `reseed` is off).
 pub async fn ensure(
     db: &Db,

@@ -8,6 +8,7 @@ use crate::db::{self, Db};
 use crate::load::{self, Stats};
 use crate::scenarios;
 use crate::server::Server;
+use crate::stalls;
 use anyhow::Context;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -76,28 +77,28 @@ pub async fn run(db: &Db, base: &str, o: &WritesOptions) -> anyhow::Result<Write
                     let (name, driver) =
                         scenarios::write_driver(scenario, &channels, &samples, &one)
                             .with_context(|| format!("{scenario:?} is not a write scenario"))?;
-                    anyhow::Ok(
-                        load::closed_loop(
-                            name,
-                            c,
-                            o.warmup,
-                            o.duration,
-                            o.seed,
-                            driver,
-                            Some(&server),
-                        )
-                        .await,
-                    )
+                    let run = load::closed_loop(
+                        name,
+                        c,
+                        o.warmup,
+                        o.duration,
+                        o.seed,
+                        driver,
+                        Some(&server),
+                    );
+                    stalls::Probe::new(db, &copy).around(run).await
                 }
                 .await;
                 server.stop().await?;
                 let stats = measured?;
                 eprintln!(
-                    "{:>28} c={c:<3} {label:<10} {:>7.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}{}",
+                    "{:>28} c={c:<3} {label:<10} {:>7.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  max {:>7.2} ms  errors {}{}",
                     stats.name,
                     stats.throughput,
                     stats.latency.p50_ms,
                     stats.latency.p99_ms,
+                    stats.latency.p999_ms,
+                    stats.latency.max_ms,
                     stats.errors,
                     stats
                         .first_error
@@ -125,8 +126,8 @@ pub fn markdown(r: &WritesReport) -> String {
     let _ = writeln!(
         s,
         "\n## Writes\n\nOne account: {} ({} sampled numbers). CPU ms per write: server / PostgreSQL.\n\n\
-         | scenario | clients | server | writes/s | ÷ baseline | p50 ms | p99 ms | max ms | errors | CPU ms per write | rest of machine |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|",
+         | scenario | clients | server | writes/s | ÷ baseline | p50 ms | p99 ms | p99.9 ms | max ms | errors | CPU ms per write | rest of machine |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|",
         r.one_account, r.one_account_samples
     );
     for run in &r.runs {
@@ -144,13 +145,14 @@ pub fn markdown(r: &WritesReport) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.0} | {ratio} | {:.2} | {:.2} | {:.2} | {} | {:.3} / {:.3} | {:.0} % |",
+            "| {} | {} | {} | {:.0} | {ratio} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.3} / {:.3} | {:.0} % |",
             st.name,
             st.concurrency,
             run.server,
             st.throughput,
             st.latency.p50_ms,
             st.latency.p99_ms,
+            st.latency.p999_ms,
             st.latency.max_ms,
             st.errors,
             st.cpu_ms_per_op[1],
@@ -158,5 +160,9 @@ pub fn markdown(r: &WritesReport) -> String {
             st.foreign_cpu_share * 100.0
         );
     }
+    s.push_str(&stalls::markdown(
+        "## Write stalls",
+        &r.runs.iter().map(|w| &w.stats).collect::<Vec<_>>(),
+    ));
     s
 }
