@@ -647,9 +647,11 @@ async fn wait_for(sql: &Client, query: &str, done: impl Fn(i64) -> bool) {
 }
 
 /// A stand-in Pushgateway: records every request and keeps the job's group as the real one
-/// does (POST replaces the metric families it names, PUT the whole group).
+/// does (POST replaces the metric families it names, PUT the whole group). With a textfile
+/// path beside it, for the worker's other way to publish.
 struct Pushgateway {
     url: String,
+    textfile: std::path::PathBuf,
     state: std::sync::Arc<std::sync::Mutex<Gateway>>,
 }
 
@@ -716,7 +718,23 @@ impl Pushgateway {
                     .unwrap();
             }
         });
-        Pushgateway { url, state }
+        let textfile =
+            std::env::temp_dir().join(format!("callers-purge-{}.prom", uuid::Uuid::new_v4()));
+        Pushgateway {
+            url,
+            textfile,
+            state,
+        }
+    }
+
+    /// The worker's flags that publish to both.
+    fn flags(&self) -> [&str; 4] {
+        [
+            "--pushgateway-url",
+            &self.url,
+            "--metrics-textfile",
+            self.textfile.to_str().expect("a UTF-8 temp path"),
+        ]
     }
 
     fn requests(&self) -> Vec<(String, String)> {
@@ -742,13 +760,8 @@ async fn a_run_pushes_its_figures_to_a_pushgateway_and_a_textfile() {
     let sql = sql(&db).await;
     insert_many(&sql, &Row::caller("acme", 200), 4).await;
     let gateway = Pushgateway::start().await;
-    let file = std::env::temp_dir().join(format!("callers-purge-{}.prom", uuid::Uuid::new_v4()));
-    let metrics = [
-        "--pushgateway-url",
-        &gateway.url,
-        "--metrics-textfile",
-        file.to_str().unwrap(),
-    ];
+    let file = gateway.textfile.clone();
+    let metrics = gateway.flags();
     let run = purge(&db, &metrics).await;
     assert_eq!(run.deleted(), 4, "{run:#?}");
     let requests = gateway.requests();
@@ -773,13 +786,8 @@ async fn a_run_pushes_its_figures_to_a_pushgateway_and_a_textfile() {
 async fn after_a_failed_run_the_last_success_is_still_there_and_the_failure_is_newer() {
     let db = fresh_database().await;
     let gateway = Pushgateway::start().await;
-    let file = std::env::temp_dir().join(format!("callers-purge-{}.prom", uuid::Uuid::new_v4()));
-    let metrics = [
-        "--pushgateway-url",
-        &gateway.url,
-        "--metrics-textfile",
-        file.to_str().unwrap(),
-    ];
+    let file = gateway.textfile.clone();
+    let metrics = gateway.flags();
     let ok = purge(&db, &metrics).await;
     assert_eq!(ok.code, Some(0), "{ok:#?}");
     let success = gateway.value(LAST_SUCCESS).expect("a success timestamp");

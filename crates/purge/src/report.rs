@@ -172,8 +172,8 @@ async fn push(base: &str, text: String) -> Result<(), Box<dyn std::error::Error 
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_text_names_one_outcome_and_no_accounts() {
+    /// The summary of a run that ended with `outcome`.
+    fn summary(outcome: Outcome) -> Summary {
         let cli = crate::config::Cli::try_parse_checked([
             "callers-purge",
             "--database-url",
@@ -181,7 +181,13 @@ mod tests {
         ])
         .unwrap();
         let mut s = crate::run::Summary::for_tests(&cli.settings());
-        s.outcome = Outcome::Succeeded;
+        s.outcome = outcome;
+        s
+    }
+
+    #[test]
+    fn the_text_names_one_outcome_and_no_accounts() {
+        let mut s = summary(Outcome::Succeeded);
         s.deleted = 7;
         s.deleted_by_account.insert("acme".into(), 7);
         let t = prometheus_text(&s);
@@ -207,14 +213,7 @@ mod tests {
 
     #[test]
     fn the_textfile_keeps_the_timestamp_a_run_did_not_write() {
-        let cli = crate::config::Cli::try_parse_checked([
-            "callers-purge",
-            "--database-url",
-            "postgres://x@127.0.0.1/db",
-        ])
-        .unwrap();
-        let mut s = crate::run::Summary::for_tests(&cli.settings());
-        s.outcome = Outcome::Succeeded;
+        let mut s = summary(Outcome::Succeeded);
         let succeeded = prometheus_text(&s);
         s.outcome = Outcome::Failed;
         let failed = carry_over(&succeeded, prometheus_text(&s));

@@ -49,14 +49,7 @@ async fn migrate_builds_the_schema_and_is_repeatable() {
 async fn it_serves_then_stops_cleanly_on_sigterm() {
     let url = empty_database().await;
     let running = server()
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--migrate",
-            "--log-format",
-            "json",
-        ])
-        .env("DATABASE_URL", &url)
+        .migrating_on(&url)
         .serve()
         .await
         .expect("the server did not start listening");
@@ -112,16 +105,8 @@ async fn a_full_scenario_logs_no_personal_data_and_fills_the_metrics() {
     let url = empty_database().await;
     let metrics_addr = format!("127.0.0.1:{}", free_port());
     let server = server()
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--migrate",
-            "--log-format",
-            "json",
-            "--metrics-listen",
-            &metrics_addr,
-        ])
-        .env("DATABASE_URL", &url)
+        .migrating_on(&url)
+        .args(["--metrics-listen", &metrics_addr])
         // Even at the most verbose level nothing personal may appear.
         .env("RUST_LOG", "trace")
         .serve()
@@ -287,14 +272,7 @@ type Contacts =
 async fn start_with_tokens(file: &std::path::Path) -> (ServerProcess, Contacts) {
     let url = empty_database().await;
     let server = server()
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--migrate",
-            "--log-format",
-            "json",
-        ])
-        .env("DATABASE_URL", &url)
+        .migrating_on(&url)
         .env("CALLERS_AUTH_TOKENS_FILE", file)
         .serve()
         .await
@@ -369,16 +347,8 @@ async fn a_changed_tokens_file_is_picked_up_without_a_signal() {
 async fn old_client_connections_are_renewed_without_a_lost_call() {
     let url = empty_database().await;
     let running = server()
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--migrate",
-            "--log-format",
-            "json",
-            "--max-connection-age-secs",
-            "1",
-        ])
-        .env("DATABASE_URL", &url)
+        .migrating_on(&url)
+        .args(["--max-connection-age-secs", "1"])
         .serve()
         .await
         .unwrap();

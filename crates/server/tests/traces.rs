@@ -30,14 +30,7 @@ fn tokens_file(token: &str) -> std::path::PathBuf {
 async fn start(endpoint: Option<&str>, tokens: &std::path::Path) -> ServerProcess {
     let url = empty_database().await;
     let mut launch = Launch::new(env!("CARGO_BIN_EXE_callers-server"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--migrate",
-            "--log-format",
-            "json",
-        ])
-        .env("DATABASE_URL", &url)
+        .migrating_on(&url)
         .env("CALLERS_AUTH_TOKENS_FILE", tokens);
     if let Some(e) = endpoint {
         launch = launch

@@ -170,6 +170,19 @@ impl Launch {
         self
     }
 
+    /// A server on a loopback port of its choosing, logging JSON, that migrates the database
+    /// at `url` before it serves.
+    pub fn migrating_on(self, url: &str) -> Self {
+        self.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--migrate",
+            "--log-format",
+            "json",
+        ])
+        .env("DATABASE_URL", url)
+    }
+
     /// Sends what a server prints to `path` instead of keeping it in memory (a benchmark's
     /// server logs a line per request).
     pub fn log_file(mut self, path: impl Into<PathBuf>) -> Self {
