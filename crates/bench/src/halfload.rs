@@ -147,16 +147,12 @@ impl Setup {
         db.copy(seed_db, &run_db).await?;
         let url = db.url_for(&run_db);
         let client = db::connect(&url).await?;
-        let samples = Arc::new(scenarios::number_samples(&client, 20_000, 0.1, seed).await?);
-        let big = crate::data::account_id(0);
-        let names = Arc::new(scenarios::name_samples(&client, &big, 5_000, seed).await?);
-        let big_contacts: i64 = client
-            .query_one(
-                "SELECT count(*) AS n FROM contacts WHERE account_id = $1",
-                &[&big],
-            )
-            .await?
-            .get("n");
+        let scenarios::Draws {
+            samples,
+            big,
+            names,
+            big_contacts,
+        } = scenarios::draws(&client, seed).await?;
         drop(client);
         let server = Server::start(server_bin, &url, log_dir, server_args).await?;
         let channels = match scenarios::channels(&server.addr, connections).await {
@@ -173,7 +169,7 @@ impl Setup {
             samples,
             big,
             names,
-            big_contacts: big_contacts as u64,
+            big_contacts,
         })
     }
 

@@ -24,7 +24,6 @@ mod writes;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
@@ -554,16 +553,12 @@ async fn load_runs(
     db.copy(o.db_name(), &run_db).await?;
     let url = db.url_for(&run_db);
     let client = db::connect(&url).await?;
-    let samples = Arc::new(scenarios::number_samples(&client, 20_000, 0.1, o.seed).await?);
-    let big = data::account_id(0);
-    let names = Arc::new(scenarios::name_samples(&client, &big, 5_000, o.seed).await?);
-    let big_size: i64 = client
-        .query_one(
-            "SELECT count(*) AS n FROM contacts WHERE account_id = $1",
-            &[&big],
-        )
-        .await?
-        .get("n");
+    let scenarios::Draws {
+        samples,
+        big,
+        names,
+        big_contacts: big_size,
+    } = scenarios::draws(&client, o.seed).await?;
     drop(client);
     let warmup = Duration::from_secs_f64(o.warmup);
     let duration = Duration::from_secs_f64(o.duration);
@@ -571,7 +566,7 @@ async fn load_runs(
     let raw = scenarios::RawClients::connect(&url, max_c).await?;
     let mut report = report::LoadReport {
         name_account: big.clone(),
-        name_account_contacts: big_size as u64,
+        name_account_contacts: big_size,
         number_samples: samples.len(),
         ..Default::default()
     };

@@ -37,6 +37,34 @@ pub struct NumberSample {
 
 /// `n` numbers of stored contacts, uniformly over all numbers (so accounts are hit in
 /// proportion to their size), plus `unknown_share` numbers nobody has, in the same accounts.
+/// What the lookup scenarios draw from in a seeded database: stored numbers (10 % unknown),
+/// the largest account, names said there, and its size.
+pub struct Draws {
+    pub samples: Arc<Vec<NumberSample>>,
+    pub big: String,
+    pub names: Arc<Vec<String>>,
+    pub big_contacts: u64,
+}
+
+pub async fn draws(client: &Client, seed: u64) -> anyhow::Result<Draws> {
+    let samples = Arc::new(number_samples(client, 20_000, 0.1, seed).await?);
+    let big = crate::data::account_id(0);
+    let names = Arc::new(name_samples(client, &big, 5_000, seed).await?);
+    let big_contacts: i64 = client
+        .query_one(
+            "SELECT count(*) AS n FROM contacts WHERE account_id = $1",
+            &[&big],
+        )
+        .await?
+        .get("n");
+    Ok(Draws {
+        samples,
+        big,
+        names,
+        big_contacts: big_contacts as u64,
+    })
+}
+
 pub async fn number_samples(
     client: &Client,
     n: usize,
