@@ -23,10 +23,10 @@ use uuid::Uuid;
 pub enum Layout {
     /// A realistic address book: a share of caller-only contacts, activity over two years.
     Realistic,
-    /// For the purge benchmark: exactly every second contact of an account is due (caller
+    /// For the purge benchmark: exactly one contact in `one_in` of an account is due (caller
     /// only, not kept, last activity 181 days to two years ago); the others are not (recent
-    /// callers, kept callers, other categories).
-    HalfDue,
+    /// callers, kept callers, other categories). `one_in = 2` is the usual half.
+    Due { one_in: u64 },
 }
 
 pub const TWO_YEARS_DAYS: i64 = 730;
@@ -38,13 +38,13 @@ pub fn account_id(i: usize) -> String {
 
 /// Sizes of `accounts` accounts summing to `total`: `big` accounts of `big_size`, the rest
 /// following a power law (a few thousand contacts in the largest small ones, tens in the tail).
-/// With `even`, every size is even (for [`Layout::HalfDue`]).
+/// Every size is a multiple of `multiple` (for [`Layout::Due`]; 1 for any size).
 pub fn account_sizes(
     total: u64,
     accounts: usize,
     big: usize,
     big_size: u64,
-    even: bool,
+    multiple: u64,
 ) -> Vec<u64> {
     let big = big.min(accounts);
     let mut sizes: Vec<u64> = vec![big_size; big];
@@ -59,18 +59,14 @@ pub fn account_sizes(
             sizes.push(((w / sum) * rest_total as f64).round().max(1.0) as u64);
         }
     }
-    if even {
-        for s in &mut sizes {
-            *s = (*s + 1) & !1;
-        }
+    for s in &mut sizes {
+        *s = s.div_ceil(multiple) * multiple;
     }
     // Make the sum exact on the largest small account (or the first).
     let sum: u64 = sizes.iter().sum();
     let fix = if big < sizes.len() { big } else { 0 };
     if sum > total {
-        sizes[fix] = sizes[fix]
-            .saturating_sub(sum - total)
-            .max(if even { 2 } else { 1 });
+        sizes[fix] = sizes[fix].saturating_sub(sum - total).max(multiple);
     } else {
         sizes[fix] += total - sum;
     }
@@ -345,13 +341,15 @@ impl<'t> AccountGen<'t> {
                 let last = between(rng, create, now);
                 (cats, keep, create, last)
             }
-            Layout::HalfDue => {
+            Layout::Due { one_in } => {
                 let old_create = between(rng, two_years, now - Duration::days(200));
                 let old_last = between(rng, old_create, now - Duration::days(181));
-                if i.is_multiple_of(2) {
+                if i.is_multiple_of(one_in) {
                     (vec!["caller".into()], false, old_create, old_last)
                 } else {
-                    match (i / 2) % 4 {
+                    // The kinds of contacts that are not due take turns (for one in two as
+                    // they always did).
+                    match ((i / one_in) * (one_in - 1) + i % one_in - 1) % 4 {
                         0 | 1 => {
                             let create = between(rng, two_years, now - Duration::days(1));
                             let from = create.max(now - Duration::days(170));
@@ -621,15 +619,18 @@ mod tests {
 
     #[test]
     fn sizes_sum_exactly_and_keep_the_big_accounts() {
-        let s = account_sizes(1_000_000, 10_000, 3, 100_000, false);
+        let s = account_sizes(1_000_000, 10_000, 3, 100_000, 1);
         assert_eq!(s.len(), 10_000);
         assert_eq!(s.iter().sum::<u64>(), 1_000_000);
         assert_eq!(&s[..3], &[100_000; 3]);
         assert!(s[3] < 100_000 && s[3] > 1_000, "{}", s[3]);
         assert!(s.iter().all(|&n| n >= 1));
-        let e = account_sizes(20_000, 100, 3, 2_000, true);
+        let e = account_sizes(20_000, 100, 3, 2_000, 2);
         assert_eq!(e.iter().sum::<u64>(), 20_000);
         assert!(e.iter().all(|n| n % 2 == 0));
+        let t = account_sizes(100_000, 100, 3, 10_000, 10);
+        assert_eq!(t.iter().sum::<u64>(), 100_000);
+        assert!(t.iter().all(|n| n % 10 == 0 && *n > 0));
     }
 
     #[test]
@@ -644,22 +645,24 @@ mod tests {
     }
 
     #[test]
-    fn half_due_layout_is_exactly_half_due() {
+    fn the_due_layouts_make_exactly_their_share_due() {
         let t = Tables::default();
         let now = Utc::now();
         let cutoff = now - Duration::days(180);
-        let mut g = AccountGen::new(&t, Layout::HalfDue, 1, 0, 400, now);
-        let mut due = 0;
-        let mut all = 0;
-        while let Some(c) = g.next_chunk(64) {
-            for r in &c.contacts {
-                all += 1;
-                let caller_only = r.categories == ["caller"];
-                if caller_only && !r.keep_permanently && r.last_activity_time < cutoff {
-                    due += 1;
+        for (one_in, due_wanted) in [(2, 200), (10, 40)] {
+            let mut g = AccountGen::new(&t, Layout::Due { one_in }, 1, 0, 400, now);
+            let mut due = 0;
+            let mut all = 0;
+            while let Some(c) = g.next_chunk(64) {
+                for r in &c.contacts {
+                    all += 1;
+                    let caller_only = r.categories == ["caller"];
+                    if caller_only && !r.keep_permanently && r.last_activity_time < cutoff {
+                        due += 1;
+                    }
                 }
             }
+            assert_eq!((all, due), (400, due_wanted), "one in {one_in}");
         }
-        assert_eq!((all, due), (400, 200));
     }
 }

@@ -258,6 +258,10 @@ pub struct Opts {
     /// N: due contacts of the purge benchmark (among 2N); default 200,000 × scale, at least 10,000.
     #[arg(long, global = true)]
     purge_n: Option<u64>,
+    /// The purge benchmark's table holds this many times N contacts, N of them due (2: half);
+    /// a larger factor shows whether the purge's time follows the rows it deletes or the table.
+    #[arg(long, global = true, default_value_t = 2, value_parser = clap::value_parser!(u64).range(2..=1000))]
+    purge_table_factor: u64,
     /// The worker's --batch-size.
     #[arg(long, global = true, default_value_t = 500)]
     purge_batch_size: u32,
@@ -522,6 +526,7 @@ async fn run_on(
             .unwrap_or(((200_000.0 * o.scale).round() as u64).max(10_000));
         let po = purge::PurgeOptions {
             n,
+            one_in: o.purge_table_factor,
             batch_size: o.purge_batch_size,
             lookup_rate: o.purge_lookup_rate,
             lookup_secs: o.duration,

@@ -1,4 +1,5 @@
-//! The purge benchmark: N due contacts among 2N, on identical copies of one seeded database
+//! The purge benchmark: N due contacts among 2N (or `--purge-table-factor` × N), on identical
+//! copies of one seeded database
 //! (`CREATE DATABASE … TEMPLATE`):
 //!
 //! 1. copy W: the `callers-purge` binary alone, its batches timed by watching `purge_runs`;
@@ -26,6 +27,8 @@ use tokio::sync::watch;
 
 pub struct PurgeOptions {
     pub n: u64,
+    /// The table holds `one_in` × N contacts (2: N due among 2N).
+    pub one_in: u64,
     pub batch_size: u32,
     pub lookup_rate: f64,
     pub lookup_secs: f64,
@@ -218,10 +221,14 @@ async fn run_worker(
 }
 
 pub async fn run(db: &Db, base: &str, o: &PurgeOptions) -> anyhow::Result<PurgeReport> {
-    let template = format!("{base}_purge");
-    let spec = SeedSpec::half_due(o.n, o.seed);
+    // One seed per table size, so each is reused.
+    let template = match o.one_in {
+        2 => format!("{base}_purge"),
+        k => format!("{base}_purge_1in{k}"),
+    };
+    let spec = SeedSpec::due(o.n, o.one_in, o.seed);
     let seeded = seed::ensure(db, &template, &spec, o.reseed).await?;
-    let n = spec.contacts / 2;
+    let n = spec.contacts / o.one_in.max(2);
     let mut copies = vec![
         format!("{template}_w"),
         format!("{template}_d"),

@@ -52,22 +52,34 @@ impl SeedSpec {
         }
     }
 
-    /// 2N contacts of which exactly N are due, in 2N/100 accounts, three of them 2N/10.
-    pub fn half_due(n: u64, seed: u64) -> Self {
-        let contacts = 2 * n.max(100);
+    /// `one_in` × N contacts of which exactly N are due, in 2N/100 accounts (as many as with
+    /// one in two, so a larger table means larger accounts, not more of them), three of them
+    /// a tenth of the table.
+    pub fn due(n: u64, one_in: u64, seed: u64) -> Self {
+        let one_in = one_in.max(2);
+        let n = n.max(100);
+        let contacts = one_in * n;
         Self {
-            layout: "half-due".into(),
+            layout: if one_in == 2 {
+                "half-due".into()
+            } else {
+                format!("due-1-in-{one_in}")
+            },
             contacts,
-            accounts: ((contacts / 100) as usize).max(10),
+            accounts: ((2 * n / 100) as usize).max(10),
             big_accounts: 3,
-            big_size: ((contacts / 10) + 1) & !1,
+            big_size: (contacts / 10).div_ceil(one_in) * one_in,
             seed,
         }
     }
 
     fn layout(&self) -> Layout {
         if self.layout == "half-due" {
-            Layout::HalfDue
+            Layout::Due { one_in: 2 }
+        } else if let Some(k) = self.layout.strip_prefix("due-1-in-") {
+            Layout::Due {
+                one_in: k.parse().unwrap_or(2),
+            }
         } else {
             Layout::Realistic
         }
@@ -79,7 +91,10 @@ impl SeedSpec {
             self.accounts,
             self.big_accounts,
             self.big_size,
-            self.layout() == Layout::HalfDue,
+            match self.layout() {
+                Layout::Due { one_in } => one_in,
+                Layout::Realistic => 1,
+            },
         )
     }
 
