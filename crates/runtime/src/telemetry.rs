@@ -100,6 +100,10 @@ pub fn extract(headers: &http::HeaderMap) -> opentelemetry::Context {
 /// The trace id of `traceparent` (32 lowercase hex digits), when it is well formed; for log
 /// lines while traces are not exported.
 pub fn trace_id_of(headers: &http::HeaderMap) -> Option<String> {
+    // Most calls carry none: skip the propagator then.
+    if !headers.contains_key("traceparent") {
+        return None;
+    }
     let cx = extract(headers);
     let span = cx.span();
     let sc = span.span_context();

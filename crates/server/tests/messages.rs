@@ -5,12 +5,12 @@
 
 use callers_proto::v1 as pb;
 use callers_proto::v1::call_handling_service_client::CallHandlingServiceClient;
-use callers_proto::v1::identification_service_client::IdentificationServiceClient;
 use callers_server::Limits;
 use callers_server::auth::Authenticator;
 use callers_store::purge::{PurgeSession, SessionOptions, UNDELIVERED_MESSAGES};
 use callers_testkit::app::{
-    TestApp, bad_fields, caller, contact_count, create, get, note, reason, spawn_app, update,
+    TestApp, bad_fields, caller, contact_count, create, get, identify_by_number, note, reason,
+    spawn_app, update,
 };
 use callers_testkit::mirror::Mirror;
 use callers_testkit::spawn_app_custom;
@@ -76,15 +76,7 @@ async fn deliver(
 }
 
 async fn identify(app: &TestApp, account: &str, number: &str) -> pb::IdentifyCallerResponse {
-    IdentificationServiceClient::new(app.channel.clone())
-        .identify_caller(pb::IdentifyCallerRequest {
-            account_id: account.into(),
-            caller_number: number.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    identify_by_number(app, account, number).await.unwrap()
 }
 
 async fn undelivered(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use callers_proto::v1 as pb;
 use callers_proto::v1::identification_service_client::IdentificationServiceClient;
 use callers_store::ReplicaStatus;
-use callers_testkit::app::{TestApp, caller, create, get, note, update};
+use callers_testkit::app::{TestApp, caller, create, get, identify_by_number, note, update};
 use callers_testkit::database::connect;
 use callers_testkit::replication::Replicated;
 use callers_testkit::spawn_app_with_replicas;
@@ -18,14 +18,7 @@ async fn identify(
     app: &TestApp,
     number: &str,
 ) -> Result<pb::IdentifyCallerResponse, tonic::Status> {
-    IdentificationServiceClient::new(app.channel.clone())
-        .identify_caller(pb::IdentifyCallerRequest {
-            account_id: ACCOUNT.into(),
-            caller_number: number.into(),
-            ..Default::default()
-        })
-        .await
-        .map(|r| r.into_inner())
+    identify_by_number(app, ACCOUNT, number).await
 }
 
 fn ids(resp: &pb::IdentifyCallerResponse) -> Vec<String> {

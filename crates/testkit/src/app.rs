@@ -317,6 +317,22 @@ where
     }
 }
 
+/// `IdentifyCaller` in `account` by `number` alone.
+pub async fn identify_by_number(
+    app: &TestApp,
+    account: &str,
+    number: &str,
+) -> Result<pb::IdentifyCallerResponse, tonic::Status> {
+    pb::identification_service_client::IdentificationServiceClient::new(app.channel.clone())
+        .identify_caller(pb::IdentifyCallerRequest {
+            account_id: account.into(),
+            caller_number: number.into(),
+            ..Default::default()
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 /// `UpdateContact` of the fields in `paths`, without an etag condition.
 pub async fn update(app: &mut TestApp, mut contact: pb::Contact, paths: &[&str]) -> pb::Contact {
     contact.etag.clear();

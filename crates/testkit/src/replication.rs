@@ -64,20 +64,20 @@ impl Replicated {
 
     /// Stops replaying WAL on the replica: it falls behind every write from now on.
     pub async fn pause_replay(&self) {
-        connect(&self.replica_url())
-            .await
-            .batch_execute("SELECT pg_wal_replay_pause()")
-            .await
-            .expect("pause the replay");
+        self.replica_runs("SELECT pg_wal_replay_pause()").await;
     }
 
     /// Replays again.
     pub async fn resume_replay(&self) {
+        self.replica_runs("SELECT pg_wal_replay_resume()").await;
+    }
+
+    async fn replica_runs(&self, sql: &str) {
         connect(&self.replica_url())
             .await
-            .batch_execute("SELECT pg_wal_replay_resume()")
+            .batch_execute(sql)
             .await
-            .expect("resume the replay");
+            .unwrap_or_else(|e| panic!("{sql} on the replica: {e}"));
     }
 
     /// Waits until the replica has replayed everything the primary has written so far.
