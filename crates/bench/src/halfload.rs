@@ -48,6 +48,10 @@ pub struct HalfLoadRun {
     pub saturation: Stats,
     /// The open loop at `fraction` × the saturation rate.
     pub paced: Stats,
+    /// For number lookups in `halfload`: at the same rate, the statement the server sends
+    /// (`raw_call`, straight to PostgreSQL) and an empty gRPC call (`grpc_floor`): what this
+    /// machine gives the tail without the service's work.
+    pub references: Vec<Stats>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -118,7 +122,34 @@ pub async fn measure(
         scenario: name.to_owned(),
         saturation,
         paced,
+        references: Vec::new(),
     })
+}
+
+/// `driver` on the schedule of `run` (its rate, after a warm-up): a reference for its tail.
+async fn at_the_same_rate(
+    name: &str,
+    run: &HalfLoadRun,
+    driver: Driver,
+    o: &HalfLoadOptions,
+    server: Option<&Server>,
+) -> Stats {
+    let pace = |max| Pace {
+        rate: run.paced.rate.unwrap_or(1.0),
+        max_in_flight: o.max_in_flight,
+        max,
+    };
+    let never = watch::channel(false);
+    load::paced(
+        "warm-up",
+        pace(o.warmup),
+        o.seed + 7,
+        driver.clone(),
+        never.1.clone(),
+        server,
+    )
+    .await;
+    print_run(load::paced(name, pace(o.duration), o.seed + 1, driver, never.1, server).await)
 }
 
 /// A server on a fresh copy of a seed, with the samples the drivers draw from.
@@ -251,9 +282,20 @@ pub async fn run(db: &Db, seed_db: &str, c: &Command<'_>) -> anyhow::Result<Half
         for s in SCENARIOS.iter().filter(|s| wanted.contains(s)) {
             let (name, driver) = setup.driver(*s).expect("a read scenario or the mix");
             let watched = (*s == Scenario::Mixed).then_some(&probe);
-            report
-                .runs
-                .push(measure(name, driver, &c.options, Some(&setup.server), watched).await?);
+            let mut run = measure(name, driver, &c.options, Some(&setup.server), watched).await?;
+            if *s == Scenario::IdentifyByNumber {
+                let o = &c.options;
+                let url = db.url_for(&setup.run_db);
+                let raw = scenarios::RawClients::connect(&url, o.max_in_flight).await?;
+                let d = scenarios::raw_call(raw, setup.samples.clone(), None);
+                let r = at_the_same_rate("raw_call at the same rate", &run, d, o, None).await;
+                run.references.push(r);
+                let d = scenarios::grpc_floor(setup.channels.clone());
+                let server = Some(&setup.server);
+                let r = at_the_same_rate("grpc_floor at the same rate", &run, d, o, server).await;
+                run.references.push(r);
+            }
+            report.runs.push(run);
         }
         anyhow::Ok(())
     }
@@ -334,6 +376,29 @@ pub fn markdown(r: &HalfLoadReport) -> String {
         r.name_account_contacts
     );
     s.push_str(&table(&r.runs, r.saturation_clients));
+    let references: Vec<&Stats> = r.runs.iter().flat_map(|h| &h.references).collect();
+    if !references.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nAt the number lookups' rate, in the same run: the statement the server sends, \
+             straight to PostgreSQL (`raw_call`), and an empty gRPC call (`grpc_floor`).\n\n\
+             | reference | ok/s | p50 ms | p99 ms | p99.9 ms | max ms | sent late |\n\
+             |---|---|---|---|---|---|---|"
+        );
+        for p in references {
+            let _ = writeln!(
+                s,
+                "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+                p.name,
+                p.throughput,
+                p.latency.p50_ms,
+                p.latency.p99_ms,
+                p.latency.p999_ms,
+                p.latency.max_ms,
+                p.late_sends
+            );
+        }
+    }
     let all: Vec<&Stats> = r
         .runs
         .iter()

@@ -197,6 +197,10 @@ pub struct Opts {
     /// throwaway data); by default they are on, as in production. Reports say which it was.
     #[arg(long, global = true)]
     fast_durability: bool,
+    /// Give PostgreSQL the machine's last CPU and this tool and the server the others
+    /// (`taskset`), as if the database had a machine of its own: what sharing the cores costs.
+    #[arg(long, global = true)]
+    split_cores: bool,
     /// Folder of the private PostgreSQL cluster.
     #[arg(long, global = true, default_value = "target/callers-bench/pg")]
     pg_dir: PathBuf,
@@ -328,7 +332,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     .await?;
     stalls::clear_leftovers(&db).await?;
     match db.postmaster_pid().await {
-        Some(pid) => server::measure_postgres_of(pid),
+        Some(pid) => {
+            server::measure_postgres_of(pid);
+            if o.split_cores {
+                eprintln!("{}", server::split_cores(pid)?);
+            }
+        }
+        None if o.split_cores => {
+            anyhow::bail!("--split-cores needs the cluster's postmaster on this machine")
+        }
         None => eprintln!(
             "warning: the cluster's postmaster is not known here: every PostgreSQL process on \
              the machine counts as PostgreSQL"
@@ -394,6 +406,7 @@ async fn run_on(
         command: std::env::args().collect::<Vec<_>>().join(" "),
         machine,
         durability: report::durability(&postgres),
+        split_cores: o.split_cores,
         postgres,
         build_profile: if cfg!(debug_assertions) {
             "debug"

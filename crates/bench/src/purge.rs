@@ -92,6 +92,53 @@ pub struct PurgeReport {
     pub busy_backend_p99_ratio: f64,
     /// p99 with the writing backend ÷ p99 without.
     pub writing_backend_p99_ratio: f64,
+    /// WAL of the worker alone and of the bare DELETE: what their time follows.
+    pub worker_alone_wal: WalUse,
+    pub bare_delete_wal: WalUse,
+    /// Heap pages of `contacts` holding due rows, and all of its pages: how densely the rows
+    /// to delete lie (each page touched is written and, after a checkpoint, logged whole).
+    pub due_pages: i64,
+    pub table_pages: i64,
+}
+
+/// WAL written by one run alone (the cluster runs nothing else meanwhile).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct WalUse {
+    pub bytes: f64,
+    /// Full-page images (`pg_stat_wal.wal_fpi`): pages logged whole on their first change
+    /// after a checkpoint (with full_page_writes on).
+    pub full_page_images: f64,
+}
+
+/// The WAL position and full-page-image count now, to measure a run from.
+async fn wal_mark(db: &Db) -> anyhow::Result<(String, f64)> {
+    let c = db.admin().await?;
+    let r = c
+        .query_one(
+            "SELECT pg_current_wal_lsn()::text AS lsn, \
+             (SELECT wal_fpi FROM pg_stat_wal)::float8 AS fpi",
+            &[],
+        )
+        .await?;
+    Ok((r.get("lsn"), r.get("fpi")))
+}
+
+/// The WAL since `mark`; backends flush their statistics when they end or at most every
+/// second, so this waits that long first.
+async fn wal_since(db: &Db, mark: &(String, f64)) -> anyhow::Result<WalUse> {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let c = db.admin().await?;
+    let r = c
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::float8 AS bytes, \
+             (SELECT wal_fpi FROM pg_stat_wal)::float8 AS fpi",
+            &[&mark.0],
+        )
+        .await?;
+    Ok(WalUse {
+        bytes: r.get("bytes"),
+        full_page_images: r.get::<_, f64>("fpi") - mark.1,
+    })
 }
 
 /// A PL/pgSQL loop that keeps one backend on a CPU, with no I/O, no lock and no table, until
@@ -243,6 +290,7 @@ pub async fn run(db: &Db, base: &str, o: &PurgeOptions) -> anyhow::Result<PurgeR
 
     // 1. The worker alone.
     eprintln!("purge: worker alone on {}", copies[0]);
+    let mark = wal_mark(db).await?;
     let alone = run_worker(
         &o.purge_bin,
         &db.url_for(&copies[0]),
@@ -250,6 +298,7 @@ pub async fn run(db: &Db, base: &str, o: &PurgeOptions) -> anyhow::Result<PurgeR
         &o.log_dir.join("purge-alone.log"),
     )
     .await?;
+    let worker_alone_wal = wal_since(db, &mark).await?;
     let cutoff = alone
         .cutoff_time
         .context("the worker's summary has no cutoff_time")?;
@@ -279,6 +328,16 @@ pub async fn run(db: &Db, base: &str, o: &PurgeOptions) -> anyhow::Result<PurgeR
     eprintln!("purge: bare DELETE on {}", copies[1]);
     let c = db::connect(&db.url_for(&copies[1])).await?;
     c.batch_execute("SET statement_timeout = 0").await?;
+    let pages = c
+        .query_one(
+            "SELECT (SELECT count(DISTINCT (ctid::text::point)[0]) FROM contacts \
+                     WHERE purge_candidate AND last_activity_time < $1) AS due, \
+                    pg_relation_size('contacts') / current_setting('block_size')::bigint AS total",
+            &[&cutoff],
+        )
+        .await?;
+    let (due_pages, table_pages): (i64, i64) = (pages.get("due"), pages.get("total"));
+    let mark = wal_mark(db).await?;
     let t = Instant::now();
     let rows = c
         .execute(
@@ -288,6 +347,7 @@ pub async fn run(db: &Db, base: &str, o: &PurgeOptions) -> anyhow::Result<PurgeR
         .await?;
     let bare_delete_secs = t.elapsed().as_secs_f64();
     drop(c);
+    let bare_delete_wal = wal_since(db, &mark).await?;
 
     // 3. Lookups at a fixed rate, without and then during a purge.
     eprintln!(
@@ -409,6 +469,10 @@ pub async fn run(db: &Db, base: &str, o: &PurgeOptions) -> anyhow::Result<PurgeR
         lookups_writing_backend: writing,
         lookups_during: during,
         worker_under_load: loaded,
+        worker_alone_wal,
+        bare_delete_wal,
+        due_pages,
+        table_pages,
     };
     Ok(report)
 }

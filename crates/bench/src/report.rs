@@ -153,6 +153,8 @@ pub struct Results {
     /// "durable" or "fast" (or "mixed"), with the settings it rests on, as read back from
     /// pg_settings.
     pub durability: String,
+    /// Set with `--split-cores`: PostgreSQL ran on a CPU of its own.
+    pub split_cores: bool,
     pub seed: Option<SeedReport>,
     pub load: Option<LoadReport>,
     pub purge: Option<PurgeReport>,
@@ -334,6 +336,12 @@ pub fn markdown(r: &Results) -> String {
         "\nDurability of these figures: **{}**, read from pg_settings",
         r.durability
     );
+    if r.split_cores {
+        let _ = writeln!(
+            s,
+            "\nCores split (`--split-cores`): PostgreSQL on the last CPU, this tool and the server on the others."
+        );
+    }
     if let Some(seed) = &r.seed {
         let _ = writeln!(
             s,
@@ -459,6 +467,23 @@ pub fn markdown(r: &Results) -> String {
             l.first_batch_ms,
             l.batch_p50_ms,
             l.batch_p99_ms,
+        );
+        let per_k = |w: &crate::purge::WalUse, rows: u64| {
+            format!(
+                "{:.1} MB ({:.1} kB per row), {:.0} full-page images",
+                w.bytes / 1e6,
+                w.bytes / 1e3 / rows.max(1) as f64,
+                w.full_page_images
+            )
+        };
+        let _ = writeln!(
+            s,
+            "WAL: worker alone {}; bare DELETE {}. The due rows lie on {} of the table's {} \
+             heap pages.\n",
+            per_k(&p.worker_alone_wal, w.deleted),
+            per_k(&p.bare_delete_wal, p.bare_delete_rows),
+            p.due_pages,
+            p.table_pages
         );
         let _ = writeln!(s, "{HEADER}");
         let _ = writeln!(s, "{}", row(&p.lookups_without));

@@ -39,15 +39,17 @@ pub struct SeedSpec {
 }
 
 impl SeedSpec {
-    /// 1,000,000 × scale contacts in 10,000 × scale accounts, three of them 100,000 × scale.
+    /// 1,000,000 × scale contacts in 10,000 × scale accounts, three of them 100,000 × scale;
+    /// beyond scale 1 the table grows by more customers, not larger ones: 3 × scale accounts
+    /// of 100,000 (so a name lookup in an account of 100,000 compares across scales).
     pub fn realistic(scale: f64, seed: u64) -> Self {
         let contacts = ((1_000_000.0 * scale).round() as u64).max(1_000);
         Self {
             layout: "realistic".into(),
             contacts,
             accounts: ((10_000.0 * scale).round() as usize).max(10),
-            big_accounts: 3,
-            big_size: ((100_000.0 * scale).round() as u64).max(100),
+            big_accounts: ((3.0 * scale.max(1.0)).round() as usize).max(3),
+            big_size: ((100_000.0 * scale.min(1.0)).round() as u64).max(100),
             seed,
         }
     }
@@ -448,4 +450,28 @@ pub(crate) async fn copy<R: Fixture>(client: &Client, rows: &[R]) -> anyhow::Res
         w.as_mut().write(&row.values()).await?;
     }
     Ok(w.finish().await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beyond_scale_one_the_table_grows_by_accounts_of_the_same_size() {
+        let one = SeedSpec::realistic(1.0, 7);
+        let ten = SeedSpec::realistic(10.0, 7);
+        assert_eq!((one.big_accounts, one.big_size), (3, 100_000));
+        assert_eq!((ten.big_accounts, ten.big_size), (30, 100_000));
+        let sizes = data::account_sizes(
+            ten.contacts,
+            ten.accounts,
+            ten.big_accounts,
+            ten.big_size,
+            1,
+        );
+        assert_eq!(sizes.iter().sum::<u64>(), 10_000_000);
+        assert_eq!(sizes.iter().max(), Some(&100_000));
+        let small = SeedSpec::realistic(0.1, 7);
+        assert_eq!((small.big_accounts, small.big_size), (3, 10_000));
+    }
 }

@@ -184,6 +184,44 @@ pub fn measure_postgres_of(postmaster: u32) {
         .push(postmaster);
 }
 
+/// Pins the cluster of `postmaster` (it and its children now; backends it starts later inherit
+/// it) to the last CPU and this process, with the server it will start, to the others.
+pub fn split_cores(postmaster: u32) -> anyhow::Result<String> {
+    let cpus = std::thread::available_parallelism()?.get();
+    anyhow::ensure!(cpus >= 2, "--split-cores needs two CPUs or more");
+    let last = cpus - 1;
+    let ours = if last == 1 {
+        "0".to_owned()
+    } else {
+        format!("0-{}", last - 1)
+    };
+    let cluster: Vec<String> = postgres_cpu().into_iter().map(|(pid, _)| pid).collect();
+    let pin = |cpus: &str, pid: &str| -> anyhow::Result<()> {
+        let out = std::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, pid])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "taskset -a -p -c {cpus} {pid}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(())
+    };
+    for pid in &cluster {
+        // A backend may end meanwhile; the postmaster must not fail.
+        if pid == &postmaster.to_string() {
+            pin(&last.to_string(), pid)?;
+        } else {
+            let _ = pin(&last.to_string(), pid);
+        }
+    }
+    pin(&ours, &std::process::id().to_string())?;
+    Ok(format!(
+        "split cores: PostgreSQL ({} processes) on CPU {last}, this tool and the server on CPU {ours}",
+        cluster.len()
+    ))
+}
+
 fn parent_pid(pid: &str) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat[stat.rfind(')')? + 2..]
