@@ -34,6 +34,8 @@ const DISK_FACTOR: f64 = 2.5;
 
 pub struct GrowthOptions<'a> {
     pub scales: Vec<f64>,
+    /// A subset of [`SCENARIOS`] (`--scenarios`); empty for all of them.
+    pub scenarios: Vec<Scenario>,
     pub base_name: String,
     pub seed: u64,
     pub reseed: bool,
@@ -115,7 +117,10 @@ pub async fn run(db: &Db, o: &GrowthOptions<'_>) -> anyhow::Result<GrowthReport>
         let probe = Probe::new(db, &setup.run_db);
         let measured = async {
             let mut runs = Vec::new();
-            for s in SCENARIOS {
+            for s in SCENARIOS
+                .into_iter()
+                .filter(|s| o.scenarios.is_empty() || o.scenarios.contains(s))
+            {
                 let (scenario, driver) = setup.driver(s).expect("a growth scenario");
                 let writes = s == Scenario::CreateCallNote;
                 let watched = writes.then_some(&probe);

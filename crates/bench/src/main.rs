@@ -506,6 +506,7 @@ async fn run_on(
         );
         let go = growth::GrowthOptions {
             scales: g.scales.clone(),
+            scenarios: o.scenarios.clone(),
             base_name: o.db_name().to_owned(),
             seed: o.seed,
             reseed: o.reseed,

@@ -133,8 +133,19 @@ pub struct SeedReport {
 }
 
 /// Whether `name` already holds this very seed (so [`ensure`] would reuse it).
+/// Whether `ensure` can reuse `name` (as it is, or migrated in place).
 pub async fn is_current(db: &Db, name: &str, spec: &SeedSpec) -> anyhow::Result<bool> {
-    Ok(db.exists(name).await? && db.comment(name).await?.as_deref() == Some(&spec.marker()))
+    Ok(db.exists(name).await?
+        && db
+            .comment(name)
+            .await?
+            .is_some_and(|c| same_but_schema(&c, &spec.marker())))
+}
+
+/// Two markers of the same seed, perhaps of different schemas.
+fn same_but_schema(a: &str, b: &str) -> bool {
+    let seed = |m: &str| m.split(" schema=").next().unwrap_or(m).to_owned();
+    seed(a) == seed(b)
 }
 
 /// Seeds `name` unless it already holds this very seed (and `reseed` is off).
@@ -145,13 +156,34 @@ pub async fn ensure(
     reseed: bool,
 ) -> anyhow::Result<SeedReport> {
     let marker = spec.marker();
-    if !reseed && db.exists(name).await? && db.comment(name).await?.as_deref() == Some(&marker) {
-        let client = db::connect(&db.url_for(name)).await?;
-        let mut report = counts(&client).await?;
-        report.database = name.into();
-        report.reused = true;
-        eprintln!("seed: reusing {name} ({} contacts)", report.contacts);
-        return Ok(report);
+    let found = match db.exists(name).await? {
+        true => db.comment(name).await?,
+        false => None,
+    };
+    if !reseed && let Some(found) = found {
+        let current = found == marker;
+        // The same seed on an older schema is migrated in place, as production is.
+        if !current && same_but_schema(&found, &marker) {
+            eprintln!("seed: migrating {name} in place to the current schema");
+            match callers_store::migrate(&db.url_for(name)).await {
+                Ok(()) => {
+                    let client = db::connect(&db.url_for(name)).await?;
+                    client
+                        .batch_execute("SET statement_timeout = 0; ANALYZE")
+                        .await?;
+                    db.set_comment(name, &marker).await?;
+                }
+                Err(e) => eprintln!("seed: {name} cannot be migrated ({e}); seeding it again"),
+            }
+        }
+        if db.comment(name).await?.as_deref() == Some(&marker) {
+            let client = db::connect(&db.url_for(name)).await?;
+            let mut report = counts(&client).await?;
+            report.database = name.into();
+            report.reused = true;
+            eprintln!("seed: reusing {name} ({} contacts)", report.contacts);
+            return Ok(report);
+        }
     }
     let mut report = seed(db, name, spec).await?;
     db.set_comment(name, &marker).await?;

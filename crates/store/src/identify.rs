@@ -95,8 +95,11 @@ pub const CALL_BY_NUMBER: &str = concat!(
 /// `%>`, codes by equality, and words of the same first letter and about the same length
 /// within two edits, for the one slip in a short name that trigrams and codes both miss
 /// (migration V10); the words as typed always), and only those lead to contacts,
-/// through the btree of `contact_words` (both kept by the triggers of migration V5); `OFFSET 0`
-/// keeps that a probe per word whatever the estimates say. A trigram match must also be close
+/// through the btree of `contact_words` (both kept by the triggers of migration V5). Each
+/// step is a probe per query word (`LATERAL … OFFSET 0`) whatever the estimates say: joined
+/// instead, the generic plan read every word of the account once and tested each pair
+/// whenever the table's accounts were small on average, which a large account among them
+/// paid with 20 ms per lookup (BENCHMARKS.md, round 13). A trigram match must also be close
 /// enough in length for [`names::token_similarity`] to accept it (an edit similarity of 0.6
 /// allows a length difference of 0.4 of the longer word): `%>` finds "stein" in every
 /// "steinmann", which the ranking drops, and such words used to take the candidate places of
@@ -127,19 +130,21 @@ macro_rules! by_name {
                                   THEN 0.8 + 0.15 * word_similarity(q.word, a.word) ELSE 0 END) \
                     * (length(q.word) + 1) AS weight \
              FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS q(word, code, i) \
-             JOIN account_words a ON a.account_id = $1 \
+             CROSS JOIN LATERAL (SELECT a.word, a.phonetic FROM account_words a \
+              WHERE a.account_id = $1 \
               AND ((a.word %> q.word \
                     AND abs(length(a.word) - length(q.word)) \
                         <= 0.4 * greatest(length(a.word), length(q.word))) \
-                   OR (q.code <> '' AND a.phonetic = q.code)) \
+                   OR (q.code <> '' AND a.phonetic = q.code)) OFFSET 0) a \
              UNION ALL \
              SELECT q.i, a.word, \
                     (1 - levenshtein_less_equal(a.word, q.word, 2)::float8 \
                          / greatest(length(a.word), length(q.word))) * (length(q.word) + 1) \
              FROM unnest($2::text[]) WITH ORDINALITY AS q(word, i) \
-             JOIN account_words a ON a.account_id = $1 \
+             CROSS JOIN LATERAL (SELECT a.word FROM account_words a \
+              WHERE a.account_id = $1 \
               AND left(a.word, 1) = left(q.word, 1) \
-              AND length(a.word) BETWEEN length(q.word) - 1 AND length(q.word) + 1 \
+              AND length(a.word) BETWEEN length(q.word) - 1 AND length(q.word) + 1 OFFSET 0) a \
              WHERE length(q.word) >= 4 \
                AND levenshtein_less_equal(a.word, q.word, 2) \
                    <= CASE WHEN length(q.word) >= 5 THEN 2 ELSE 1 END \
@@ -1097,6 +1102,76 @@ mod tests {
                 .unwrap()
                 .matches;
             assert_eq!(by_name[0].contact.contact_id, hans.contact_id);
+        }
+    }
+
+    /// Many small accounts make the planner expect few words per account; a large account
+    /// among them must still be probed per query word, never read whole (the generic plan
+    /// of a join did, round 13 of BENCHMARKS.md).
+    #[tokio::test]
+    async fn the_name_path_probes_words_in_a_large_account_among_small_ones() {
+        let (store, _db) = fresh_store().await;
+        let client = store.client().await.unwrap();
+        client
+            .batch_execute("SET statement_timeout = 0")
+            .await
+            .unwrap();
+        // Names repeat as real ones do: 400 first names and 2,500 surnames (md5 letters).
+        client
+            .batch_execute(
+                "INSERT INTO contacts (account_id, contact_id, categories, first_name, \
+                   last_name, origin, create_time, update_time, last_activity_time, \
+                   search_text) \
+                 SELECT a, gen_random_uuid(), '{caller}', f, l, 3, now(), now(), now(), \
+                   f || ' ' || l \
+                 FROM (SELECT CASE WHEN g <= 6000 THEN 'big' ELSE 'small-' || (g % 2000) END AS a, \
+                   translate(substr(md5((g % 400)::text), 1, 6), '0123456789', 'ghijklmnop') AS f, \
+                   translate(substr(md5((-(g % 2500))::text), 1, 8), '0123456789', 'ghijklmnop') \
+                     AS l \
+                   FROM generate_series(1, 26000) g) s",
+            )
+            .await
+            .unwrap();
+        for table in ["contacts", "contact_words", "account_words"] {
+            client
+                .batch_execute(&format!("VACUUM ANALYZE {table}"))
+                .await
+                .unwrap();
+        }
+        let words: Vec<String> = client
+            .query(
+                "SELECT word FROM account_words WHERE account_id = 'big' ORDER BY word LIMIT 2",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get("word"))
+            .collect();
+        let args = format!(
+            "'big', ARRAY['{}','{}'], ARRAY['',''], 50, 6",
+            words[0], words[1]
+        );
+        for mode in ["auto", "force_custom_plan"] {
+            let nodes = explain(&client, mode, SET_NAME_SEARCH, BY_NAME, &args).await;
+            for (node, relation, index, cond) in &nodes {
+                assert!(
+                    !(node == "Seq Scan" && relation.contains("words")),
+                    "({mode}) scans {relation}: {nodes:?}"
+                );
+                assert!(
+                    !index.starts_with("account_words")
+                        || cond.contains("word")
+                        || cond.contains("phonetic"),
+                    "({mode}) reads the account's words through {index} on {cond}: {nodes:?}"
+                );
+            }
+            for index in ["account_words_trgm_idx", "account_words_shape_idx"] {
+                assert!(
+                    nodes.iter().any(|(_, _, i, _)| i == index),
+                    "({mode}) does not use {index}: {nodes:?}"
+                );
+            }
         }
     }
 
