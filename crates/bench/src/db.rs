@@ -234,6 +234,51 @@ impl Db {
         Ok(())
     }
 
+    /// Makes `database` resident in the operating system's cache, as a database that fits its
+    /// server's memory is in production: the files of `evict` (the seed it was copied from,
+    /// which a production server does not have beside it) are dropped from the cache first
+    /// (GNU dd's `iflag=nocache`, private cluster only), then every relation of `database` is
+    /// read (`pg_prewarm`, mode `read`). Returns the bytes read.
+    pub async fn prewarm(&self, database: &str, evict: &str) -> anyhow::Result<i64> {
+        if self.pg_dir().is_some() {
+            let row = self
+                .admin()
+                .await?
+                .query_one(
+                    "SELECT oid, current_setting('data_directory') AS dir FROM pg_database \
+                     WHERE datname = $1",
+                    &[&evict],
+                )
+                .await?;
+            let (oid, dir): (u32, String) = (row.get("oid"), row.get("dir"));
+            let base = Path::new(&dir).join("base").join(oid.to_string());
+            for entry in std::fs::read_dir(&base)?.flatten() {
+                let _ = std::process::Command::new("dd")
+                    .arg(format!("if={}", entry.path().display()))
+                    .args(["iflag=nocache", "count=0", "status=none"])
+                    .status();
+            }
+        }
+        let c = connect(&self.url_for(database)).await?;
+        c.batch_execute("SET statement_timeout = 0; CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+            .await?;
+        let blocks: i64 = c
+            .query_one(
+                "SELECT coalesce(sum(pg_prewarm(c.oid, 'read')), 0)::int8 AS blocks FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('r', 'i', 't', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                 AND c.relpersistence = 'p'",
+                &[],
+            )
+            .await?
+            .get("blocks");
+        let block: i64 = c
+            .query_one("SELECT current_setting('block_size')::int8 AS b", &[])
+            .await?
+            .get("b");
+        Ok(blocks * block)
+    }
+
     /// `CREATE DATABASE copy TEMPLATE template`: an identical copy, made by copying files
     /// (`STRATEGY FILE_COPY` where PostgreSQL 15+ offers the choice: its default writes the
     /// whole copy through the WAL, and the checkpoints that follow disturb the measurements).

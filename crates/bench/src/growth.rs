@@ -45,6 +45,8 @@ pub struct GrowthOptions<'a> {
     pub connections: usize,
     pub log_dir: &'a Path,
     pub keep_copies: bool,
+    /// Read each run's copy into the cache first (`--prewarm`).
+    pub prewarm: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -69,6 +71,8 @@ pub struct GrowthReport {
     pub saturation_clients: usize,
     /// What one contact's seed takes on disk, as measured before seeding (bytes).
     pub bytes_per_contact: f64,
+    /// Each run's copy was read into the cache first (`--prewarm`).
+    pub prewarmed: bool,
     pub scales: Vec<Scale>,
 }
 
@@ -91,6 +95,7 @@ pub async fn run(db: &Db, o: &GrowthOptions<'_>) -> anyhow::Result<GrowthReport>
     let mut report = GrowthReport {
         fraction: o.half.fraction,
         saturation_clients: o.half.saturation_clients,
+        prewarmed: o.prewarm,
         ..Default::default()
     };
     for scale in scales {
@@ -112,6 +117,7 @@ pub async fn run(db: &Db, o: &GrowthOptions<'_>) -> anyhow::Result<GrowthReport>
             o.server_args,
             o.connections,
             o.log_dir,
+            o.prewarm,
         )
         .await?;
         let probe = Probe::new(db, &setup.run_db);
@@ -272,6 +278,13 @@ pub fn markdown(r: &GrowthReport) -> String {
         r.saturation_clients,
         r.fraction * 100.0
     );
+    if r.prewarmed {
+        let _ = writeln!(
+            s,
+            "\nEach run's copy was read into the operating system's cache first, its seed \
+             evicted (`--prewarm`)."
+        );
+    }
     for scenario in ["identify_by_number", "identify_by_name", "create_call_note"] {
         let _ = writeln!(
             s,

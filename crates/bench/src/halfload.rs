@@ -173,9 +173,19 @@ impl Setup {
         server_args: &[String],
         connections: usize,
         log_dir: &std::path::Path,
+        prewarm: bool,
     ) -> anyhow::Result<Setup> {
         let run_db = format!("{seed_db}_run");
         db.copy(seed_db, &run_db).await?;
+        if prewarm {
+            let t = std::time::Instant::now();
+            let bytes = db.prewarm(&run_db, seed_db).await?;
+            eprintln!(
+                "prewarm: {run_db} read into the cache, {:.1} GB in {:.0} s",
+                bytes as f64 / 1e9,
+                t.elapsed().as_secs_f64()
+            );
+        }
         let url = db.url_for(&run_db);
         let client = db::connect(&url).await?;
         let scenarios::Draws {
@@ -246,6 +256,8 @@ pub struct Command<'a> {
     pub connections: usize,
     pub log_dir: &'a std::path::Path,
     pub keep_copies: bool,
+    /// Read the run's copy into the cache first ([`Db::prewarm`]).
+    pub prewarm: bool,
 }
 
 /// `callers-bench halfload`: every scenario of `c.scenarios` (default [`SCENARIOS`]) on one
@@ -268,6 +280,7 @@ pub async fn run(db: &Db, seed_db: &str, c: &Command<'_>) -> anyhow::Result<Half
         c.server_args,
         c.connections,
         c.log_dir,
+        c.prewarm,
     )
     .await?;
     let mut report = HalfLoadReport {
@@ -286,7 +299,9 @@ pub async fn run(db: &Db, seed_db: &str, c: &Command<'_>) -> anyhow::Result<Half
             if *s == Scenario::IdentifyByNumber {
                 let o = &c.options;
                 let url = db.url_for(&setup.run_db);
-                let raw = scenarios::RawClients::connect(&url, o.max_in_flight).await?;
+                // One connection per client as at saturation (pipelined beyond that).
+                let clients = o.max_in_flight.min(o.saturation_clients);
+                let raw = scenarios::RawClients::connect(&url, clients).await?;
                 let d = scenarios::raw_call(raw, setup.samples.clone(), None);
                 let r = at_the_same_rate("raw_call at the same rate", &run, d, o, None).await;
                 run.references.push(r);

@@ -201,6 +201,10 @@ pub struct Opts {
     /// (`taskset`), as if the database had a machine of its own: what sharing the cores costs.
     #[arg(long, global = true)]
     split_cores: bool,
+    /// `growth` and `halfload`: read the run's copy into the operating system's cache before
+    /// measuring (its seed evicted first), as a database that fits its server's memory is.
+    #[arg(long, global = true)]
+    prewarm: bool,
     /// Folder of the private PostgreSQL cluster.
     #[arg(long, global = true, default_value = "target/callers-bench/pg")]
     pg_dir: PathBuf,
@@ -492,6 +496,7 @@ async fn run_on(
             connections: o.connections,
             log_dir,
             keep_copies: o.keep_copies,
+            prewarm: o.prewarm,
         };
         results.halfload = Some(halfload::run(db, o.db_name(), &c).await?);
     }
@@ -516,6 +521,7 @@ async fn run_on(
             connections: o.connections,
             log_dir,
             keep_copies: o.keep_copies,
+            prewarm: o.prewarm,
         };
         results.growth = Some(growth::run(db, &go).await?);
     }

@@ -92,6 +92,9 @@ pub async fn postgres_settings(client: &Client) -> anyhow::Result<Vec<(String, S
                 "max_connections",
                 "effective_cache_size",
                 "jit",
+                "max_wal_size",
+                "checkpoint_timeout",
+                "wal_compression",
             ]],
         )
         .await?;
