@@ -109,17 +109,14 @@ pub async fn run(db: &Db, o: &GrowthOptions<'_>) -> anyhow::Result<GrowthReport>
             spec.contacts
         );
         let seeded = seed::ensure(db, &name, &spec, o.reseed).await?;
-        let setup = Setup::start(
-            db,
-            &name,
-            o.seed,
-            &o.server_bin,
-            o.server_args,
-            o.connections,
-            o.log_dir,
-            o.prewarm,
-        )
-        .await?;
+        let launch = halfload::Launch {
+            server_bin: &o.server_bin,
+            server_args: o.server_args,
+            connections: o.connections,
+            log_dir: o.log_dir,
+            prewarm: o.prewarm,
+        };
+        let setup = Setup::start(db, &name, o.seed, &launch).await?;
         let probe = Probe::new(db, &setup.run_db);
         let measured = async {
             let mut runs = Vec::new();

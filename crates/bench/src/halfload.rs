@@ -164,20 +164,21 @@ pub struct Setup {
     pub big_contacts: u64,
 }
 
+/// How a [`Setup`] runs its server and prepares its copy.
+pub struct Launch<'a> {
+    pub server_bin: &'a std::path::Path,
+    pub server_args: &'a [String],
+    pub connections: usize,
+    pub log_dir: &'a std::path::Path,
+    /// Read the copy into the cache first ([`Db::prewarm`]).
+    pub prewarm: bool,
+}
+
 impl Setup {
-    pub async fn start(
-        db: &Db,
-        seed_db: &str,
-        seed: u64,
-        server_bin: &std::path::Path,
-        server_args: &[String],
-        connections: usize,
-        log_dir: &std::path::Path,
-        prewarm: bool,
-    ) -> anyhow::Result<Setup> {
+    pub async fn start(db: &Db, seed_db: &str, seed: u64, l: &Launch<'_>) -> anyhow::Result<Setup> {
         let run_db = format!("{seed_db}_run");
         db.copy(seed_db, &run_db).await?;
-        if prewarm {
+        if l.prewarm {
             let t = std::time::Instant::now();
             let bytes = db.prewarm(&run_db, seed_db).await?;
             eprintln!(
@@ -195,8 +196,8 @@ impl Setup {
             big_contacts,
         } = scenarios::draws(&client, seed).await?;
         drop(client);
-        let server = Server::start(server_bin, &url, log_dir, server_args).await?;
-        let channels = match scenarios::channels(&server.addr, connections).await {
+        let server = Server::start(l.server_bin, &url, l.log_dir, l.server_args).await?;
+        let channels = match scenarios::channels(&server.addr, l.connections).await {
             Ok(c) => c,
             Err(e) => {
                 server.stop().await?;
@@ -272,17 +273,14 @@ pub async fn run(db: &Db, seed_db: &str, c: &Command<'_>) -> anyhow::Result<Half
         wanted.iter().all(|s| SCENARIOS.contains(s)),
         "halfload runs {SCENARIOS:?} only"
     );
-    let setup = Setup::start(
-        db,
-        seed_db,
-        c.options.seed,
-        &c.server_bin,
-        c.server_args,
-        c.connections,
-        c.log_dir,
-        c.prewarm,
-    )
-    .await?;
+    let launch = Launch {
+        server_bin: &c.server_bin,
+        server_args: c.server_args,
+        connections: c.connections,
+        log_dir: c.log_dir,
+        prewarm: c.prewarm,
+    };
+    let setup = Setup::start(db, seed_db, c.options.seed, &launch).await?;
     let mut report = HalfLoadReport {
         fraction: c.options.fraction,
         saturation_clients: c.options.saturation_clients,
