@@ -132,8 +132,7 @@ pub struct SeedReport {
     pub now: Option<DateTime<Utc>>,
 }
 
-/// Whether `name` already holds this very seed (so [`ensure`] would reuse it).
-/// Whether `ensure` can reuse `name` (as it is, or migrated in place).
+/// Whether [`ensure`] can reuse `name` (as it is, or migrated in place).
 pub async fn is_current(db: &Db, name: &str, spec: &SeedSpec) -> anyhow::Result<bool> {
     Ok(db.exists(name).await?
         && db
