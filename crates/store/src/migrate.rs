@@ -139,6 +139,46 @@ mod tests {
     use super::*;
     use crate::testing::fresh_store;
 
+    /// Every trigram index a write goes through, the words' partitions included, takes its
+    /// entries at once (V17): a pending list would make one insert in many merge it.
+    #[tokio::test]
+    async fn the_written_gin_indexes_have_no_pending_list() {
+        let (store, _db) = fresh_store().await;
+        let client = store.client().await.unwrap();
+        let rows = client
+            .query(
+                "SELECT c.relname::text AS name, coalesce(c.reloptions, '{}')::text AS options \
+                 FROM pg_class c JOIN pg_am a ON a.oid = c.relam \
+                 WHERE a.amname = 'gin' AND c.relkind IN ('i', 'I') \
+                 AND c.relnamespace = 'public'::regnamespace",
+                &[],
+            )
+            .await
+            .unwrap();
+        let names: Vec<String> = rows.iter().map(|r| r.get("name")).collect();
+        assert!(
+            names.contains(&"contacts_search_trgm_idx".to_owned()),
+            "{names:?}"
+        );
+        // The partitioned index and its 16 partitions.
+        assert!(
+            names
+                .iter()
+                .filter(|n| n.starts_with("account_words"))
+                .count()
+                >= 17,
+            "{names:?}"
+        );
+        for r in &rows {
+            let options: String = r.get("options");
+            assert!(
+                options.contains("fastupdate=off"),
+                "{} has {options}",
+                r.get::<_, String>("name")
+            );
+        }
+    }
+
     /// Numbers written before V9, or by the previous release during a rollout, have no dial
     /// base; the next migration run gives every one of them what the domain rule gives, in
     /// batches, and a run after that has nothing to do.
