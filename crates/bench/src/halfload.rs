@@ -91,33 +91,7 @@ pub async fn measure(
         "{name}: no call succeeded at saturation ({})",
         saturation.first_error.as_deref().unwrap_or("no error")
     );
-    let never = watch::channel(false);
-    let pace = |max| Pace {
-        rate,
-        max_in_flight: o.max_in_flight,
-        max,
-    };
-    load::paced(
-        "warm-up",
-        pace(o.warmup),
-        o.seed + 7,
-        driver.clone(),
-        never.1.clone(),
-        server,
-    )
-    .await;
-    let open = load::paced(
-        name,
-        pace(o.duration),
-        o.seed + 1,
-        driver,
-        never.1.clone(),
-        server,
-    );
-    let paced = print_run(match probe {
-        Some(p) => p.around(open).await?,
-        None => open.await,
-    });
+    let paced = open_loop(name, rate, driver, o, server, probe).await?;
     Ok(HalfLoadRun {
         scenario: name.to_owned(),
         saturation,
@@ -126,30 +100,37 @@ pub async fn measure(
     })
 }
 
-/// `driver` on the schedule of `run` (its rate, after a warm-up): a reference for its tail.
-async fn at_the_same_rate(
+/// `driver` at `rate` on a fixed schedule for `o.duration`, after a paced warm-up of
+/// `o.warmup` (not counted); watched for stalls with a `probe`.
+async fn open_loop(
     name: &str,
-    run: &HalfLoadRun,
+    rate: f64,
     driver: Driver,
     o: &HalfLoadOptions,
     server: Option<&Server>,
-) -> Stats {
+    probe: Option<&Probe>,
+) -> anyhow::Result<Stats> {
+    let never = watch::channel(false);
     let pace = |max| Pace {
-        rate: run.paced.rate.unwrap_or(1.0),
+        rate,
         max_in_flight: o.max_in_flight,
         max,
     };
-    let never = watch::channel(false);
+    let warm = pace(o.warmup);
     load::paced(
         "warm-up",
-        pace(o.warmup),
+        warm,
         o.seed + 7,
         driver.clone(),
         never.1.clone(),
         server,
     )
     .await;
-    print_run(load::paced(name, pace(o.duration), o.seed + 1, driver, never.1, server).await)
+    let open = load::paced(name, pace(o.duration), o.seed + 1, driver, never.1, server);
+    Ok(print_run(match probe {
+        Some(p) => p.around(open).await?,
+        None => open.await,
+    }))
 }
 
 /// A server on a fresh copy of a seed, with the samples the drivers draw from.
@@ -301,12 +282,14 @@ pub async fn run(db: &Db, seed_db: &str, c: &Command<'_>) -> anyhow::Result<Half
                 let clients = o.max_in_flight.min(o.saturation_clients);
                 let raw = scenarios::RawClients::connect(&url, clients).await?;
                 let d = scenarios::raw_call(raw, setup.samples.clone(), None);
-                let r = at_the_same_rate("raw_call at the same rate", &run, d, o, None).await;
+                let rate = run.paced.rate.unwrap_or(1.0);
+                let r = open_loop("raw_call at the same rate", rate, d, o, None, None).await?;
                 run.references.push(r);
                 let d = scenarios::grpc_floor(setup.channels.clone());
                 let server = Some(&setup.server);
-                let r = at_the_same_rate("grpc_floor at the same rate", &run, d, o, server).await;
-                run.references.push(r);
+                let name = "grpc_floor at the same rate";
+                run.references
+                    .push(open_loop(name, rate, d, o, server, None).await?);
             }
             report.runs.push(run);
         }
