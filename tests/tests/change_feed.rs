@@ -292,6 +292,25 @@ async fn a_mirror_kept_from_the_feed_equals_the_account_through_purges_and_a_res
     for w in round {
         w.await.unwrap();
     }
+    // One message expires whatever the dice did (theirs may all be replaced or purged first).
+    let at = chrono::Utc::now() + chrono::Duration::milliseconds(300);
+    let mut expiring = new_caller(&mut Dice(seed));
+    expiring.caller_message = Some(pb::CallerMessage {
+        text: "Bitte zurückrufen".into(),
+        expire_time: Some(prost_types::Timestamp {
+            seconds: at.timestamp(),
+            nanos: at.timestamp_subsec_nanos() as i32,
+        }),
+        ..Default::default()
+    });
+    ContactServiceClient::new(channel(&second.url()).await)
+        .create_contact(pb::CreateContactRequest {
+            account_id: ACCOUNTS[0].into(),
+            contact: Some(expiring),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap();
     // Every expiring message swept before the mirrors are compared (a sweep after the
     // consumers stop would be a change they never saw).
     while scalar_count(
